@@ -1,0 +1,80 @@
+"""The contract every engine meets: raw-prompt completion, greedy by default, stop at EOS.
+
+A backend knows nothing about objectives or LangChain: it turns prompt strings into generations.
+`response` (the answer being rewritten) is passed along so an engine may draft from it
+(copy-aware speculative decoding); output must not depend on whether it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode. `temperature == 0` means greedy, as in the released inference."""
+
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    #: Draft from the response being rewritten and verify in one forward pass (same output).
+    drafting: bool = True
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion: the new text only, and why decoding stopped (`"stop"` at EOS, or `"length"`)."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    #: Engine-specific counters (e.g. drafted / accepted tokens).
+    stats: dict[str, Any] | None = None
+
+
+class PromptTooLongError(ValueError):
+    """The prompt does not fit in the model's context window."""
+
+    def __init__(self, prompt_tokens: int, context_length: int, model: str):
+        super().__init__(
+            f"the aligner prompt is {prompt_tokens} tokens but model {model!r} has a context of "
+            f"{context_length} tokens (and needs room to write the answer). Shorten the context "
+            "or the response, or use an aligner with a longer context."
+        )
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An engine that completes raw prompts. Implementations must be safe to call from threads."""
+
+    name: str
+    model: str
+    #: The model's trained context window in tokens.
+    context_length: int
+    #: `metaaligner.*` metadata found with the model (prompt format, objectives, base model).
+    metadata: dict[str, Any]
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        settings: GenerationSettings,
+        responses: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        """Complete every prompt (batched where the engine can); one `Generation` each, in order."""
+        ...
+
+    def stream(
+        self, prompt: str, settings: GenerationSettings, response: str | None = None
+    ) -> Iterator[str]:
+        """Yield the new text of one completion piece by piece; the pieces join to `generate`'s text."""
+        ...

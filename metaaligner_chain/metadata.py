@@ -1,0 +1,66 @@
+"""What a model says about itself: the prompt format it was trained with, its objectives, its base.
+
+Written by `ma-train` next to a trained model (`metaaligner.json`) and into exported GGUF files
+(`metaaligner.*` keys); read here to pick the prompt format, falling back to the released
+checkpoints' naming convention (`HH-RLHF` / `UltraFeedback` / `IMHI` in the model name).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+METADATA_FILE = "metaaligner.json"
+GGUF_PREFIX = "metaaligner."
+#: GGUF key/values our exporter writes; lists are stored comma-joined.
+GGUF_KEYS = ("prompt_format", "objectives", "base_model")
+
+_NAME_MARKERS = (("hh-rlhf", "hh-rlhf"), ("hh_rlhf", "hh-rlhf"), ("ultrafeedback", "ultrafeedback"), ("imhi", "imhi"))
+
+
+def write_metadata(model_dir: str | Path, **fields: Any) -> Path:
+    """Merge `fields` into `model_dir/metaaligner.json` (created if missing); return its path."""
+    path = Path(model_dir) / METADATA_FILE
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current.update({k: v for k, v in fields.items() if v is not None})
+    path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_metadata(model: str | Path) -> dict[str, Any]:
+    """Metadata saved with a local model directory or GGUF file; `{}` when there is none."""
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / METADATA_FILE).is_file():
+        return json.loads((path / METADATA_FILE).read_text())
+    if path.is_file() and path.suffix == ".gguf":
+        return read_gguf_metadata(path)
+    return {}
+
+
+def read_gguf_metadata(path: str | Path) -> dict[str, Any]:
+    """The `metaaligner.*` key/values of a GGUF file (needs the `gguf` package, else `{}`)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return {}
+    try:
+        reader = GGUFReader(str(path), "r")
+    except Exception:  # not a GGUF file: the backend reports that with a clear error
+        return {}
+    found: dict[str, Any] = {}
+    for name, field in reader.fields.items():
+        if name.startswith(GGUF_PREFIX):
+            value = field.contents()
+            key = name[len(GGUF_PREFIX):]
+            found[key] = value.split(",") if key == "objectives" and isinstance(value, str) else value
+    return found
+
+
+def prompt_format_from_name(model: str) -> str | None:
+    """The released code's rule: the prompt format is named by a substring of the model path."""
+    lowered = Path(str(model)).name.lower() or str(model).lower()
+    for marker, prompt_format in _NAME_MARKERS:
+        if marker in lowered:
+            return prompt_format
+    return None

@@ -1,0 +1,112 @@
+"""Prompt formats: the exact strings the released MetaAligner checkpoints read, shared with `trainer/`.
+
+`build_prompt(query, response, objectives, prompt_format=..., mode=...)` is character-exact with
+the released inference code (each template ends with one space after ``Edit:``); training data
+built by `trainer/` goes through the same function, so a model is served with the form it learned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
+
+MODES = ("better", "equal")
+
+_TEMPLATES: dict[str, str] = {
+    "hh-rlhf": (
+        "You are an assistant to human. You will be provided with a context and an answer. "
+        "Consider the context, then edit the answer to {goal} considering these aspects: "
+        "{aspects} | Context: {question} | Answer: {answer} | Edit: "
+    ),
+    "ultrafeedback": (
+        "You are an assistant to human. You will be provided with a query and an answer. "
+        "Consider the query, then edit the answer to {goal} considering these aspects: "
+        "{aspects} | Query: {question} | Answer: {answer} | Edit: "
+    ),
+    "imhi": (
+        'Edit the following Question-Answer pair to {goal} considering these aspects '
+        '"{aspects}" | Question: {question} | Answer: {answer} | Edit: '
+    ),
+}
+
+# What the template asks for, per prompt format and mode.
+_GOALS: dict[str, dict[str, str]] = {
+    "hh-rlhf": {"better": "improve it", "equal": "make it equal"},
+    "ultrafeedback": {"better": "improve it", "equal": "make it equal"},
+    "imhi": {"better": "make it better", "equal": "make it equal"},
+}
+
+
+def build_prompt(
+    query: str,
+    response: str,
+    objectives: str | Objective | Iterable[str | Objective],
+    *,
+    prompt_format: str = "hh-rlhf",
+    mode: str = "better",
+) -> str:
+    """The aligner's input T(query, response, objectives, mode) for `prompt_format`.
+
+    Objective keys resolve within `prompt_format`; descriptions are joined with ``'; '`` in the
+    order given.
+    """
+    check_prompt_format(prompt_format)
+    if mode not in MODES:
+        raise ValueError(f"`mode` is {mode!r}; choose 'better' or 'equal'.")
+    aspects = "; ".join(o.description for o in resolve(objectives, prompt_format))
+    return _TEMPLATES[prompt_format].format(
+        goal=_GOALS[prompt_format][mode], aspects=aspects, question=query, answer=str(response)
+    )
+
+
+def prompt_prefix(objectives: Any, *, prompt_format: str = "hh-rlhf", mode: str = "better") -> str:
+    """The part of the prompt that depends only on the objectives (shared across calls)."""
+    marker = "\x00"
+    return build_prompt(marker, "", objectives, prompt_format=prompt_format, mode=mode).split(
+        marker
+    )[0]
+
+
+def message_text(message: Any) -> str:
+    """Plain text of a LangChain message, string content or content blocks alike."""
+    content = getattr(message, "content", message)
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content or []:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+    return "".join(parts)
+
+
+def _role(message: Any) -> str:
+    kind = getattr(message, "type", "")
+    if kind in ("human", "user"):
+        return "Human"
+    if kind in ("ai", "assistant", "AIMessageChunk"):
+        return "Assistant"
+    return kind.capitalize() or "Human"
+
+
+def format_context(messages: Sequence[Any], *, prompt_format: str = "hh-rlhf") -> str:
+    """The context text a prompt format expects, from a chat history of LangChain messages.
+
+    The history is everything *before* the response being aligned. For ``hh-rlhf`` this is the
+    Anthropic transcript form ``"\\n\\nHuman: ... \\n\\nAssistant:"`` the checkpoints were trained
+    on (a system message goes first, before the first turn, as in Anthropic's legacy prompt
+    format). Other formats take the text of a single user turn, or a ``Human:``/``Assistant:``
+    transcript when the history has several turns.
+    """
+    check_prompt_format(prompt_format)
+    system = [message_text(m) for m in messages if getattr(m, "type", "") == "system"]
+    turns = [(_role(m), message_text(m).strip()) for m in messages if getattr(m, "type", "") != "system"]
+    if prompt_format == "hh-rlhf":
+        transcript = "".join(f"\n\n{role}: {text}" for role, text in turns)
+        return "\n".join(system) + transcript + " \n\nAssistant:"
+    if len(turns) == 1:
+        return "\n".join([*system, turns[0][1]])
+    return "\n".join([*system, *(f"{role}: {text}" for role, text in turns)])
