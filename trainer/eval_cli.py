@@ -1,11 +1,74 @@
-"""`ma-train eval`: the command-line face of `trainer.evaluate.evaluate` (placeholder)."""
+"""`ma-train eval`: the command-line face of `trainer.evaluate.evaluate`; parses, then delegates.
+
+Imports nothing heavy: the evaluation modules load when the command runs.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 
-def eval_command() -> None:
-    """Evaluate an aligner per objective (not implemented yet)."""
-    typer.echo("ma-train eval is being written; see trainer/EVAL.md", err=True)
-    raise typer.Exit(2)
+def eval_command(
+    data: Annotated[Path, typer.Option(help="TEST JSONL: {\"query\", \"response\", \"golden\"?}.")],
+    objectives: Annotated[str, typer.Option(help="Comma-separated objective keys, e.g. "
+                                            "harmlessness,readability,length.")],
+    out: Annotated[Path, typer.Option(help="Output folder (reused: finished work resumes).")],
+    aligner: Annotated[str, typer.Option(help="'default' (built-in aligner), a model path "
+                                         "or hub id.")] = "default",
+    judge: Annotated[str, typer.Option(help="'offline' (built-in proxy scorers) or a chat model "
+                                       "as provider:model, e.g. openai:gpt-4o.")] = "offline",
+    scorer: Annotated[Optional[list[str]], typer.Option(
+        help="Per-objective HF reward/classifier model, objective=MODEL (repeatable).")] = None,
+    policy: Annotated[Optional[str], typer.Option(
+        help="provider:model that writes each row's response first.")] = None,
+    prompt_format: Annotated[Optional[str], typer.Option(
+        help="hh-rlhf, ultrafeedback or imhi (default: the aligner's own).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Aligner output cap.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N rows.")] = None,
+    bootstrap_rounds: Annotated[int, typer.Option(help="Bootstrap resamples for CIs.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Per-objective win rates of the aligned answers, do-no-harm figures, report and plot."""
+    from trainer.evaluate import evaluate
+
+    try:
+        results = evaluate(
+            data, aligner, _split(objectives), out, judge=judge, scorers=_scorers(scorer or []),
+            prompt_format=prompt_format, policy=policy, max_new_tokens=max_new_tokens,
+            limit=limit, bootstrap_rounds=bootstrap_rounds, seed=seed,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    harm = results["do_no_harm"]
+    for key, block in results["objectives"].items():
+        r = block["comparisons"]["aligned_vs_original"]
+        typer.echo(f"{key}: aligned vs original {r['wins']}/{r['ties']}/{r['losses']} "
+                   f"(win/tie/loss), win rate {_pct(r['win_rate'])}, "
+                   f"ties as wins {_pct(r['win_rate_ties_as_wins'])}, invalid {r['invalid']}")
+    typer.echo(f"harm rate {_pct(harm['harm']['mean'])}, unchanged {_pct(harm['unchanged']['mean'])}"
+               f"; wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'winrates.png'}")
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _scorers(specs: list[str]) -> dict[str, str]:
+    found = {}
+    for spec in specs:
+        key, sep, model = spec.partition("=")
+        if not sep or not key.strip() or not model.strip():
+            raise typer.BadParameter(
+                f"`--scorer` is {spec!r}; write objective=MODEL, e.g. "
+                "harmlessness=./my-reward-model.", param_hint="--scorer"
+            )
+        found[key.strip()] = model.strip()
+    return found
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
