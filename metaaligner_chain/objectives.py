@@ -136,9 +136,10 @@ def resolve(
             key = normalize_key(item)
             key = ALIASES.get(key, key)
             if key not in known:
+                aliases = [a for a, target in ALIASES.items() if target in known]
                 raise ValueError(
                     f"`objectives` has unknown key {item!r}; known keys for prompt format "
-                    f"{prompt_format!r}: {', '.join(known)} (aliases: {', '.join(ALIASES)}). "
+                    f"{prompt_format!r}: {', '.join(known)} (aliases: {', '.join(aliases)}). "
                     "For a new objective pass 'Name: description', e.g. "
                     "'Politeness: the response should be courteous and respectful'."
                 )

@@ -7,7 +7,7 @@ A backend knows nothing about objectives or LangChain: it turns prompt strings i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -75,6 +75,10 @@ class Backend(Protocol):
 
     def stream(
         self, prompt: str, settings: GenerationSettings, response: str | None = None
-    ) -> Iterator[str]:
-        """Yield the new text of one completion piece by piece; the pieces join to `generate`'s text."""
+    ) -> Generator[str, None, Generation | None]:
+        """Yield the new text of one completion piece by piece; the pieces join to `generate`'s text.
+
+        The generator returns (``StopIteration.value``) the finished `Generation`, so callers
+        using ``result = yield from backend.stream(...)`` learn the finish reason and counts.
+        """
         ...

@@ -1,0 +1,215 @@
+"""Transformers engine: hub id or local directory (or a GGUF file, dequantised), batched greedy generation.
+
+One model per (path, dtype, device) per process, shared through `get_backend`. Prompts are raw
+strings tokenized with the tokenizer's special tokens (BOS), as in the released inference; batches
+are length-bucketed and left-padded; only new tokens are decoded, up to the first EOS.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+from metaaligner_chain.backends.base import Generation, GenerationSettings, PromptTooLongError
+from metaaligner_chain.metadata import read_metadata
+
+_EXTRA = 'pip install "metaaligner-chain[hf]"'
+
+
+def _import_torch_transformers():
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"the transformers backend needs torch and transformers: {_EXTRA}") from exc
+    return torch, transformers
+
+
+def pick_device(torch: Any, device: str | None) -> str:
+    """`device` if given; else CUDA, then Apple MPS, then CPU."""
+    if device:
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(torch: Any, dtype: str | None, device: str) -> Any:
+    """bf16 on CUDA when supported, fp32 elsewhere, unless `dtype` names one."""
+    if dtype in (None, "auto"):
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    choices = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+               "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+    if dtype not in choices:
+        raise ValueError(f"`dtype` is {dtype!r}; choose one of auto, {', '.join(choices)}.")
+    return choices[dtype]
+
+
+class TransformersBackend:
+    """A causal LM through Hugging Face transformers. Thread-safe: calls are serialized."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str | None = None,
+        device: str | None = None,
+        trust_remote_code: bool = False,
+        batch_size: int = 8,
+    ):
+        torch, transformers = _import_torch_transformers()
+        self._torch = torch
+        self.model = str(model)
+        self.device = pick_device(torch, device)
+        self.dtype = pick_dtype(torch, dtype, self.device)
+        self.batch_size = batch_size
+        path = Path(self.model).expanduser()
+        source, extra = str(path), {}
+        if path.is_file() and path.suffix == ".gguf":
+            source, extra = str(path.parent), {"gguf_file": path.name}
+        elif not path.exists():
+            source = self.model  # a hub id
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                source, trust_remote_code=trust_remote_code, **extra
+            )
+            self.lm = transformers.AutoModelForCausalLM.from_pretrained(
+                source, dtype=self.dtype, trust_remote_code=trust_remote_code, **extra
+            ).to(self.device)
+        except OSError as exc:
+            raise OSError(
+                f"could not load aligner model {self.model!r} with transformers: {exc}. Pass a "
+                "local model directory, a .gguf file, or a hub id while the hub is reachable."
+            ) from exc
+        self.lm.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
+        self.eos_ids = self._eos_ids()
+        self.context_length = int(
+            getattr(self.lm.config, "max_position_embeddings", None)
+            or self.tokenizer.model_max_length
+        )
+        self.metadata = read_metadata(self.model)
+        self._lock = threading.Lock()
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.lm.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos or [])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def _generate_kwargs(self, settings: GenerationSettings, longest_prompt: int) -> dict[str, Any]:
+        room = self.context_length - longest_prompt
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": min(settings.max_new_tokens, room),
+            "do_sample": not settings.greedy,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.eos_ids,
+        }
+        if settings.greedy:  # keep the checkpoint's sampling defaults from leaking in
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+            if settings.seed is not None:
+                self._torch.manual_seed(settings.seed)
+        return kwargs
+
+    def _encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
+        for ids in encoded:
+            if len(ids) >= self.context_length:
+                raise PromptTooLongError(len(ids), self.context_length, self.model)
+        return encoded
+
+    def _finish(self, prompt_ids: list[int], new_ids: list[int]) -> Generation:
+        stop = next((i for i, t in enumerate(new_ids) if t in self.eos_ids), None)
+        kept = new_ids if stop is None else new_ids[:stop]
+        return Generation(
+            text=self.tokenizer.decode(kept, skip_special_tokens=True),
+            finish_reason="length" if stop is None else "stop",
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=len(kept) + (stop is not None),
+        )
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        settings: GenerationSettings,
+        responses: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        encoded = self._encode(prompts)
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # length buckets
+        results: dict[int, Generation] = {}
+        with self._lock, self._torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                batch = self.tokenizer.pad(
+                    {"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt"
+                ).to(self.device)
+                width = batch["input_ids"].shape[1]
+                out = self.lm.generate(**batch, **self._generate_kwargs(settings, width))
+                for row, i in enumerate(chunk):
+                    results[i] = self._finish(encoded[i], out[row, width:].tolist())
+        return [results[i] for i in range(len(encoded))]
+
+    def stream(
+        self, prompt: str, settings: GenerationSettings, response: str | None = None
+    ) -> Generator[str, None, Generation]:
+        (ids,) = self._encode([prompt])
+        streamer = _token_streamer(self.tokenizer)
+        inputs = self._torch.tensor([ids], device=self.device)
+        kwargs = self._generate_kwargs(settings, len(ids))
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._torch.inference_mode():
+                    self.lm.generate(
+                        input_ids=inputs,
+                        attention_mask=self._torch.ones_like(inputs),
+                        streamer=streamer,
+                        **kwargs,
+                    )
+            except BaseException as exc:  # surfaced in the consumer's thread below
+                errors.append(exc)
+                streamer.end()
+
+        with self._lock:
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            try:
+                for piece in streamer:
+                    if piece:
+                        yield piece
+            finally:
+                worker.join()
+        if errors:
+            raise errors[0]
+        return self._finish(ids, streamer.new_ids)
+
+
+def _token_streamer(tokenizer: Any) -> Any:
+    """A `TextIteratorStreamer` that also keeps the generated token ids (to tell EOS from length)."""
+    from transformers import TextIteratorStreamer
+
+    class TokenStreamer(TextIteratorStreamer):
+        def put(self, value: Any) -> None:
+            if not self.next_tokens_are_prompt:
+                self.new_ids.extend(value.reshape(-1).tolist())
+            super().put(value)
+
+    streamer = TokenStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    streamer.new_ids = []
+    return streamer

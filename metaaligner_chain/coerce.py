@@ -1,0 +1,173 @@
+"""From whatever a chain produced to (context, response), and back to the type that came in.
+
+Accepted inputs: a `str` (the response, no context); a LangChain message (string or content-block
+content); a dict with the query under ``query``/``question``/``input`` (text, a message, a list of
+messages or a prompt value), an optional chat history under ``chat_history``/``history``, an
+optional per-call ``objectives``, and the response under ``response``/``answer``/``output`` (text
+or a message). Outputs mirror the input: str → str, message → same message type, dict → same dict
+with the response replaced and the original kept under ``original_response``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk, BaseMessage, BaseMessageChunk, HumanMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables.utils import AddableDict
+
+from metaaligner_chain.prompt import format_context, message_text
+
+QUERY_KEYS = ("query", "question", "input")
+HISTORY_KEYS = ("chat_history", "history")
+RESPONSE_KEYS = ("response", "answer", "output")
+
+
+@dataclass(frozen=True)
+class AlignRequest:
+    """One item to align: the raw input, where its response lives, and what the aligner reads."""
+
+    raw: Any
+    response: str
+    context: Any = ""
+    response_key: str | None = None
+    objectives: Any = None
+
+    @property
+    def response_value(self) -> Any:
+        return self.raw[self.response_key] if self.response_key else self.raw
+
+
+def _first_key(data: dict, keys: Sequence[str]) -> str | None:
+    return next((k for k in keys if k in data), None)
+
+
+def _response_text(value: Any, field: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseMessage):
+        return message_text(value)
+    raise TypeError(
+        f"`{field}` is a {type(value).__name__}; the response to align must be a str or a "
+        "LangChain message."
+    )
+
+
+def coerce(value: Any) -> AlignRequest:
+    """Read one input; raise `TypeError`/`ValueError` naming the field and the fix."""
+    if isinstance(value, (str, BaseMessage)):
+        return AlignRequest(raw=value, response=_response_text(value, "input"))
+    if isinstance(value, dict):
+        key = _first_key(value, RESPONSE_KEYS)
+        if key is None:
+            raise ValueError(
+                f"input dict has keys {sorted(value)}; put the response to align under one of "
+                f"{', '.join(RESPONSE_KEYS)} (and the query under one of {', '.join(QUERY_KEYS)})."
+            )
+        query_key, history_key = _first_key(value, QUERY_KEYS), _first_key(value, HISTORY_KEYS)
+        context: Any = value[query_key] if query_key else ""
+        if history_key:
+            context = [*value[history_key], *as_messages(context)]
+        return AlignRequest(
+            raw=value,
+            response=_response_text(value[key], key),
+            context=context,
+            response_key=key,
+            objectives=value.get("objectives"),
+        )
+    raise TypeError(
+        f"input is a {type(value).__name__}; pass a str, a LangChain message, or a dict such as "
+        "{'query': ..., 'response': ...}."
+    )
+
+
+def as_messages(context: Any) -> list[BaseMessage]:
+    """A query in any accepted form as a list of messages."""
+    if isinstance(context, PromptValue):
+        return context.to_messages()
+    if isinstance(context, BaseMessage):
+        return [context]
+    if isinstance(context, str):
+        return [HumanMessage(context)] if context else []
+    if isinstance(context, (list, tuple)):
+        return list(context)
+    raise TypeError(
+        f"the query is a {type(context).__name__}; pass text, a message, a list of messages or a "
+        "prompt value."
+    )
+
+
+def context_text(context: Any, prompt_format: str) -> str:
+    """The context string for `prompt_format` (HH-RLHF transcript form for `hh-rlhf`)."""
+    if isinstance(context, str) and (prompt_format != "hh-rlhf" or context.startswith("\n\nHuman:")):
+        return context
+    messages = as_messages(context)
+    return format_context(messages, prompt_format=prompt_format) if messages else ""
+
+
+def _with_text(message: BaseMessage, text: str, info: dict[str, Any]) -> BaseMessage:
+    metadata = {**message.response_metadata, "metaaligner": info}
+    return message.model_copy(update={"content": text, "response_metadata": metadata})
+
+
+def render(request: AlignRequest, text: str, info: dict[str, Any]) -> Any:
+    """The output for `request`: `text` in the shape of the input that came in."""
+    value = request.response_value
+    out = _with_text(value, text, info) if isinstance(value, BaseMessage) else text
+    if request.response_key is None:
+        return out
+    return {**request.raw, request.response_key: out, "original_response": value}
+
+
+def render_chunk(request: AlignRequest, piece: str, info: dict[str, Any] | None = None) -> Any:
+    """One streamed piece in the shape of the input; `info` rides on the last piece."""
+    value = request.response_value
+    if isinstance(value, BaseMessage):
+        chunk_type = type(value) if isinstance(value, BaseMessageChunk) else _chunk_type(value)
+        metadata = {"metaaligner": info} if info is not None else {}
+        out: Any = chunk_type(content=piece, response_metadata=metadata, id=value.id)
+    else:
+        out = piece
+    return out if request.response_key is None else AddableDict({request.response_key: out})
+
+
+def head_chunk(request: AlignRequest) -> AddableDict:
+    """The first streamed chunk for a dict input: its other keys and the original response."""
+    rest = {k: v for k, v in request.raw.items() if k != request.response_key}
+    return AddableDict({**rest, "original_response": request.response_value})
+
+
+def _chunk_type(message: BaseMessage) -> type[BaseMessageChunk]:
+    from langchain_core.messages import (
+        ChatMessageChunk,
+        HumanMessageChunk,
+        SystemMessageChunk,
+        ToolMessageChunk,
+    )
+
+    kinds = {"ai": AIMessageChunk, "human": HumanMessageChunk, "system": SystemMessageChunk,
+             "tool": ToolMessageChunk, "chat": ChatMessageChunk}
+    return kinds.get(message.type, AIMessageChunk)
+
+
+def join_chunks(chunks: Sequence[Any]) -> Any:
+    """Concatenate streamed input chunks (str, message chunks or dicts of them) into one input."""
+    if not chunks:
+        raise ValueError("the upstream stream produced nothing to align.")
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        if isinstance(total, dict) and isinstance(chunk, dict):
+            total = _merge_dict_chunks(total, chunk)
+        else:
+            total = total + chunk
+    return total
+
+
+def _merge_dict_chunks(left: dict, right: dict) -> dict:
+    merged = dict(left)
+    for key, value in right.items():
+        merged[key] = merged[key] + value if key in merged and merged[key] is not None else value
+    return merged
+

@@ -1,0 +1,324 @@
+"""`MetaAlignerRunnable`: a LangChain runnable that rewrites a policy's response toward objectives.
+
+Flow per item: input → `coerce` (context, response) → `build_prompt` → backend → `gate` (aligned
+or original, and why) → `render` (the same type that came in). Loaded models live in the backend
+cache, so configured calls (`configurable_fields`) and several runnables share one model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import run_in_executor
+from pydantic import ConfigDict, Field, model_validator
+
+from metaaligner_chain import gate
+from metaaligner_chain.backends import GenerationSettings, choose_backend, get_backend
+from metaaligner_chain.backends.base import Backend
+from metaaligner_chain.coerce import (
+    AlignRequest,
+    coerce,
+    context_text,
+    head_chunk,
+    join_chunks,
+    render,
+    render_chunk,
+)
+from metaaligner_chain.metadata import prompt_format_from_name, read_metadata
+from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
+from metaaligner_chain.prompt import build_prompt
+
+
+class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
+    """Rewrite a response so it better meets the given objectives, with a MetaAligner model.
+
+    Setup:
+        ``pip install "metaaligner-chain[gguf,defaults]"`` (on-device default) or ``[hf]``.
+
+    Instantiate:
+        .. code-block:: python
+
+            from metaaligner_chain import MetaAlignerRunnable
+
+            aligner = MetaAlignerRunnable(
+                objectives=["harmlessness", "helpfulness", "Politeness: the response should be courteous"],
+                model="MetaAligner/MetaAligner-HH-RLHF-1.1B",  # or a local dir / .gguf; None = built-in
+            )
+
+    Invoke:
+        .. code-block:: python
+
+            aligner.invoke({"query": "How do I ...?", "response": "..."})  # dict → same dict
+            (chat_model | aligner).invoke("How do I ...?")                  # AIMessage → AIMessage
+            aligner.wrap(chain).invoke({"question": "..."})                 # context = chain input
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in aligner.stream({"query": q, "response": r}):
+                print(chunk["response"], end="")  # aligned pieces as they are generated
+
+    Async:
+        ``await aligner.ainvoke(...)``, ``abatch``, ``astream`` behave the same.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    objectives: list[str | Objective]
+    """Keys (``"harmlessness"``), aliases (``"humor"``), ``"Name: description"`` strings for new
+    objectives, or `Objective`s. Listed in this order in the prompt."""
+    model: str | None = None
+    """Hub id, local model directory, ``.gguf`` file or `ma-train` run directory. ``None`` uses the
+    built-in on-device default (SmolLM2-135M-Instruct, zero-shot: not trained as an aligner)."""
+    prompt_format: str | None = None
+    """``hh-rlhf``, ``ultrafeedback`` or ``imhi``. Detected from the model's metadata or name
+    (``HH-RLHF``/``UltraFeedback``/``IMHI``) when not given."""
+    backend: str = "auto"
+    """``auto`` (llama.cpp for ``.gguf``, else transformers), ``transformers`` or ``llama.cpp``."""
+    backend_options: dict[str, Any] = Field(default_factory=dict)
+    """Passed to the backend: e.g. ``dtype``, ``device``, ``batch_size`` (transformers);
+    ``n_ctx``, ``n_threads``, ``n_gpu_layers``, ``lora_path`` (llama.cpp)."""
+    max_new_tokens: int = Field(default=1024, gt=0)
+    """Most tokens the aligned answer may have; also bounded by the model's context."""
+    temperature: float = Field(default=0.0, ge=0.0)
+    """0 means greedy decoding, as in the released inference."""
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    drafting: bool = True
+    """Let the backend draft from the response and verify drafts in one pass (same output)."""
+    strict: bool = False
+    """Raise `AlignerError` when the aligner fails, instead of returning the original response."""
+    name: str | None = "MetaAligner"
+
+    @model_validator(mode="after")
+    def _check(self) -> MetaAlignerRunnable:
+        choose_backend(self.model or "default.gguf", self.backend)
+        if self.model is not None and _looks_local(self.model) and not Path(self.model).expanduser().exists():
+            raise ValueError(
+                f"`model` is {self.model!r}, which does not exist. Pass an existing model directory "
+                "or .gguf file, a hub id, or model=None for the built-in default."
+            )
+        prompt_format = self.resolved_prompt_format()
+        if prompt_format is not None:
+            resolve(self.objectives, prompt_format)
+        return self
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def resolved_prompt_format(self) -> str | None:
+        """The prompt format in use: given, from the model's metadata or name, else `None`."""
+        if self.prompt_format is not None:
+            return check_prompt_format(self.prompt_format)
+        if self.model is None:
+            from metaaligner_chain.defaults import DEFAULT_PROMPT_FORMAT
+
+            return DEFAULT_PROMPT_FORMAT
+        found = read_metadata(self.model).get("prompt_format") or prompt_format_from_name(self.model)
+        return check_prompt_format(found) if found else None
+
+    def _prompt_format(self) -> str:
+        found = self.resolved_prompt_format()
+        if found is None:
+            raise ValueError(
+                f"cannot tell the prompt format of model {self.model!r}: its name has none of "
+                "HH-RLHF/UltraFeedback/IMHI and no metaaligner metadata was found with it. Pass "
+                "prompt_format='hh-rlhf', 'ultrafeedback' or 'imhi'."
+            )
+        return found
+
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+            top_p=self.top_p, seed=self.seed, drafting=self.drafting,
+        )
+
+    def load_backend(self) -> Backend:
+        """The shared, loaded engine for this runnable's model and options."""
+        model = self.model
+        if model is None:
+            from metaaligner_chain.defaults import default_gguf_path
+
+            model = str(default_gguf_path())
+        return get_backend(choose_backend(model, self.backend), model, **self.backend_options)
+
+    # -- core ------------------------------------------------------------------------------
+
+    def _prompt(self, request: AlignRequest, prompt_format: str) -> str:
+        objectives = request.objectives or self.objectives
+        return build_prompt(
+            context_text(request.context, prompt_format), request.response, objectives,
+            prompt_format=prompt_format,
+        )
+
+    def _info(self, request: AlignRequest, prompt_format: str, verdict: gate.Verdict) -> dict[str, Any]:
+        objectives = resolve(request.objectives or self.objectives, prompt_format)
+        return {
+            "original": request.response,
+            "objectives": [o.key for o in objectives],
+            "prompt_format": prompt_format,
+            "model": self.model or "built-in default",
+            "changed": verdict.text != request.response,
+            "aligned": verdict.aligned,
+            "fallback_reason": verdict.fallback_reason,
+            "finish_reason": verdict.finish_reason,
+        }
+
+    def _align(self, requests: Sequence[AlignRequest | Exception]) -> list[Any]:
+        """Align a batch: one output, or the input error for that item, per request.
+
+        Bad input (a type we cannot read, an unknown objective) comes back as that item's
+        exception; failures inside the aligner go through the gate.
+        """
+        prompt_format = self._prompt_format()
+        results: list[Any] = list(requests)
+        todo: list[tuple[int, AlignRequest, str]] = []
+        for i, request in enumerate(requests):
+            if isinstance(request, Exception):
+                continue
+            try:
+                todo.append((i, request, self._prompt(request, prompt_format)))
+            except (TypeError, ValueError) as exc:
+                results[i] = exc
+        outcomes = self._generate([p for _, _, p in todo], [r for _, r, _ in todo])
+        for (i, request, _), outcome in zip(todo, outcomes):
+            verdict = gate.decide(request.response, outcome, strict=self.strict)
+            results[i] = self._render(request, prompt_format, verdict)
+        return results
+
+    def _render(self, request: AlignRequest, prompt_format: str, verdict: gate.Verdict) -> Any:
+        return render(request, verdict.text, self._info(request, prompt_format, verdict))
+
+    def _generate(self, prompts: list[str], requests: Sequence[AlignRequest]) -> list[Any]:
+        """One generation or exception per prompt; a failing item does not fail the others."""
+        if not prompts:
+            return []
+        responses = [r.response for r in requests]
+        try:
+            backend = self.load_backend()
+        except Exception as exc:  # the model would not load: every item keeps its response
+            return [exc] * len(prompts)
+        try:
+            return list(backend.generate(prompts, self.settings(), responses))
+        except Exception as exc:
+            if len(prompts) == 1:
+                return [exc]
+        outcomes: list[Any] = []  # find the item(s) that failed
+        for prompt, response in zip(prompts, responses):
+            try:
+                outcomes.extend(backend.generate([prompt], self.settings(), [response]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _stream(self, request: AlignRequest) -> Iterator[Any]:
+        """Aligned pieces of one request as they are generated, shaped like its input."""
+        prompt_format = self._prompt_format()
+        prompt = self._prompt(request, prompt_format)
+
+        def pieces() -> Iterator[str]:
+            return (yield from self.load_backend().stream(prompt, self.settings(), request.response))
+
+        if request.response_key is not None:
+            yield head_chunk(request)
+        for item in gate.gate_stream(request.response, pieces(), strict=self.strict):
+            if isinstance(item, gate.Verdict):
+                if isinstance(request.response_value, BaseMessage):  # metadata rides on the last chunk
+                    yield render_chunk(request, "", self._info(request, prompt_format, item))
+            else:
+                yield render_chunk(request, item)
+
+    # -- the Runnable interface --------------------------------------------------------------
+
+    def _invoke_one(self, value: Any) -> Any:
+        (result,) = self._align([coerce(value)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _align_values(self, values: list[Any]) -> list[Any]:
+        requests: list[AlignRequest | Exception] = []
+        for value in values:
+            try:
+                requests.append(coerce(value))
+            except (TypeError, ValueError) as exc:
+                requests.append(exc)
+        return self._align(requests)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._call_with_config(self._invoke_one, input, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        async def run(value: Any, config: RunnableConfig) -> Any:
+            return await run_in_executor(config, self._invoke_one, value)
+
+        return await self._acall_with_config(run, input, config, **kwargs)
+
+    def batch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        if not inputs:
+            return []
+        return self._batch_with_config(
+            self._align_values, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+
+    async def abatch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        if not inputs:
+            return []
+
+        async def run(values: list[Any], config: list[RunnableConfig]) -> list[Any]:
+            return await run_in_executor(config[0], self._align_values, values)
+
+        return await self._abatch_with_config(
+            run, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+
+    def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        def run(chunks: Iterator[Any]) -> Iterator[Any]:
+            yield from self._stream(coerce(join_chunks(list(chunks))))
+
+        yield from self._transform_stream_with_config(input, run, config, **kwargs)
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        yield from self.transform(iter([input]), config, **kwargs)
+
+    async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        async def run(chunks: AsyncIterator[Any], config: RunnableConfig) -> AsyncIterator[Any]:
+            request = coerce(join_chunks([chunk async for chunk in chunks]))
+            async for item in iterate_in_executor(config, self._stream(request)):
+                yield item
+
+        async for chunk in self._atransform_stream_with_config(input, run, config, **kwargs):
+            yield chunk
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        async def single() -> AsyncIterator[Any]:
+            yield input
+
+        async for chunk in self.atransform(single(), config, **kwargs):
+            yield chunk
+
+    def wrap(self, chain: Any, *, context: Callable[[Any], Any] | None = None) -> Any:
+        """A runnable that runs `chain`, then aligns its output with the chain's input as context.
+
+        It takes what `chain` takes and returns what `chain` returns (aligned). The context is the
+        chain's input: a string or messages as they are; for a dict input, the rendered prompt when
+        `chain` starts with a prompt template, else the value under query/question/input. Pass
+        `context=` (input → text or messages) to choose it yourself.
+        """
+        from metaaligner_chain.wrapped import AlignedChain
+
+        return AlignedChain(chain=chain, aligner=self, context=context)
+
+
+async def iterate_in_executor(config: RunnableConfig, iterator: Iterator[Any]) -> AsyncIterator[Any]:
+    """Drive a blocking iterator from async code, one step at a time in the executor."""
+    done = object()
+    while (item := await run_in_executor(config, next, iterator, done)) is not done:
+        yield item
+
+
+def _looks_local(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or model.lower().endswith(".gguf") or Path(model).exists()

@@ -1,0 +1,107 @@
+"""`aligner.wrap(chain)`: run a chain, then align its output with the chain's input as context.
+
+The result takes what the chain takes and returns what the chain returns, aligned; it streams the
+aligned tokens, batches through both the chain's and the aligner's batch, and traces as one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from langchain_core.prompts import BasePromptTemplate
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import patch_config
+from pydantic import ConfigDict
+
+from metaaligner_chain.coerce import QUERY_KEYS
+
+
+class AlignedChain(RunnableSerializable[Any, Any]):
+    """`chain`, then `aligner` on (chain input as context, chain output as response)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    chain: Runnable
+    aligner: Runnable
+    context: Callable[[Any], Any] | None = None
+    name: str | None = "MetaAlignedChain"
+
+    def context_of(self, value: Any) -> Any:
+        """What the aligner reads as context for chain input `value`."""
+        if self.context is not None:
+            return self.context(value)
+        if not isinstance(value, dict):
+            return value  # text, messages or a prompt value
+        first = getattr(self.chain, "first", self.chain)
+        if isinstance(first, BasePromptTemplate):
+            return first.invoke(value)
+        key = next((k for k in QUERY_KEYS if k in value), None)
+        return value[key] if key else "\n".join(f"{k}: {v}" for k, v in value.items())
+
+    def _request(self, value: Any, response: Any) -> dict[str, Any]:
+        return {"query": self.context_of(value), "response": response}
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+            child = patch_config(config, callbacks=run_manager.get_child())
+            response = self.chain.invoke(value, child)
+            return self.aligner.invoke(self._request(value, response), child)["response"]
+
+        return self._call_with_config(run, input, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        async def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+            child = patch_config(config, callbacks=run_manager.get_child())
+            response = await self.chain.ainvoke(value, child)
+            return (await self.aligner.ainvoke(self._request(value, response), child))["response"]
+
+        return await self._acall_with_config(run, input, config, **kwargs)
+
+    def batch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
+        if not inputs:
+            return []
+
+        def run(values: list[Any], run_manager: list[Any], config: list[RunnableConfig]) -> list[Any]:
+            children = [patch_config(c, callbacks=m.get_child()) for c, m in zip(config, run_manager)]
+            responses = self.chain.batch(values, children, return_exceptions=True)
+            return self._align_batch(values, responses, children)
+
+        return self._batch_with_config(run, inputs, config, return_exceptions=return_exceptions, **kwargs)
+
+    def _align_batch(self, values: list[Any], responses: list[Any], children: list[RunnableConfig]) -> list[Any]:
+        ok = [i for i, r in enumerate(responses) if not isinstance(r, Exception)]
+        aligned = self.aligner.batch(
+            [self._request(values[i], responses[i]) for i in ok], [children[i] for i in ok],
+            return_exceptions=True,
+        )
+        results = list(responses)
+        for i, out in zip(ok, aligned):
+            results[i] = out if isinstance(out, Exception) else out["response"]
+        return results
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        def run(values: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
+            (value,) = list(values)
+            child = patch_config(config, callbacks=run_manager.get_child())
+            response = self.chain.invoke(value, child)
+            for chunk in self.aligner.stream(self._request(value, response), child):
+                if "response" in chunk:
+                    yield chunk["response"]
+
+        yield from self._transform_stream_with_config(iter([input]), run, config, **kwargs)
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        async def single() -> AsyncIterator[Any]:
+            yield input
+
+        async def run(values: AsyncIterator[Any], run_manager: Any, config: RunnableConfig) -> AsyncIterator[Any]:
+            (value,) = [v async for v in values]
+            child = patch_config(config, callbacks=run_manager.get_child())
+            response = await self.chain.ainvoke(value, child)
+            async for chunk in self.aligner.astream(self._request(value, response), child):
+                if "response" in chunk:
+                    yield chunk["response"]
+
+        async for chunk in self._atransform_stream_with_config(single(), run, config, **kwargs):
+            yield chunk

@@ -1,0 +1,233 @@
+"""MetaAlignerRunnable on a tiny llama model built in-process: typing, batching, streaming, async."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import ConfigurableField
+
+from metaaligner_chain import AlignerError, MetaAlignerRunnable
+from metaaligner_chain.backends import get_backend
+from metaaligner_chain.metadata import write_metadata
+
+RESPONSES = ["Mix flour, water and yeast.", "Paris is the capital of France.", "Sleep eight hours."]
+
+
+@pytest.fixture(scope="module")
+def aligner(tiny_model_dir):
+    return MetaAlignerRunnable(
+        objectives=["harmlessness", "helpfulness"], model=str(tiny_model_dir),
+        prompt_format="hh-rlhf", max_new_tokens=12,
+    )
+
+
+def _backend(aligner):
+    return aligner.load_backend()
+
+
+def test_str_in_str_out(aligner):
+    out = aligner.invoke(RESPONSES[0])
+    assert isinstance(out, str) and out and out == aligner.invoke(RESPONSES[0])
+
+
+@pytest.mark.parametrize("message", [AIMessage("Sleep eight hours.", id="m1"), HumanMessage("Sleep eight hours.")])
+def test_message_in_same_type_out_with_metadata(aligner, message):
+    out = aligner.invoke(message)
+    assert type(out) is type(message) and out.content == aligner.invoke("Sleep eight hours.")
+    info = out.response_metadata["metaaligner"]
+    assert info["original"] == "Sleep eight hours."
+    assert info["objectives"] == ["harmlessness", "helpfulness"]
+    assert info["prompt_format"] == "hh-rlhf"
+    assert info["changed"] is (out.content != "Sleep eight hours.")
+    assert out.id == message.id
+
+
+def test_content_block_message(aligner):
+    message = AIMessage(content=[{"type": "text", "text": "Sleep eight "}, {"type": "text", "text": "hours."}])
+    assert aligner.invoke(message).content == aligner.invoke("Sleep eight hours.")
+
+
+@pytest.mark.parametrize(("query_key", "response_key"), [("query", "response"), ("question", "answer"), ("input", "output")])
+def test_dict_in_same_dict_out(aligner, query_key, response_key):
+    value = {query_key: "How do I bake bread?", response_key: RESPONSES[0], "extra": 1}
+    out = aligner.invoke(value)
+    assert out["extra"] == 1 and out[query_key] == "How do I bake bread?"
+    assert out["original_response"] == RESPONSES[0]
+    assert isinstance(out[response_key], str) and out[response_key]
+    assert value[response_key] == RESPONSES[0]  # the input is not modified
+
+
+def test_dict_with_message_response_and_context_changes_the_prompt(aligner):
+    with_context = aligner.invoke({"query": "How do I bake bread?", "response": AIMessage(RESPONSES[0])})
+    assert isinstance(with_context["response"], AIMessage)
+    assert isinstance(with_context["original_response"], AIMessage)
+    assert with_context["response"].response_metadata["metaaligner"]["original"] == RESPONSES[0]
+
+
+def test_context_forms_agree(aligner):
+    """A str query, a human message and a chat history reach the same hh-rlhf transcript."""
+    as_text = aligner.invoke({"query": "How do I bake bread?", "response": RESPONSES[0]})["response"]
+    as_message = aligner.invoke({"query": HumanMessage("How do I bake bread?"), "response": RESPONSES[0]})["response"]
+    as_transcript = aligner.invoke(
+        {"query": "\n\nHuman: How do I bake bread? \n\nAssistant:", "response": RESPONSES[0]}
+    )["response"]
+    assert as_text == as_message == as_transcript
+    history = aligner.invoke({"chat_history": [HumanMessage("Hi"), AIMessage("Hello")],
+                              "query": "How do I bake bread?", "response": RESPONSES[0]})
+    assert history["original_response"] == RESPONSES[0]
+
+
+def test_bad_inputs_name_the_fix(aligner):
+    with pytest.raises(TypeError, match="pass a str, a LangChain message, or a dict"):
+        aligner.invoke(42)
+    with pytest.raises(ValueError, match="put the response to align under one of response, answer, output"):
+        aligner.invoke({"query": "q"})
+    with pytest.raises(TypeError, match="`response` is a int"):
+        aligner.invoke({"query": "q", "response": 3})
+    with pytest.raises(ValueError, match="unknown key 'kindness'"):
+        aligner.invoke({"query": "q", "response": "r", "objectives": ["kindness"]})
+
+
+def test_batch_equals_one_by_one(aligner):
+    inputs = [*RESPONSES, {"query": "Capital?", "response": RESPONSES[1]}, AIMessage(RESPONSES[2])]
+    assert aligner.batch(inputs) == [aligner.invoke(x) for x in inputs]
+
+
+def test_batch_keeps_good_items_when_one_is_bad(aligner):
+    out = aligner.batch([RESPONSES[0], 42], return_exceptions=True)
+    assert out[0] == aligner.invoke(RESPONSES[0]) and isinstance(out[1], TypeError)
+
+
+@pytest.mark.parametrize("value", [RESPONSES[0], AIMessage(RESPONSES[0]), {"query": "Bake?", "response": RESPONSES[0]}])
+def test_stream_joins_to_invoke(aligner, value):
+    chunks = list(aligner.stream(value))
+    assert len(chunks) > 1
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    expected = aligner.invoke(value)
+    if isinstance(value, AIMessage):
+        assert all(isinstance(c, AIMessageChunk) for c in chunks)
+        assert total.content == expected.content
+        assert total.response_metadata["metaaligner"] == expected.response_metadata["metaaligner"]
+    else:
+        assert total == expected
+
+
+async def test_async_paths_match_sync(aligner):
+    value = {"query": "Bake?", "response": RESPONSES[0]}
+    assert await aligner.ainvoke(value) == aligner.invoke(value)
+    assert await aligner.abatch(RESPONSES) == aligner.batch(RESPONSES)
+    chunks = [c async for c in aligner.astream(RESPONSES[1])]
+    assert "".join(chunks) == aligner.invoke(RESPONSES[1])
+
+
+def test_fake_chat_model_policy_piped_into_the_aligner(aligner):
+    policy = GenericFakeChatModel(messages=iter([RESPONSES[0], RESPONSES[0]]))
+    chain = policy | aligner
+    out = chain.invoke("How do I bake bread?")
+    assert isinstance(out, AIMessage) and out.content == aligner.invoke(RESPONSES[0])
+    chunks = list(chain.stream("How do I bake bread?"))  # the policy streams AIMessageChunks
+    assert all(isinstance(c, AIMessageChunk) for c in chunks)
+    assert "".join(c.content for c in chunks) == out.content
+
+
+def test_wrap_passes_the_chain_input_as_context(aligner):
+    prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
+    policy = GenericFakeChatModel(messages=iter([RESPONSES[0]] * 4))
+    wrapped = aligner.wrap(prompt | policy)
+    out = wrapped.invoke({"question": "How do I bake bread?"})
+    expected = aligner.invoke({"query": "How do I bake bread?", "response": AIMessage(RESPONSES[0])})["response"]
+    assert isinstance(out, AIMessage) and out.content == expected.content
+    assert out.response_metadata["metaaligner"]["original"] == RESPONSES[0]
+    assert [o.content for o in wrapped.batch([{"question": "How do I bake bread?"}] * 2)] == [expected.content] * 2
+    assert "".join(c.content for c in wrapped.stream({"question": "How do I bake bread?"})) == expected.content
+
+
+def test_configurable_objectives_share_one_model(aligner):
+    configurable = aligner.configurable_fields(
+        objectives=ConfigurableField(id="objectives"), max_new_tokens=ConfigurableField(id="max_new_tokens")
+    )
+    humour = configurable.with_config(configurable={"objectives": ["humour"], "max_new_tokens": 5})
+    out = humour.invoke(AIMessage(RESPONSES[0]))
+    assert out.response_metadata["metaaligner"]["objectives"] == ["humour"]
+    direct = MetaAlignerRunnable(objectives=["humour"], model=aligner.model, prompt_format="hh-rlhf", max_new_tokens=5)
+    assert out.content == direct.invoke(RESPONSES[0])
+    assert direct.load_backend() is aligner.load_backend()
+
+
+def test_runs_are_traced_under_a_clear_name(aligner):
+    class Recorder(BaseCallbackHandler):
+        def __init__(self):
+            self.names = []
+
+        def on_chain_start(self, serialized, inputs, **kwargs):
+            self.names.append(kwargs.get("name"))
+
+    recorder = Recorder()
+    aligner.invoke(RESPONSES[0], {"callbacks": [recorder]})
+    aligner.batch(RESPONSES[:2], {"callbacks": [recorder]})
+    list(aligner.stream(RESPONSES[0], {"callbacks": [recorder]}))
+    assert recorder.names == ["MetaAligner"] * 4
+
+
+def test_failure_inside_the_aligner_keeps_the_original(tmp_path, caplog):
+    broken = tmp_path / "HH-RLHF-broken"
+    broken.mkdir()  # exists, but holds no model
+    aligner = MetaAlignerRunnable(objectives=["harmlessness"], model=str(broken))
+    out = aligner.invoke(AIMessage("Keep me."))
+    assert out.content == "Keep me."
+    info = out.response_metadata["metaaligner"]
+    assert info["aligned"] is False and info["changed"] is False and "aligner failed" in info["fallback_reason"]
+    assert "kept the original response" in caplog.text
+    assert [c for c in MetaAlignerRunnable(objectives=["harmlessness"], model=str(broken)).stream("Keep me.")] == ["Keep me."]
+    with pytest.raises(AlignerError, match="aligner failed"):
+        MetaAlignerRunnable(objectives=["harmlessness"], model=str(broken), strict=True).invoke("Keep me.")
+
+
+def test_prompt_longer_than_the_context_keeps_the_original(aligner):
+    long = "word " * 2000  # the tiny model's context is 1024 tokens
+    out = aligner.invoke(AIMessage(long))
+    assert out.content == long
+    assert "context" in out.response_metadata["metaaligner"]["fallback_reason"]
+    with pytest.raises(AlignerError, match="Shorten the context"):
+        aligner.model_copy(update={"strict": True}).invoke(long)
+
+
+def test_prompt_format_detection(tmp_path, tiny_model_dir):
+    assert MetaAlignerRunnable(objectives=["honesty"], model="MetaAligner/MetaAligner-UltraFeedback-7B").resolved_prompt_format() == "ultrafeedback"
+    assert MetaAlignerRunnable(objectives=["humour"], model="MetaAligner/MetaAligner-HH-RLHF-1.1B").resolved_prompt_format() == "hh-rlhf"
+    assert MetaAlignerRunnable(objectives=["correct"], model="MetaAligner/MetaAligner-IMHI-7B").resolved_prompt_format() == "imhi"
+    trained = tmp_path / "my-aligner"
+    trained.mkdir()
+    write_metadata(trained, prompt_format="ultrafeedback")
+    assert MetaAlignerRunnable(objectives=["honesty"], model=str(trained)).resolved_prompt_format() == "ultrafeedback"
+    unknown = MetaAlignerRunnable(objectives=["harmlessness"], model=str(tiny_model_dir))
+    with pytest.raises(ValueError, match="Pass prompt_format='hh-rlhf'"):
+        unknown.invoke("text")
+    with pytest.raises(ValueError, match="unknown key 'honesty'.*hh-rlhf"):
+        MetaAlignerRunnable(objectives=["honesty"], model="MetaAligner/MetaAligner-HH-RLHF-1.1B")
+
+
+def test_bad_settings_are_rejected_at_construction(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        MetaAlignerRunnable(objectives=["harmlessness"], model=str(tmp_path / "missing.gguf"))
+    with pytest.raises(ValueError, match="`backend` is 'vllm'"):
+        MetaAlignerRunnable(objectives=["harmlessness"], backend="vllm")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        MetaAlignerRunnable(objectives=["harmlessness"], max_new_tokens=0)
+    with pytest.raises(ValueError, match="`prompt_format` is 'hh'"):
+        MetaAlignerRunnable(objectives=["harmlessness"], prompt_format="hh")
+
+
+def test_importing_the_package_loads_no_heavy_library():
+    code = "import sys, metaaligner_chain; print(json.dumps([m for m in ('torch', 'transformers', 'llama_cpp') if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
