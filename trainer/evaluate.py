@@ -149,13 +149,14 @@ def align(rows: list[dict], runner: Callable, name: str, cache: Path, bar: Any) 
             start = time.perf_counter()
             result = runner({"query": row["query"], "response": row["response"]})
             latency = time.perf_counter() - start
-            aligned, tokens, source = _aligned_text(result)
+            aligned, tokens, source, meta = _aligned_text(result)
             done[key] = {"key": key, "item": row["item"], "aligner": name, "aligned": aligned,
-                         "latency_s": latency, "tokens": tokens, "tokens_source": source}
+                         "latency_s": latency, "tokens": tokens, "tokens_source": source,
+                         "fallback_reason": meta.get("fallback_reason"), "metadata": meta}
             _append(cache, done[key])
         rec = done[key]
         items.append({**row, **{k: rec[k] for k in
-                                ("aligned", "latency_s", "tokens", "tokens_source")}})
+                                ("aligned", "latency_s", "tokens", "tokens_source", "metadata")}})
         bar.advance(task)
     return items
 
@@ -246,6 +247,9 @@ def aggregate(
         ),
         "edit_distance": mean_with_ci([edit_distance(i["response"], i["aligned"]) for i in items],
                                       idx),
+        "fallback": mean_with_ci(
+            [float(i["metadata"].get("fallback_reason") is not None) if i["metadata"] else None
+             for i in items], idx),
         "speed": {**speed([i["latency_s"] for i in items], [i["tokens"] for i in items]),
                   "tokens_source": "/".join(sorted(sources))},
     }
@@ -268,7 +272,12 @@ def _as_aligner(
         name = f"{model or 'default'}|{prompt_format}|{max_new_tokens}|" + ",".join(
             str(o) for o in objectives
         )
-        return runnable.invoke, name
+        from langchain_core.messages import AIMessage
+
+        def run(row: dict) -> Any:  # a message response brings back the aligner's metadata
+            return runnable.invoke({"query": row["query"], "response": AIMessage(row["response"])})
+
+        return run, name
     name = getattr(aligner, "name", None) or type(aligner).__name__
     if hasattr(aligner, "invoke"):
         return aligner.invoke, str(name)
@@ -280,21 +289,16 @@ def _as_aligner(
     )
 
 
-def _aligned_text(result: Any) -> tuple[str, int, str]:
-    """(aligned answer, output tokens, where the token count came from)."""
-    meta: Mapping[str, Any] = {}
-    if isinstance(result, Mapping):
-        meta = result.get("metaaligner") or {}
-        text = result["response"]
-    elif hasattr(result, "content"):
-        meta = (getattr(result, "response_metadata", None) or {}).get("metaaligner") or {}
-        text = result.content
-    else:
-        text = str(result)
+def _aligned_text(result: Any) -> tuple[str, int, str, dict]:
+    """(aligned answer, output tokens, where the token count came from, aligner metadata)."""
+    value = result["response"] if isinstance(result, Mapping) else result
+    meta = dict((getattr(value, "response_metadata", None) or {}).get("metaaligner") or {})
+    text = str(getattr(value, "content", value))
+    meta.pop("original", None)
     for key in _TOKEN_KEYS:
         if isinstance(meta.get(key), int):
-            return str(text), meta[key], "aligner"
-    return str(text), len(re.findall(r"\w+|[^\w\s]", str(text))), "approx (words+punctuation)"
+            return text, meta[key], "aligner", meta
+    return text, len(re.findall(r"\w+|[^\w\s]", text)), "approx (words+punctuation)", meta
 
 
 def _hash(*parts: Any) -> str:
@@ -310,7 +314,7 @@ def _read_jsonl(path: Path) -> dict[str, dict]:
 
 def _append(path: Path, record: dict) -> None:
     with path.open("a") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
 
 class _NoBar:

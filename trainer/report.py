@@ -54,6 +54,8 @@ def write_markdown(results: dict, path: str | Path) -> Path:
         f"| {_ci(harm['unchanged']['ci'])} |",
         f"| normalized word edit distance, mean (0 same, 1 rewritten) "
         f"| {_num(harm['edit_distance']['mean'])} | {_ci(harm['edit_distance']['ci'], 1)} |",
+        f"| gate fallback rate (aligner output rejected, original kept; n={harm['fallback']['n']}) "
+        f"| {_pct(harm['fallback']['mean'])} | {_ci(harm['fallback']['ci'])} |",
         f"| latency per item mean / median / p95 (s) | {_num(speed.get('latency_mean_s'))} / "
         f"{_num(speed.get('latency_median_s'))} / {_num(speed.get('latency_p95_s'))} | |",
         f"| output tokens/s ({speed.get('tokens_source', '')}) "
