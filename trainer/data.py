@@ -1,0 +1,176 @@
+"""Dataset adapters: raw preference data → `Group`s (one query, its responses, per-objective scores).
+
+Every response of a group is compared with every other one by `trainer.reformulate`. Adapters
+know the shapes of the paper's datasets (UltraFeedback, Anthropic HH-RLHF with score columns,
+HelpSteer) and a generic JSONL; they score nothing themselves (see `trainer.score`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ULTRAFEEDBACK_OBJECTIVES = ("instruction_following", "honesty", "truthfulness", "helpfulness")
+HELPSTEER_OBJECTIVES = ("helpfulness", "correctness", "coherence")
+HELPSTEER_COLUMNS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+#: Descriptions for HelpSteer attributes the prompt formats do not know (from HelpSteer's card).
+HELPSTEER_DESCRIPTIONS = {
+    "correctness": "Correctness: the response should include all pertinent facts without errors",
+    "coherence": "Coherence: the response should be consistent and clearly expressed",
+    "complexity": "Complexity: the response should show the intellectual depth the query needs",
+    "verbosity": "Verbosity: the response should give the amount of detail the query asks for",
+}
+_ASSISTANT = "\n\nAssistant:"
+
+
+@dataclass(frozen=True)
+class Response:
+    """One response to a query and its score per objective key (higher is better)."""
+
+    text: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Group:
+    """A query and the responses to compare pairwise."""
+
+    query: str
+    responses: tuple[Response, ...]
+
+
+def read_records(source: str, split: str = "train") -> list[dict[str, Any]]:
+    """Rows of a local JSONL/JSON/CSV/Parquet file, or of a dataset id loaded with `datasets`."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".jsonl":
+            lines = path.read_text().splitlines()
+            return [json.loads(line) for line in lines if line.strip()]
+        if suffix == ".json":
+            content = json.loads(path.read_text())
+            return content if isinstance(content, list) else content.get("data", [content])
+        if suffix in (".csv", ".parquet"):
+            import pandas as pd
+
+            frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+            return frame.to_dict(orient="records")
+        raise ValueError(
+            f"`input` {source!r} has suffix {suffix!r}; give a .jsonl, .json, .csv or .parquet file."
+        )
+    if path.exists() or source.startswith((".", "/", "~")):
+        raise ValueError(f"`input` {source!r} is not a readable file.")
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError('Loading a dataset id needs `pip install "metaaligner-chain[train]"`.') from err
+    return list(datasets.load_dataset(source, split=split))
+
+
+def load_groups(
+    source: str, data_format: str, split: str = "train", records: Iterable[dict] | None = None
+) -> list[Group]:
+    """Read `source` (or the given `records`) with the adapter for `data_format`."""
+    rows = list(records) if records is not None else read_records(source, split)
+    adapter = ADAPTERS.get(data_format)
+    if adapter is None:
+        raise ValueError(f"`format` is {data_format!r}; choose one of {', '.join(ADAPTERS)}.")
+    return list(adapter(rows))
+
+
+def number(value: Any) -> float | None:
+    """A finite float from a rating such as 5, "4" or 3.5; None for "N/A", "", None or NaN."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        result = float(str(value).strip()) if isinstance(value, str) else float(value)
+    except ValueError:
+        return None
+    return result if math.isfinite(result) else None
+
+
+def ultrafeedback(rows: Iterable[dict]) -> Iterator[Group]:
+    """openbmb/UltraFeedback: `completions[].annotations.<objective>.Rating` (strings).
+
+    A completion with any non-numeric rating ("N/A") is dropped; all remaining pairs compare.
+    """
+    for row in rows:
+        kept = []
+        for completion in row.get("completions") or []:
+            notes = completion.get("annotations") or {}
+            scores = {key: number((notes.get(key) or {}).get("Rating")) for key in ULTRAFEEDBACK_OBJECTIVES}
+            if all(v is not None for v in scores.values()):
+                kept.append(Response(completion["response"].strip(), scores))
+        yield Group(row["instruction"], tuple(kept))
+
+
+def hh_context(transcript: str) -> str:
+    """The transcript up to the last assistant turn, as the reference builder cut it."""
+    return _ASSISTANT.join(transcript.split(_ASSISTANT)[:-1]) + " " + _ASSISTANT
+
+
+def hh_rlhf(rows: Iterable[dict]) -> Iterator[Group]:
+    """Anthropic HH-RLHF `chosen`/`rejected` transcripts, scored by `<objective>_chosen` and
+    `<objective>_rejected` columns; the context comes from `chosen`."""
+    for row in rows:
+        keys = [k[: -len("_chosen")] for k in row if k.endswith("_chosen")]
+        keys = [k for k in keys if f"{k}_rejected" in row]
+        responses = []
+        for side in ("chosen", "rejected"):
+            scores = {k: number(row[f"{k}_{side}"]) for k in keys}
+            text = row[side].split(_ASSISTANT)[-1].strip()
+            responses.append(Response(text, {k: v for k, v in scores.items() if v is not None}))
+        yield Group(hh_context(row["chosen"]), tuple(responses))
+
+
+def helpsteer(rows: Iterable[dict]) -> Iterator[Group]:
+    """nvidia/HelpSteer: one row per (prompt, response) with numeric attributes; rows with the same
+    prompt form one group, in order of first appearance."""
+    grouped: dict[str, list[Response]] = {}
+    for row in rows:
+        scores = {k: number(row.get(k)) for k in HELPSTEER_COLUMNS if k in row}
+        scores = {k: v for k, v in scores.items() if v is not None}
+        grouped.setdefault(row["prompt"], []).append(Response(row["response"].strip(), scores))
+    for query, responses in grouped.items():
+        yield Group(query, tuple(responses))
+
+
+def generic(rows: Iterable[dict]) -> Iterator[Group]:
+    """`{"query": str, "responses": [{"text": str, "scores": {objective: number}}]}`."""
+    for row in rows:
+        responses = []
+        for item in row["responses"]:
+            scores = {k: number(v) for k, v in (item.get("scores") or {}).items()}
+            responses.append(Response(item["text"].strip(), {k: v for k, v in scores.items() if v is not None}))
+        yield Group(row["query"], tuple(responses))
+
+
+def default_objectives(data_format: str) -> tuple[str, ...]:
+    """Objectives used when none are named: HelpSteer's quality attributes, else all scored."""
+    return HELPSTEER_OBJECTIVES if data_format == "helpsteer" else ()
+
+
+def write_groups(groups: Iterable[Group], path: str | Path) -> Path:
+    """Write groups as generic-format JSONL (what `ma-train data score` produces)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as handle:
+        for group in groups:
+            item = {
+                "query": group.query,
+                "responses": [{"text": r.text, "scores": r.scores} for r in group.responses],
+            }
+            handle.write(json.dumps(item, ensure_ascii=False) + "\n")
+    return out
+
+
+ADAPTERS = {
+    "ultrafeedback": ultrafeedback,
+    "hh-rlhf": hh_rlhf,
+    "helpsteer": helpsteer,
+    "generic": generic,
+}

@@ -1,0 +1,182 @@
+"""Dynamic objectives reformulation, the paper's Algorithm 1: scored pairs → training rows.
+
+For a pair (y1, y2) the objectives split into O≻ (y1 better), O≺ (y2 better) and O≡ (tie):
+O≻ gives T(q, y2, O≻, "better") → y1, O≺ gives T(q, y1, O≺, "better") → y2, O≡ gives
+T(q, y2, O≡, "equal") → y1. Each objective list is shuffled with the seed and never empty.
+Warm-up rows copy a seeded sample of the equal rows with the target set to the input answer.
+Queries are split into train and validation before any row is made, so no query is in both.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metaaligner_chain.objectives import Objective, catalogue
+from metaaligner_chain.prompt import build_prompt
+from trainer.config import DataConfig, STAGES
+from trainer.data import HELPSTEER_DESCRIPTIONS, Group, default_objectives
+
+
+@dataclass(frozen=True)
+class Row:
+    """One SFT example; `response` is the input answer inside `prompt` (kept for warm-up)."""
+
+    prompt: str
+    completion: str
+    objectives: tuple[str, ...]
+    mode: str
+    response: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "completion": self.completion,
+            "objectives": list(self.objectives),
+            "mode": self.mode,
+        }
+
+
+def objective_table(
+    keys: Iterable[str], prompt_format: str, descriptions: dict[str, str]
+) -> dict[str, Objective]:
+    """Key → Objective: given descriptions first, then the prompt format's catalogue, then HelpSteer's."""
+    known = catalogue(prompt_format)
+    table = {}
+    for key in keys:
+        if key in descriptions:
+            table[key] = Objective(key, Objective.parse(descriptions[key]).description)
+        elif key in known or key in HELPSTEER_DESCRIPTIONS:
+            table[key] = known.get(key) or Objective(key, HELPSTEER_DESCRIPTIONS[key])
+        else:
+            raise ValueError(
+                f"objective {key!r} in the data has no description for prompt format "
+                f"{prompt_format!r}; known keys: {', '.join(known)}. Describe it, e.g. "
+                f"descriptions: {{{key}: '{key.capitalize()}: the response should ...'}} in the "
+                f"recipe or --describe {key}='{key.capitalize()}: the response should ...'."
+            )
+    return table
+
+
+def pair_rows(
+    query: str,
+    y1: str,
+    y2: str,
+    scores1: dict[str, float],
+    scores2: dict[str, float],
+    table: dict[str, Objective],
+    prompt_format: str,
+    tolerance: float,
+    rng: random.Random,
+) -> list[Row]:
+    """Algorithm 1 on one pair: up to two preference rows and one equal row."""
+    keys = [k for k in table if k in scores1 and k in scores2]
+    better1 = [k for k in keys if scores1[k] - scores2[k] > tolerance]
+    better2 = [k for k in keys if scores2[k] - scores1[k] > tolerance]
+    tied = [k for k in keys if k not in better1 and k not in better2]
+    rows = []
+    for chosen, source, target, mode in (
+        (better1, y2, y1, "better"),
+        (better2, y1, y2, "better"),
+        (tied, y2, y1, "equal"),
+    ):
+        if not chosen:
+            continue
+        rng.shuffle(chosen)
+        objectives = [table[k] for k in chosen]
+        prompt = build_prompt(query, source, objectives, prompt_format=prompt_format, mode=mode)
+        rows.append(Row(prompt, target, tuple(chosen), mode, source))
+    return rows
+
+
+def split_queries(groups: list[Group], val_fraction: float, seed: int) -> set[str]:
+    """The validation queries: a seeded sample of the distinct queries."""
+    queries = list(dict.fromkeys(g.query for g in groups))
+    count = round(val_fraction * len(queries))
+    if val_fraction > 0 and len(queries) > 1:
+        count = max(count, 1)
+    return set(random.Random(seed).sample(queries, count))
+
+
+def warmup_rows(equal: list[Row], fraction: float, seed: int) -> list[Row]:
+    """Identity rows: a seeded sample of the equal rows whose target is their own input answer."""
+    count = round(fraction * len(equal))
+    if fraction > 0 and equal:
+        count = max(count, 1)
+    picked = sorted(random.Random(seed).sample(range(len(equal)), count))
+    return [Row(equal[i].prompt, equal[i].response, equal[i].objectives, "equal", equal[i].response) for i in picked]
+
+
+def reformulate(groups: list[Group], config: DataConfig) -> dict[str, dict[str, list[Row]]]:
+    """Rows per split ('train', 'val') and stage ('warmup', 'equal', 'preference')."""
+    prompt_format = config.resolved_prompt_format
+    wanted = config.objectives or default_objectives(config.format)
+    keys = wanted or list(dict.fromkeys(k for g in groups for r in g.responses for k in r.scores))
+    if not keys:
+        raise ValueError(
+            f"`input` {config.input!r} has no per-objective scores; label it first with "
+            "`ma-train data score ... --objective KEY=REWARD_MODEL`."
+        )
+    table = objective_table(keys, prompt_format, dict(config.descriptions))
+    rng = random.Random(config.seed)
+    val_queries = split_queries(groups, config.val_fraction, config.seed)
+    splits: dict[str, dict[str, list[Row]]] = {s: {st: [] for st in STAGES} for s in ("train", "val")}
+    for group in groups:
+        target = splits["val" if group.query in val_queries else "train"]
+        responses = group.responses
+        for i in range(len(responses)):
+            for j in range(i + 1, len(responses)):
+                a, b = responses[i], responses[j]
+                for row in pair_rows(
+                    group.query, a.text, b.text, a.scores, b.scores, table,
+                    prompt_format, config.tie_tolerance, rng,
+                ):
+                    target["preference" if row.mode == "better" else "equal"].append(row)
+    for split in splits.values():
+        split["warmup"] = warmup_rows(split["equal"], config.warmup_fraction, config.seed)
+    return splits
+
+
+def summarize(splits: dict[str, dict[str, list[Row]]], config: DataConfig, groups: int) -> dict:
+    """Counts per file and per objective, plus the settings that made them."""
+    files = {}
+    for split, stages in splits.items():
+        for stage, rows in stages.items():
+            name = f"{stage}.jsonl" if split == "train" else f"val/{stage}.jsonl"
+            per_objective = Counter(k for row in rows for k in row.objectives)
+            files[name] = {"rows": len(rows), "objectives": dict(sorted(per_objective.items()))}
+    objectives = sorted({k for s in splits.values() for rows in s.values() for r in rows for k in r.objectives})
+    return {
+        "input": config.input,
+        "format": config.format,
+        "prompt_format": config.resolved_prompt_format,
+        "objectives": objectives,
+        "groups": groups,
+        "seed": config.seed,
+        "warmup_fraction": config.warmup_fraction,
+        "tie_tolerance": config.tie_tolerance,
+        "val_fraction": config.val_fraction,
+        "files": files,
+    }
+
+
+def write_rows(rows: list[Row], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row.to_json(), ensure_ascii=False) + "\n")
+
+
+def write_splits(splits: dict[str, dict[str, list[Row]]], summary: dict, out: str | Path) -> Path:
+    """Write DIR/<stage>.jsonl, DIR/val/<stage>.jsonl and DIR/summary.json."""
+    out = Path(out)
+    for name in summary["files"]:
+        split = "val" if name.startswith("val/") else "train"
+        write_rows(splits[split][Path(name).stem], out / name)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return out

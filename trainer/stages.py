@@ -1,0 +1,244 @@
+"""The paper's three SFT stages (warm-up → equal → preference), run by trl's `SFTTrainer`.
+
+Loss is on the completion tokens and EOS only. The prompt is tokenized on its own (with BOS) and
+the completion after it, so training sees exactly the token boundary inference sees after
+``Edit: ``. Each stage continues from the previous one: with LoRA one adapter is trained through
+all stages (so `RUN_DIR/stages/<last>/` is the adapter of the whole run, relative to the base);
+with full fine-tuning each stage loads the previous stage's weights. After the last stage the
+final model is merged and saved in RUN_DIR with its tokenizer and `metaaligner.json`, so
+`AutoModelForCausalLM.from_pretrained(RUN_DIR)` and `MetaAlignerRunnable(model=RUN_DIR)` load it.
+Runs unchanged under `torchrun` / `accelerate launch` (DDP, FSDP, DeepSpeed via the trainer).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metaaligner_chain.metadata import write_metadata
+from trainer.config import STAGES, TrainConfig
+
+DONE_FILE = "stage_done.json"
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of one stage file; [] when the file is missing."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_data_summary(data_dir: str | Path) -> dict[str, Any]:
+    path = Path(data_dir) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"`data` {str(data_dir)!r} has no summary.json; build it first with "
+            "`ma-train data build INPUT --format FORMAT --out DIR`."
+        )
+    return json.loads(path.read_text())
+
+
+def tokenize_rows(rows: Sequence[dict], tokenizer: Any) -> Any:
+    """A `datasets.Dataset` of input_ids + completion_mask: prompt (with BOS), completion, EOS."""
+    from datasets import Dataset
+
+    items = []
+    for row in rows:
+        prompt_ids = tokenizer(row["prompt"])["input_ids"]
+        completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
+        completion_ids = [*completion_ids, tokenizer.eos_token_id]
+        items.append(
+            {
+                "input_ids": prompt_ids + completion_ids,
+                "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+            }
+        )
+    return Dataset.from_list(items)
+
+
+def load_tokenizer(base: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(config: TrainConfig, init_from: Path | None) -> Any:
+    """The model a stage trains: LoRA adapter (new, or the previous stage's) or full weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not config.lora:
+        return AutoModelForCausalLM.from_pretrained(str(init_from or config.base), dtype=torch.float32)
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32)
+    if init_from is not None:
+        return PeftModel.from_pretrained(base, str(init_from), is_trainable=True)
+    targets = list(config.lora_targets)
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets[0] if targets == ["all-linear"] else targets,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(base, lora)
+
+
+def sft_args(config: TrainConfig, stage_dir: Path, has_eval: bool) -> Any:
+    import torch
+    from trl import SFTConfig
+
+    cuda = torch.cuda.is_available()
+    bf16 = config.bf16 if config.bf16 is not None else cuda and torch.cuda.is_bf16_supported()
+    return SFTConfig(
+        output_dir=str(stage_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        max_length=config.max_length,
+        completion_only_loss=True,
+        bf16=bool(bf16),
+        use_cpu=not cuda,
+        gradient_checkpointing=config.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        eval_strategy="epoch" if has_eval else "no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        ddp_find_unused_parameters=False,
+        dataloader_num_workers=0,
+    )
+
+
+def run_stage(
+    stage: str,
+    config: TrainConfig,
+    init_from: Path | None,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Train one stage into RUN_DIR/stages/<stage>/; return its metrics."""
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTTrainer
+    from trl.trainer.callbacks import RichProgressCallback
+
+    stage_dir = Path(config.out) / "stages" / stage
+    tokenizer = load_tokenizer(config.base)
+    train_rows = read_rows(Path(config.data) / f"{stage}.jsonl")
+    val_rows = read_rows(Path(config.data) / "val" / f"{stage}.jsonl")
+    resume = config.resume and stage_dir.is_dir() and get_last_checkpoint(str(stage_dir)) is not None
+    trainer = SFTTrainer(
+        model=load_model(config, init_from),
+        args=sft_args(config, stage_dir, bool(val_rows)),
+        train_dataset=tokenize_rows(train_rows, tokenizer),
+        eval_dataset=tokenize_rows(val_rows, tokenizer) if val_rows else None,
+        processing_class=tokenizer,
+        callbacks=[RichProgressCallback(), *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # the rich bar shows the logs
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    metrics = {
+        "rows": len(train_rows),
+        "steps": trainer.state.global_step,
+        "world_size": trainer.args.world_size,
+        **result.metrics,
+    }
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    metrics.update(first_loss=losses[0] if losses else None, last_loss=losses[-1] if losses else None)
+    evals = [log["eval_loss"] for log in trainer.state.log_history if "eval_loss" in log]
+    metrics.update(eval_loss=evals[-1] if evals else None)
+    trainer.save_model(str(stage_dir))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(stage_dir))
+        (stage_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        write_metadata(stage_dir, stage=stage, base_model=config.base, init_from=str(init_from or config.base))
+    trainer.accelerator.wait_for_everyone()
+    return metrics
+
+
+def previous_stage(config: TrainConfig, stage: str) -> Path | None:
+    """The latest finished stage before `stage` in RUN_DIR (the weights `stage` starts from)."""
+    earlier = STAGES[: STAGES.index(stage)]
+    for name in reversed(earlier):
+        stage_dir = Path(config.out) / "stages" / name
+        if (stage_dir / DONE_FILE).is_file():
+            return stage_dir
+    return None
+
+
+def finalize(config: TrainConfig, last: Path, metadata: dict[str, Any]) -> None:
+    """Save the final model (LoRA merged into the base) and tokenizer in RUN_DIR root."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = Path(config.out)
+    if config.lora:
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(last)).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(last), dtype=torch.float32)
+    model.save_pretrained(str(out))
+    load_tokenizer(config.base).save_pretrained(str(out))
+    write_metadata(out, **metadata)
+    write_metadata(last, **metadata)
+
+
+def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: Any = None) -> dict:
+    """Run the configured stages in order; return per-stage metrics and the saved metadata."""
+    summary = read_data_summary(config.data)
+    done: dict[str, dict] = {}
+    objectives: set[str] = set()
+    last: Path | None = None
+    for stage in config.stages:
+        rows = read_rows(Path(config.data) / f"{stage}.jsonl")
+        stage_dir = Path(config.out) / "stages" / stage
+        if not rows:
+            if console is not None:
+                console.print(f"[yellow]stage {stage}: {config.data}/{stage}.jsonl has no rows; skipped")
+            continue
+        objectives.update(k for row in rows for k in row["objectives"])
+        if config.resume and (stage_dir / DONE_FILE).is_file():
+            done[stage] = json.loads((stage_dir / DONE_FILE).read_text())
+        else:
+            done[stage] = run_stage(stage, config, previous_stage(config, stage), callbacks)
+        last = stage_dir
+    if last is None:
+        raise ValueError(
+            f"`data` {config.data!r} has no rows for stage(s) {', '.join(config.stages)}; "
+            "check the summary of `ma-train data build` (e.g. raise --warmup-fraction)."
+        )
+    metadata = {
+        "prompt_format": summary["prompt_format"],
+        "objectives": sorted(objectives),
+        "base_model": config.base,
+        "stages": [s for s in STAGES if s in done or (Path(config.out) / "stages" / s / DONE_FILE).is_file()],
+        "method": "lora" if config.lora else "full",
+        "adapter": str(last.relative_to(config.out)) if config.lora else None,
+        "data_summary": summary,
+        "training": {"learning_rate": config.lr, "epochs": config.epochs, "max_length": config.max_length},
+        "metrics": done,
+    }
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        finalize(config, last, metadata)
+    PartialState().wait_for_everyone()
+    return metadata
