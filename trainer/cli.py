@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trainer.config import (
@@ -56,7 +57,7 @@ def friendly(func):
         try:
             return func(*args, **kwargs)
         except (ValueError, FileNotFoundError, ImportError) as err:
-            console.print(f"[red]error:[/red] {err}")
+            console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
             raise typer.Exit(2) from err
 
     return wrapper
@@ -259,7 +260,7 @@ def tiny(
 
 
 def not_yet(verb: str) -> None:
-    console.print(f"[red]error:[/red] `ma-train {verb}` is not available yet in this version.")
+    console.print(f"[red]error:[/red] `ma-train {verb}` is not available yet in this version.", soft_wrap=True)
     raise typer.Exit(2)
 
 
