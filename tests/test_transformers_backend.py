@@ -1,0 +1,102 @@
+"""The transformers backend: a tiny in-process llama model, and the real SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import pytest
+
+from metaaligner_chain.backends import GenerationSettings, PromptTooLongError, get_backend
+from metaaligner_chain.prompt import build_prompt
+
+GREEDY = GenerationSettings(max_new_tokens=10)
+PROMPTS = [
+    build_prompt("\n\nHuman: Bake bread? \n\nAssistant:", "Mix flour and water.", ["helpfulness"]),
+    build_prompt("", "Paris.", ["humour", "length"]),
+    build_prompt("\n\nHuman: How do I sleep better and longer at night? \n\nAssistant:", "Keep a schedule.", ["harmlessness"]),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return get_backend("transformers", str(tiny_model_dir), batch_size=2)
+
+
+def test_loads_once_per_model_and_options(tiny, tiny_model_dir):
+    assert get_backend("transformers", str(tiny_model_dir), batch_size=2) is tiny
+    assert get_backend("transformers", str(tiny_model_dir), batch_size=3) is not tiny
+    assert tiny.device == "cpu" and str(tiny.dtype) == "torch.float32"
+    assert tiny.context_length == 1024 and tiny.tokenizer.padding_side == "left"
+
+
+def test_batched_left_padded_generation_equals_one_by_one(tiny):
+    batched = tiny.generate(PROMPTS, GREEDY)  # batch_size=2: two length buckets
+    assert [g.text for g in batched] == [tiny.generate([p], GREEDY)[0].text for p in PROMPTS]
+    for generation, prompt in zip(batched, PROMPTS):
+        assert generation.prompt_tokens == len(tiny.tokenizer(prompt)["input_ids"])
+        assert generation.finish_reason in ("stop", "length")
+        assert generation.completion_tokens <= 10
+
+
+def test_decodes_only_new_tokens_and_stops_at_eos(tiny):
+    (generation,) = tiny.generate([PROMPTS[0]], GREEDY)
+    assert "You are an assistant" not in generation.text
+    eos = tiny.tokenizer.eos_token_id
+    assert tiny._finish([1, 2], [5, 6, eos, 7]).completion_tokens == 3
+    finished = tiny._finish([1, 2], [5, 6, eos, 7])
+    assert finished.finish_reason == "stop" and finished.text == tiny.tokenizer.decode([5, 6])
+    assert tiny._finish([1], [5, 6]).finish_reason == "length"
+
+
+def test_stream_joins_to_generate_and_returns_the_generation(tiny):
+    pieces, iterator = [], tiny.stream(PROMPTS[2], GREEDY)
+    while True:
+        try:
+            pieces.append(next(iterator))
+        except StopIteration as stop:
+            finished = stop.value
+            break
+    (generated,) = tiny.generate([PROMPTS[2]], GREEDY)
+    assert "".join(pieces) == generated.text == finished.text
+    assert finished.finish_reason == generated.finish_reason
+
+
+def test_max_new_tokens_is_bounded_by_the_context(tiny):
+    long_prompt = "word " * 330
+    (generation,) = tiny.generate([long_prompt], GenerationSettings(max_new_tokens=500))
+    assert 990 <= generation.prompt_tokens < tiny.context_length
+    assert generation.prompt_tokens + generation.completion_tokens <= tiny.context_length
+    with pytest.raises(PromptTooLongError, match="Shorten the context or the response"):
+        tiny.generate(["word " * 400], GREEDY)
+
+
+def test_sampling_with_a_seed_is_reproducible(tiny):
+    sampled = GenerationSettings(max_new_tokens=8, temperature=1.0, seed=7)
+    assert tiny.generate([PROMPTS[0]], sampled)[0].text == tiny.generate([PROMPTS[0]], sampled)[0].text
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    from metaaligner_chain.backends.huggingface import TransformersBackend
+
+    with pytest.raises(OSError, match="could not load aligner model"):
+        TransformersBackend(str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from metaaligner_chain.defaults import default_hf_model_dir
+
+    return get_backend("transformers", str(default_hf_model_dir()))
+
+
+def test_real_smollm2_generates_and_stops_at_eos(smollm2):
+    chat = "<|im_start|>user\nReply with the single word: yes<|im_end|>\n<|im_start|>assistant\n"
+    (generation,) = smollm2.generate([chat], GenerationSettings(max_new_tokens=20))
+    assert generation.finish_reason == "stop" and generation.text.strip()
+    assert "<|im_end|>" not in generation.text
+
+
+def test_real_smollm2_batch_stream_and_aligner_prompt(smollm2):
+    settings = GenerationSettings(max_new_tokens=24)
+    batched = smollm2.generate(PROMPTS[:2], settings)
+    assert [g.text for g in batched] == [smollm2.generate([p], settings)[0].text for p in PROMPTS[:2]]
+    assert all(g.text.strip() for g in batched)
+    assert "".join(smollm2.stream(PROMPTS[0], settings)) == batched[0].text
