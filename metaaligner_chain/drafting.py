@@ -1,0 +1,86 @@
+"""Copy-aware drafts: guess the aligner's next tokens by copying ahead from the response it rewrites.
+
+An aligner mostly copies its input answer. `CopyDrafter` finds where the generation is in that
+answer (the longest recent suffix that occurs there, preferring the place it was last copying
+from, so it re-synchronizes after an edit) and proposes the tokens that follow. The draft length
+adapts to how much of recent drafts was accepted. Pure: token ids in, token ids out, no model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+
+class CopyDrafter:
+    """Proposes up to `k` next tokens copied from `source`; `k` grows on full acceptance.
+
+    Args:
+        source: token ids of the response being rewritten.
+        max_ngram: longest generated suffix looked up in `source`.
+        min_draft / max_draft: bounds of the adaptive draft length `k`.
+        window: a 1-token match only counts within this many tokens after the cursor (a single
+            common token elsewhere is too weak a signal to copy from).
+    """
+
+    def __init__(
+        self,
+        source: Sequence[int],
+        *,
+        max_ngram: int = 4,
+        min_draft: int = 2,
+        max_draft: int = 16,
+        start_draft: int = 8,
+        window: int = 8,
+    ):
+        self.source = list(source)
+        self.max_ngram = max_ngram
+        self.min_draft, self.max_draft = min_draft, max_draft
+        self.k = max(min_draft, min(start_draft, max_draft))
+        self.window = window
+        self.cursor = 0  # where in `source` the generation was last copying from
+        self.proposed = self.accepted = 0
+        self._index: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for n in range(1, max_ngram + 1):
+            for end in range(n, len(self.source) + 1):
+                self._index[tuple(self.source[end - n : end])].append(end)
+
+    def locate(self, generated: Sequence[int]) -> int | None:
+        """The position in `source` right after the generation's current suffix, if it is there."""
+        if not generated:
+            return 0
+        for n in range(min(self.max_ngram, len(generated)), 0, -1):
+            ends = self._index.get(tuple(generated[-n:]))
+            if not ends:
+                continue
+            ahead = [e for e in ends if e >= self.cursor]
+            if n == 1:
+                ahead = [e for e in ahead if e - self.cursor <= self.window]
+                if ahead:
+                    return ahead[0]
+                continue
+            return ahead[0] if ahead else ends[-1]
+        return None
+
+    def propose(self, generated: Sequence[int]) -> list[int]:
+        """Up to `k` tokens that would follow `generated` if it keeps copying `source`."""
+        end = self.locate(generated)
+        if end is None:
+            return []
+        self.cursor = end
+        return self.source[end : end + self.k]
+
+    def update(self, proposed: int, accepted: int) -> None:
+        """Record how many of `proposed` draft tokens the model agreed with; adapt `k`."""
+        self.proposed += proposed
+        self.accepted += accepted
+        self.cursor += accepted
+        if proposed and accepted == proposed:
+            self.k = min(self.max_draft, self.k + 2)
+        elif proposed:
+            self.k = max(self.min_draft, min(self.k - 1, accepted + 1))
+
+    @property
+    def acceptance(self) -> float:
+        """Accepted / proposed draft tokens so far (0 before any draft)."""
+        return self.accepted / self.proposed if self.proposed else 0.0

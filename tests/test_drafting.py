@@ -1,0 +1,62 @@
+"""Copy-aware drafting on plain token lists."""
+
+from metaaligner_chain.drafting import CopyDrafter
+
+SOURCE = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+
+
+def test_first_draft_copies_the_start():
+    assert CopyDrafter(SOURCE, start_draft=4).propose([]) == [10, 11, 12, 13]
+
+
+def test_copies_ahead_from_where_the_generation_is():
+    drafter = CopyDrafter(SOURCE, start_draft=3)
+    assert drafter.propose([10, 11, 12]) == [13, 14, 15]
+
+
+def test_resynchronizes_after_an_inserted_edit():
+    drafter = CopyDrafter(SOURCE, start_draft=3)
+    drafter.propose([10, 11])
+    assert drafter.propose([10, 11, 99, 98]) == []  # inside the edit: nothing to copy
+    assert drafter.propose([10, 11, 99, 98, 12]) == [13, 14, 15]  # back on the source
+
+
+def test_resynchronizes_after_a_deletion():
+    drafter = CopyDrafter(SOURCE, start_draft=2)
+    drafter.propose([10, 11])
+    assert drafter.propose([10, 11, 15, 16]) == [17, 18]
+
+
+def test_prefers_the_occurrence_after_the_cursor():
+    source = [1, 2, 3, 7, 1, 2, 3, 8]
+    drafter = CopyDrafter(source, start_draft=1, min_draft=1)
+    drafter.cursor = 4
+    assert drafter.propose([5, 1, 2, 3]) == [8]
+    drafter.cursor = 0
+    assert drafter.propose([5, 1, 2, 3]) == [7]
+
+
+def test_single_token_match_only_near_the_cursor():
+    source = [5] + list(range(20, 40)) + [6, 7]
+    drafter = CopyDrafter(source, window=4, start_draft=2)
+    assert drafter.propose([6]) == []  # far from the cursor: too weak
+    drafter.cursor = 19
+    assert drafter.propose([6]) == [7]
+
+
+def test_draft_length_adapts_to_acceptance():
+    drafter = CopyDrafter(SOURCE, start_draft=4, min_draft=2, max_draft=8)
+    drafter.update(4, 4)
+    assert drafter.k == 6
+    drafter.update(6, 6)
+    drafter.update(8, 8)
+    assert drafter.k == 8
+    drafter.update(8, 1)
+    assert drafter.k == 2
+    assert drafter.acceptance == (4 + 6 + 8 + 1) / (4 + 6 + 8 + 8)
+
+
+def test_end_of_source_gives_a_short_or_empty_draft():
+    drafter = CopyDrafter(SOURCE, start_draft=4)
+    assert drafter.propose(SOURCE[:8]) == [18, 19]
+    assert drafter.propose(SOURCE) == []
