@@ -49,7 +49,8 @@ def eval_command(
         typer.echo(f"{key}: aligned vs original {r['wins']}/{r['ties']}/{r['losses']} "
                    f"(win/tie/loss), win rate {_pct(r['win_rate'])}, "
                    f"ties as wins {_pct(r['win_rate_ties_as_wins'])}, invalid {r['invalid']}")
-    typer.echo(f"harm rate {_pct(harm['harm']['mean'])}, unchanged {_pct(harm['unchanged']['mean'])}"
+    typer.echo(f"harm rate {_pct(harm['harm']['mean'])}, "
+               f"unchanged {_pct(harm['unchanged']['mean'])}"
                f"; wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'winrates.png'}")
 
 

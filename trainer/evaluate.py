@@ -8,15 +8,13 @@ stable hash of the item, the objective (with its description), the judge and the
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from metaaligner_chain.objectives import Objective, resolve
+from trainer import ledger
 
 #: Comparisons judged per objective, as (name, x field, y field); golden ones need a golden.
 COMPARISONS = (
@@ -24,7 +22,6 @@ COMPARISONS = (
     ("aligned_vs_golden", "aligned", "golden"),
     ("original_vs_golden", "response", "golden"),
 )
-_TOKEN_KEYS = ("completion_tokens", "generated_tokens", "output_tokens", "new_tokens", "tokens")
 
 
 def evaluate(
@@ -51,26 +48,28 @@ def evaluate(
     `judge`: "offline", "provider:model", a chat model or a Judge, for every objective;
     `scorers`: per-objective overrides (see `trainer.judges.build_judges`). `policy`: a
     "provider:model" string or chat model that writes `response` for every row first.
-    Judge descriptions come from `prompt_format` (default "hh-rlhf").
+    Judges read the objectives worded for `prompt_format`, else the aligner's own, else
+    "hh-rlhf".
     """
+    from trainer.eval_aligner import align, as_aligner
     from trainer.judges import build_judges
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = load_rows(data, need_response=policy is None)[:limit]
-    resolved = resolve(list(objectives), prompt_format or "hh-rlhf")
+    under_test = as_aligner(aligner, objectives, prompt_format, max_new_tokens)
+    resolved = resolve(list(objectives), prompt_format or under_test.prompt_format or "hh-rlhf")
     judges = build_judges(resolved, judge, scorers)
     with _progress(progress) as bar:
         if policy is not None:
             rows = generate_responses(rows, policy, out / "responses.jsonl", bar)
-        runner, aligner_name = _as_aligner(aligner, objectives, prompt_format, max_new_tokens)
-        items = align(rows, runner, aligner_name, out / "aligned.jsonl", bar)
+        items = align(rows, under_test, out / "aligned.jsonl", bar)
         judgements = judge_items(items, resolved, judges, out / "judgements.jsonl", bar)
     settings = {
         "data": str(data) if isinstance(data, (str, Path)) else "<in memory>",
         "items": len(items),
         "with_golden": sum(bool(i.get("golden")) for i in items),
-        "aligner": aligner_name,
+        "aligner": under_test.name,
         "objectives": [o.key for o in resolved],
         "descriptions": {o.key: o.description for o in resolved},
         "judges": {k: j.name for k, j in judges.items()},
@@ -107,7 +106,8 @@ def load_rows(
                     f"string `{name}` (rows are {{\"query\", \"response\", \"golden\"?}}; "
                     "leave out `response` only with `policy`)."
                 )
-        rows.append({**row, "item": _hash(row.get("query"), row.get("response"), row.get("golden"))})
+        item = ledger.stable_hash(row.get("query"), row.get("response"), row.get("golden"))
+        rows.append({**row, "item": item})
     if not rows:
         raise ValueError(f"`data` {data!r} has no rows; pass at least one TEST row.")
     return rows
@@ -121,44 +121,21 @@ def generate_responses(rows: list[dict], policy: Any, cache: Path, bar: Any) -> 
         name, policy = policy, init_chat_model(policy, temperature=0)
     else:
         name = getattr(policy, "model_name", None) or type(policy).__name__
-    done = _read_jsonl(cache)
-    todo = [r for r in rows if _hash(r["query"], name) not in done]
-    task = bar.add_task("policy", total=len(todo))
-    for row in todo:
-        reply = policy.invoke(row["query"])
-        record = {"key": _hash(row["query"], name), "policy": name, "query": row["query"],
-                  "response": str(getattr(reply, "content", reply))}
-        _append(cache, record)
-        done[record["key"]] = record
-        bar.advance(task)
-    return [
-        {**r, "response": done[_hash(r["query"], name)]["response"],
-         "item": _hash(r["query"], done[_hash(r["query"], name)]["response"], r.get("golden"))}
-        for r in rows
-    ]
-
-
-def align(rows: list[dict], runner: Callable, name: str, cache: Path, bar: Any) -> list[dict]:
-    """Aligned answer, latency and output tokens per row; rows already in `cache` are reused."""
-    done = _read_jsonl(cache)
-    task = bar.add_task("aligning", total=len(rows))
-    items = []
+    done = ledger.read(cache)
+    task = bar.add_task("policy", total=len(rows))
+    out = []
     for row in rows:
-        key = _hash(row["item"], name)
+        key = ledger.stable_hash(row["query"], name)
         if key not in done:
-            start = time.perf_counter()
-            result = runner({"query": row["query"], "response": row["response"]})
-            latency = time.perf_counter() - start
-            aligned, tokens, source, meta = _aligned_text(result)
-            done[key] = {"key": key, "item": row["item"], "aligner": name, "aligned": aligned,
-                         "latency_s": latency, "tokens": tokens, "tokens_source": source,
-                         "fallback_reason": meta.get("fallback_reason"), "metadata": meta}
-            _append(cache, done[key])
-        rec = done[key]
-        items.append({**row, **{k: rec[k] for k in
-                                ("aligned", "latency_s", "tokens", "tokens_source", "metadata")}})
+            reply = policy.invoke(row["query"])
+            done[key] = {"key": key, "policy": name, "query": row["query"],
+                         "response": str(getattr(reply, "content", reply))}
+            ledger.append(cache, done[key])
+        response = done[key]["response"]
+        item = ledger.stable_hash(row["query"], response, row.get("golden"))
+        out.append({**row, "response": response, "item": item})
         bar.advance(task)
-    return items
+    return out
 
 
 def judge_items(
@@ -171,7 +148,7 @@ def judge_items(
     """
     from trainer.judges import Task
 
-    done = _read_jsonl(cache)
+    done = ledger.read(cache)
     task_bar = bar.add_task("judging", total=len(items) * len(objectives))
     for item in items:
         for objective in objectives:
@@ -188,13 +165,13 @@ def judge_items(
                           "judge": judge.name, "comparison": comparison}
                 if x.strip() == y.strip():
                     done[key] = {**record, "outcome": "tie", "identical": True}
-                    _append(cache, done[key])
+                    ledger.append(cache, done[key])
                 else:
                     pending.append((record, Task(item["query"], objective, x, y)))
             if pending:
                 for (record, _), verdict in zip(pending, judge.judge([t for _, t in pending])):
                     done[record["key"]] = {**record, "outcome": verdict.outcome, **verdict.detail}
-                    _append(cache, done[record["key"]])
+                    ledger.append(cache, done[record["key"]])
             bar.advance(task_bar)
     return done
 
@@ -203,7 +180,7 @@ def judgement_key(
     item: str, objective: Objective, judge: str, comparison: str, x: str, y: str
 ) -> str:
     """Stable hash of what a judgement depends on: item, objective, judge, comparison, texts."""
-    return _hash(item, objective.key, objective.description, judge, comparison, x, y)
+    return ledger.stable_hash(item, objective.key, objective.description, judge, comparison, x, y)
 
 
 def aggregate(
@@ -212,7 +189,8 @@ def aggregate(
 ) -> dict:
     """The results dict: per objective and comparison, then the do-no-harm figures."""
     from trainer.metrics import (
-        edit_distance, gain, harm_flags, mean_with_ci, resample_indices, speed, summarize,
+        edit_distance, gain, harm_flags, loss_flags, mean_with_ci, resample_indices, speed,
+        summarize,
     )
 
     idx = resample_indices(len(items), rounds, seed)
@@ -242,6 +220,7 @@ def aggregate(
     sources = {i["tokens_source"] for i in items}
     do_no_harm = {
         "harm": mean_with_ci(harm_flags(vs_original), idx),
+        "any_loss": mean_with_ci(loss_flags(vs_original), idx),
         "unchanged": mean_with_ci(
             [float(i["aligned"].strip() == i["response"].strip()) for i in items], idx
         ),
@@ -254,67 +233,6 @@ def aggregate(
                   "tokens_source": "/".join(sorted(sources))},
     }
     return {"settings": settings, "objectives": per_objective, "do_no_harm": do_no_harm}
-
-
-def _as_aligner(
-    aligner: Any, objectives: Sequence[Any], prompt_format: str | None,
-    max_new_tokens: int | None,
-) -> tuple[Callable[[dict], Any], str]:
-    """A one-row callable and a stable name for the resume key."""
-    if aligner is None or isinstance(aligner, (str, Path)):
-        from metaaligner_chain import MetaAlignerRunnable
-
-        model = None if aligner in (None, "default") else str(aligner)
-        kwargs = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
-        runnable = MetaAlignerRunnable(
-            objectives=list(objectives), model=model, prompt_format=prompt_format, **kwargs
-        )
-        name = f"{model or 'default'}|{prompt_format}|{max_new_tokens}|" + ",".join(
-            str(o) for o in objectives
-        )
-        from langchain_core.messages import AIMessage
-
-        def run(row: dict) -> Any:  # a message response brings back the aligner's metadata
-            return runnable.invoke({"query": row["query"], "response": AIMessage(row["response"])})
-
-        return run, name
-    name = getattr(aligner, "name", None) or type(aligner).__name__
-    if hasattr(aligner, "invoke"):
-        return aligner.invoke, str(name)
-    if callable(aligner):
-        return aligner, getattr(aligner, "__name__", str(name))
-    raise TypeError(
-        f"`aligner` is a {type(aligner).__name__}; pass 'default', a model path/hub id, a "
-        "Runnable or a callable taking {'query', 'response'}."
-    )
-
-
-def _aligned_text(result: Any) -> tuple[str, int, str, dict]:
-    """(aligned answer, output tokens, where the token count came from, aligner metadata)."""
-    value = result["response"] if isinstance(result, Mapping) else result
-    meta = dict((getattr(value, "response_metadata", None) or {}).get("metaaligner") or {})
-    text = str(getattr(value, "content", value))
-    meta.pop("original", None)
-    for key in _TOKEN_KEYS:
-        if isinstance(meta.get(key), int):
-            return text, meta[key], "aligner", meta
-    return text, len(re.findall(r"\w+|[^\w\s]", text)), "approx (words+punctuation)", meta
-
-
-def _hash(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:20]
-
-
-def _read_jsonl(path: Path) -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {r["key"]: r for r in records}
-
-
-def _append(path: Path, record: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
 
 class _NoBar:

@@ -110,8 +110,20 @@ def harm_flags(per_objective: Mapping[str, Sequence[str | None]]) -> list[float 
     return flags
 
 
+def loss_flags(per_objective: Mapping[str, Sequence[str | None]]) -> list[float | None]:
+    """Per item: 1.0 if aligned loses to original on *any* objective, 0.0 if on none, None if
+    any judgement is invalid or missing."""
+    flags: list[float | None] = []
+    for row in zip(*per_objective.values()):
+        if any(o not in ("win", "tie", "loss") for o in row):
+            flags.append(None)
+        else:
+            flags.append(float(any(o == "loss" for o in row)))
+    return flags
+
+
 def edit_distance(a: str, b: str) -> float:
-    """Word-level edit distance from difflib's opcodes over the longer length: 0 same, 1 rewritten."""
+    """Word-level edit distance (difflib opcodes) over the longer length: 0 same, 1 rewritten."""
     wa, wb = a.split(), b.split()
     if not wa and not wb:
         return 0.0

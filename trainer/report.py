@@ -50,6 +50,8 @@ def write_markdown(results: dict, path: str | Path) -> Path:
         "|---|---|---|",
         f"| harm rate (aligned loses to original on every objective; n={harm['harm']['n']}) "
         f"| {_pct(harm['harm']['mean'])} | {_ci(harm['harm']['ci'])} |",
+        f"| loses to original on at least one objective (n={harm['any_loss']['n']}) "
+        f"| {_pct(harm['any_loss']['mean'])} | {_ci(harm['any_loss']['ci'])} |",
         f"| unchanged rate (aligned identical to original) | {_pct(harm['unchanged']['mean'])} "
         f"| {_ci(harm['unchanged']['ci'])} |",
         f"| normalized word edit distance, mean (0 same, 1 rewritten) "

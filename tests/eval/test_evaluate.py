@@ -82,7 +82,7 @@ def test_chat_judge_end_to_end_reports_unparseable(tmp_path):
     script = ["Verdict: A", "Verdict: B",  "I cannot decide.", "Verdict: A",
               "Verdict: B", "Verdict: A",
               "Verdict: A", "Verdict: A", "[[A]]", "[[B]]", "Verdict: tie", "Verdict: tie"]
-    judge = ChatJudge(FakeListChatModel(responses=script), max_concurrency=1)  # keep the script order
+    judge = ChatJudge(FakeListChatModel(responses=script), max_concurrency=1)  # script order
     res = evaluate(ROWS, fake_aligner, ["helpfulness"], tmp_path, judge=judge, progress=False,
                    bootstrap_rounds=50)
     block = res["objectives"]["helpfulness"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trainer.metrics import (
-    edit_distance, gain, harm_flags, mean_with_ci, resample_indices, speed, summarize,
+    edit_distance, gain, harm_flags, loss_flags, mean_with_ci, resample_indices, speed, summarize,
 )
 
 OUTCOMES = ["win", "win", "win", "tie", "tie", "loss", "invalid", None]
@@ -60,6 +60,8 @@ def test_harm_means_losing_on_every_objective():
         "humour": ["loss", "tie", "loss", "invalid"],
     })
     assert flags == [1.0, 0.0, 0.0, None]
+    any_loss = loss_flags({"a": ["loss", "tie", "win"], "b": ["win", "tie", "invalid"]})
+    assert any_loss == [1.0, 0.0, None]
     m = mean_with_ci(flags, resample_indices(4, 200))
     assert m["mean"] == pytest.approx(1 / 3) and m["n"] == 3
 
