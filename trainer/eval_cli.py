@@ -18,8 +18,10 @@ def eval_command(
     out: Annotated[Path, typer.Option(help="Output folder (reused: finished work resumes).")],
     aligner: Annotated[str, typer.Option(help="'default' (built-in aligner), a model path "
                                          "or hub id.")] = "default",
-    judge: Annotated[str, typer.Option(help="'offline' (built-in proxy scorers) or a chat model "
-                                       "as provider:model, e.g. openai:gpt-4o.")] = "offline",
+    judge: Annotated[Optional[list[str]], typer.Option(
+        help="'offline' (built-in proxy scorers) or a chat model as provider:model, e.g. "
+        "openai:gpt-4o; objective=JUDGE for one objective (repeatable). [default: offline]")
+    ] = None,
     scorer: Annotated[Optional[list[str]], typer.Option(
         help="Per-objective HF reward/classifier model, objective=MODEL (repeatable).")] = None,
     policy: Annotated[Optional[str], typer.Option(
@@ -34,9 +36,11 @@ def eval_command(
     """Per-objective win rates of the aligned answers, do-no-harm figures, report and plot."""
     from trainer.evaluate import evaluate
 
+    keys = _split(objectives)
     try:
         results = evaluate(
-            data, aligner, _split(objectives), out, judge=judge, scorers=_scorers(scorer or []),
+            data, aligner, keys, out, judge=_judges(judge or [], keys),
+            scorers=_pairs(scorer or [], "--scorer"),
             prompt_format=prompt_format, policy=policy, max_new_tokens=max_new_tokens,
             limit=limit, bootstrap_rounds=bootstrap_rounds, seed=seed,
         )
@@ -58,17 +62,32 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _scorers(specs: list[str]) -> dict[str, str]:
+def _pairs(specs: list[str], flag: str) -> dict[str, str]:
     found = {}
     for spec in specs:
         key, sep, model = spec.partition("=")
         if not sep or not key.strip() or not model.strip():
             raise typer.BadParameter(
-                f"`--scorer` is {spec!r}; write objective=MODEL, e.g. "
-                "harmlessness=./my-reward-model.", param_hint="--scorer"
+                f"`{flag}` is {spec!r}; write objective=MODEL, e.g. "
+                "harmlessness=./my-reward-model.", param_hint=flag
             )
         found[key.strip()] = model.strip()
     return found
+
+
+def _judges(specs: list[str], objectives: list[str]) -> str | dict[str, str]:
+    """`--judge` values: one for all objectives and/or objective=JUDGE overrides."""
+    shared = [s for s in specs if "=" not in s]
+    if len(shared) > 1:
+        raise typer.BadParameter(
+            f"`--judge` has {len(shared)} judges for all objectives ({', '.join(shared)}); give "
+            "one, and write objective=JUDGE for the others.", param_hint="--judge"
+        )
+    default = shared[0] if shared else "offline"
+    overrides = _pairs([s for s in specs if "=" in s], "--judge")
+    if not overrides:
+        return default
+    return {**{k: default for k in objectives if k not in overrides}, **overrides}
 
 
 def _pct(x: float | None) -> str:

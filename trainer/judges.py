@@ -176,40 +176,59 @@ def build_judges(
 ) -> dict[str, Judge]:
     """One judge per objective key.
 
-    `judge` applies to every objective: "offline" (the built-in scorer serving it), a
-    "provider:model" string (via `langchain.chat_models.init_chat_model`), a chat model, or a
-    `Judge`. `scorers` overrides per objective with a model path/hub id (a Hugging Face reward or
-    classifier model), a scorer object, or a `Judge`.
+    `judge` is "offline" (the built-in scorer serving each objective), a "provider:model" string
+    (via `langchain.chat_models.init_chat_model`), a chat model or a `Judge` for every objective;
+    or a mapping from objective key to one of those (objectives left out are "offline").
+    `scorers` maps objective keys to a Hugging Face reward/classifier model (path or hub id) or a
+    scorer object, and wins over `judge`. Keys may be aliases ("humor" for "humour").
     """
-    from trainer.scorers import BUILTIN, HFScorer
-
-    scorers = dict(scorers or {})
-    keys = {o.key for o in objectives}
-    unknown = sorted(set(scorers) - keys)
-    if unknown:
-        raise ValueError(
-            f"`scorers` names {unknown} but the objectives are {sorted(keys)}; "
-            "use `objective=MODEL` with one of the evaluated objectives."
-        )
-    shared = None if judge == "offline" else _as_judge(judge)
+    per_objective = _by_key(judge, objectives, "judge") if isinstance(judge, Mapping) else {}
+    default = "offline" if isinstance(judge, Mapping) else judge
+    scorers = _by_key(scorers or {}, objectives, "scorer")
+    made: dict[int | str, Judge] = {}  # one judge object per spec, shared across objectives
     judges: dict[str, Judge] = {}
     for objective in objectives:
         if objective.key in scorers:
-            spec = scorers[objective.key]
-            judges[objective.key] = (
-                ScoreJudge(HFScorer(spec)) if isinstance(spec, str) else _as_judge(spec)
-            )
-        elif shared is not None:
-            judges[objective.key] = shared
-        elif objective.key in BUILTIN:
-            judges[objective.key] = ScoreJudge(BUILTIN[objective.key])
+            judges[objective.key] = _judge_for(objective, scorers[objective.key], made, True)
         else:
+            spec = per_objective.get(objective.key, default)
+            judges[objective.key] = _judge_for(objective, spec, made, False)
+    return judges
+
+
+def _by_key(specs: Mapping[str, Any], objectives: Sequence[Objective], flag: str) -> dict:
+    from metaaligner_chain.objectives import ALIASES, normalize_key
+
+    keys = [o.key for o in objectives]
+    found = {}
+    for name, spec in specs.items():
+        key = ALIASES.get(normalize_key(name), normalize_key(name))
+        if key not in keys:
+            raise ValueError(
+                f"`--{flag}` names objective {name!r} but the objectives evaluated are "
+                f"{', '.join(keys)}; write `--{flag} objective=MODEL` with one of them."
+            )
+        found[key] = spec
+    return found
+
+
+def _judge_for(objective: Objective, spec: Any, made: dict, hf: bool) -> Judge:
+    from trainer.scorers import BUILTIN, HFScorer
+
+    if spec == "offline":
+        if objective.key not in BUILTIN:
             raise ValueError(
                 f"objective {objective.key!r} has no built-in offline scorer (they serve "
                 f"{', '.join(BUILTIN)}). Pass `--judge provider:model` (a chat model judge) or "
                 f"`--scorer {objective.key}=MODEL` (a Hugging Face reward/classifier model)."
             )
-    return judges
+        spec = BUILTIN[objective.key]
+    cache_key = spec if isinstance(spec, str) else id(spec)
+    if cache_key not in made:
+        made[cache_key] = ScoreJudge(HFScorer(spec)) if hf and isinstance(spec, str) else (
+            _as_judge(spec)
+        )
+    return made[cache_key]
 
 
 def _as_judge(spec: Any) -> Judge:

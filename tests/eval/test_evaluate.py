@@ -128,3 +128,38 @@ def test_cli_command(tmp_path):
     result = CliRunner().invoke(app, ["eval", "--data", str(data), "--objectives", "length",
                                       "--out", str(tmp_path / "out"), "--scorer", "length"])
     assert result.exit_code != 0 and "objective=MODEL" in result.output
+
+
+def test_cli_chat_judge_for_all_with_a_per_objective_override(tmp_path, monkeypatch):
+    import langchain.chat_models
+    import typer
+    from typer.testing import CliRunner
+
+    import trainer.eval_aligner
+    from trainer.eval_cli import eval_command
+
+    made = []
+
+    def fake_init(spec, **kwargs):
+        made.append((spec, kwargs))
+        return FakeListChatModel(responses=["Verdict: A", "Verdict: B"])
+
+    real = trainer.eval_aligner.as_aligner
+    monkeypatch.setattr(langchain.chat_models, "init_chat_model", fake_init)
+    monkeypatch.setattr(trainer.eval_aligner, "as_aligner",
+                        lambda aligner, *rest: real(fake_aligner, *rest))
+    app = typer.Typer()
+    app.command("eval")(eval_command)
+    app.command("noop")(lambda: None)
+    data = tmp_path / "test.jsonl"
+    data.write_text(json.dumps(ROWS[0]) + "\n")
+    result = CliRunner().invoke(app, [
+        "eval", "--data", str(data), "--objectives", "helpfulness,length",
+        "--judge", "fake:judge", "--judge", "len=offline", "--out", str(tmp_path / "out"),
+    ])
+    assert result.exit_code == 0, result.output
+    assert made == [("fake:judge", {"temperature": 0})]
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["settings"]["judges"] == {"helpfulness": "chat:fake:judge",
+                                         "length": "scorer:concision"}
+    assert res["objectives"]["helpfulness"]["comparisons"]["aligned_vs_original"]["wins"] == 1

@@ -109,9 +109,12 @@ def test_build_judges_offline_and_overrides():
     judges = build_judges(objectives, "offline")
     assert judges["harmlessness"].name == "scorer:offensive-language"
     chat = FakeListChatModel(responses=["Verdict: tie"])
-    judges = build_judges(objectives, chat, scorers={"humour": BUILTIN["humour"]})
+    judges = build_judges(objectives, chat, scorers={"humor": BUILTIN["humour"]})  # alias
     assert judges["harmlessness"].name.startswith("chat:")
     assert judges["humour"].name == "scorer:cheerfulness"
+    judges = build_judges(objectives, {"humour": chat})  # per objective; the rest offline
+    assert judges["humour"].name.startswith("chat:")
+    assert judges["harmlessness"].name == "scorer:offensive-language"
 
 
 def test_build_judges_errors_name_the_fix():
