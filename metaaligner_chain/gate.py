@@ -28,6 +28,7 @@ class Verdict:
     aligned: bool
     fallback_reason: str | None = None
     finish_reason: str | None = None
+    completion_tokens: int | None = None
 
 
 def _fallback(original: str, reason: str, strict: bool, cause: BaseException | None = None) -> Verdict:
@@ -45,7 +46,10 @@ def decide(original: str, outcome: Generation | BaseException, *, strict: bool) 
     text = outcome.text.strip()
     if not text:
         return _fallback(original, "aligner returned an empty answer", strict)
-    return Verdict(text=text, aligned=True, finish_reason=outcome.finish_reason)
+    return Verdict(
+        text=text, aligned=True, finish_reason=outcome.finish_reason,
+        completion_tokens=outcome.completion_tokens,
+    )
 
 
 def gate_stream(
@@ -81,8 +85,8 @@ def gate_stream(
             raise AlignerError(f"aligner failed mid-stream after {len(''.join(emitted))} characters: {exc}") from exc
         verdict = decide(original, exc, strict=strict)
     else:
-        finish_reason = finished.finish_reason if finished is not None else None
-        verdict = decide(original, Generation("".join(emitted), finish_reason, 0, 0), strict=strict)
+        # the backend's own Generation when it returns one (finish reason, counts)
+        verdict = decide(original, finished or Generation("".join(emitted), "", 0, 0), strict=strict)
     if not verdict.aligned:
         yield verdict.text
     yield verdict

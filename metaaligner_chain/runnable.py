@@ -165,6 +165,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             "aligned": verdict.aligned,
             "fallback_reason": verdict.fallback_reason,
             "finish_reason": verdict.finish_reason,
+            "completion_tokens": verdict.completion_tokens,
         }
 
     def _align(self, requests: Sequence[AlignRequest | Exception]) -> list[Any]:
