@@ -29,7 +29,7 @@ INITIAL_CONTEXT = 2048
 #: llama.cpp rounds every context up to a multiple of this; llama-cpp-python does not (it sizes its
 #: token buffer by the requested value), so contexts are rounded here before loading.
 CONTEXT_STEP = 256
-#: Default thread cap: a small aligner gains nothing from more cores.
+#: Default thread cap: a small aligner gains little from more cores.
 MAX_DEFAULT_THREADS = 8
 _INSTALL = 'pip install "metaaligner-chain[gguf]"'
 
@@ -43,7 +43,9 @@ class LlamaCppBackend:
         n_ctx: context window to allocate, rounded up to a multiple of 256. `None` starts at 2048
             tokens (or the trained context, if smaller) and grows, up to the trained context, when
             a request needs more room for its prompt plus `max_new_tokens`; a number is fixed.
-        n_threads: CPU threads; default: the CPUs this process may use, at most 8.
+        n_threads: CPU threads; default: the CPUs this process may use less one (at least 1, at
+            most 8). llama.cpp's threads busy-wait, so when they compete with other work (the
+            policy model, other processes) decoding slows several-fold: leave a core free.
         n_gpu_layers: layers offloaded to a GPU build of llama.cpp (`-1`: all).
         hub_file: file name inside hub repo `model` (downloaded once, then read from the cache).
         verbose: let llama.cpp print its load and timing logs.
@@ -334,7 +336,7 @@ def _metaaligner_keys(header: dict[str, Any]) -> dict[str, Any]:
 
 def _default_threads() -> int:
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(available or 1, MAX_DEFAULT_THREADS))
+    return max(1, min((available or 1) - 1, MAX_DEFAULT_THREADS))
 
 
 def _import_llama_cpp():
