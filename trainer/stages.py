@@ -13,6 +13,7 @@ Runs unchanged under `torchrun` / `accelerate launch` (DDP, FSDP, DeepSpeed via 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def load_model(config: TrainConfig, init_from: Path | None) -> Any:
     return get_peft_model(base, lora)
 
 
-def sft_args(config: TrainConfig, stage_dir: Path, has_eval: bool) -> Any:
+def sft_args(config: TrainConfig, stage_dir: Path) -> Any:
     import torch
     from trl import SFTConfig
 
@@ -116,7 +117,7 @@ def sft_args(config: TrainConfig, stage_dir: Path, has_eval: bool) -> Any:
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
-        eval_strategy="epoch" if has_eval else "no",
+        eval_strategy="no",  # evaluated once, after the stage
         report_to=[],
         disable_tqdm=True,
         seed=config.seed,
@@ -143,9 +144,11 @@ def run_stage(
     train_rows = read_rows(Path(config.data) / f"{stage}.jsonl")
     val_rows = read_rows(Path(config.data) / "val" / f"{stage}.jsonl")
     resume = config.resume and stage_dir.is_dir() and get_last_checkpoint(str(stage_dir)) is not None
+    if not resume:
+        fresh_dir(stage_dir)
     trainer = SFTTrainer(
         model=load_model(config, init_from),
-        args=sft_args(config, stage_dir, bool(val_rows)),
+        args=sft_args(config, stage_dir),
         train_dataset=tokenize_rows(train_rows, tokenizer),
         eval_dataset=tokenize_rows(val_rows, tokenizer) if val_rows else None,
         processing_class=tokenizer,
@@ -161,8 +164,9 @@ def run_stage(
     }
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
     metrics.update(first_loss=losses[0] if losses else None, last_loss=losses[-1] if losses else None)
-    evals = [log["eval_loss"] for log in trainer.state.log_history if "eval_loss" in log]
-    metrics.update(eval_loss=evals[-1] if evals else None)
+    if val_rows:
+        trainer.remove_callback(RichProgressCallback)  # its bars are closed after training
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     trainer.save_model(str(stage_dir))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(stage_dir))
@@ -170,6 +174,15 @@ def run_stage(
         write_metadata(stage_dir, stage=stage, base_model=config.base, init_from=str(init_from or config.base))
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def fresh_dir(path: Path) -> None:
+    """Empty `path` (a stage run without --resume replaces its earlier output), on one process."""
+    from accelerate import PartialState
+
+    if PartialState().is_main_process and path.exists():
+        shutil.rmtree(path)
+    PartialState().wait_for_everyone()
 
 
 def previous_stage(config: TrainConfig, stage: str) -> Path | None:

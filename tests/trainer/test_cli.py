@@ -57,7 +57,7 @@ def test_tiny_recipe_in_examples_loads_and_checks():
     )
     assert recipe.train.base == "runs/tiny-base" and recipe.train.data == recipe.data.out
     assert recipe.train.stages == ("warmup", "equal", "preference")
-    assert recipe.train.lora and recipe.train.lr == 5e-3
+    assert not recipe.train.lora and recipe.train.lr == 3e-3 and recipe.train.epochs == 40
     assert (ROOT / recipe.data.input).is_file()
 
 
