@@ -22,6 +22,7 @@ from metaaligner_chain.metadata import write_metadata
 from trainer.config import STAGES, TrainConfig
 
 DONE_FILE = "stage_done.json"
+LOG_FILE = "log_history.json"
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -163,13 +164,17 @@ def run_stage(
         **result.metrics,
     }
     losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-    metrics.update(first_loss=losses[0] if losses else None, last_loss=losses[-1] if losses else None)
+    metrics.update(
+        first_loss=losses[0] if losses else None,
+        last_loss=losses[-1] if losses else result.metrics.get("train_loss"),
+    )
     if val_rows:
         trainer.remove_callback(RichProgressCallback)  # its bars are closed after training
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     trainer.save_model(str(stage_dir))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(stage_dir))
+        (stage_dir / LOG_FILE).write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
         (stage_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
         write_metadata(stage_dir, stage=stage, base_model=config.base, init_from=str(init_from or config.base))
     trainer.accelerator.wait_for_everyone()

@@ -68,6 +68,8 @@ def test_each_stage_runs_and_continues_the_same_adapter(lora_run):
         stage_dir = Path(config.out) / "stages" / stage
         assert (stage_dir / "adapter_model.safetensors").is_file()
         assert json.loads((stage_dir / DONE_FILE).read_text())["steps"] == 8
+        logged = json.loads((stage_dir / "log_history.json").read_text())
+        assert [log["step"] for log in logged if "loss" in log] == list(range(1, 9))
     equal_meta = json.loads((Path(config.out) / "stages" / "equal" / "metaaligner.json").read_text())
     assert equal_meta["init_from"].endswith("stages/warmup")
 
