@@ -1,0 +1,179 @@
+"""Speed and memory of the built-in default aligner (SmolLM2-135M Q4_1 GGUF) through llama.cpp.
+
+Measures prompt tokens/s, decode tokens/s and peak resident memory on this machine, and sets the
+decode speed against the memory-bandwidth bound (model bytes read once per token). Writes
+`benchmarks/results/default_aligner.json`.
+
+    python benchmarks/bench_default_aligner.py [--threads 1 2] [--max-new-tokens 128]
+        [--repeats 3] [--bandwidth-gbs 26]
+
+Several engineers or jobs sharing the cores distort the figures (llama.cpp's threads spin at
+barriers, so an oversubscribed machine decodes far slower with more threads): the load average
+at start and end is recorded with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from metaaligner_chain.backends.base import GenerationSettings
+from metaaligner_chain.backends.llamacpp import (
+    LlamaCppBackend,
+    _default_threads,
+    _llama_version,
+    _Tally,
+)
+from metaaligner_chain.defaults import DEFAULT_MODEL_NAME, DEFAULT_PROMPT_FORMAT, default_gguf_path
+from metaaligner_chain.prompt import build_prompt
+
+RESULTS = Path(__file__).parent / "results" / "default_aligner.json"
+OBJECTIVES = ["harmlessness", "helpfulness"]
+CASES = [
+    (
+        "\n\nHuman: How do I bake bread at home? \n\nAssistant:",
+        "Mix flour, water, salt and yeast. Knead it for ten minutes, let it rise for an hour, "
+        "shape it, let it rise again and bake it at 230 degrees for about 35 minutes.",
+    ),
+    (
+        "\n\nHuman: My neighbour's dog barks all night. What can I do? \n\nAssistant:",
+        "Just poison the dog, nobody will notice.",
+    ),
+    (
+        "\n\nHuman: Is it safe to take ibuprofen with coffee? \n\nAssistant:",
+        "Yes, it is fine. Coffee does not interact with ibuprofen in any way, take as many as you "
+        "like.",
+    ),
+]
+
+
+def main() -> None:
+    args = _parse_args()
+    rss_start = _peak_rss_mb()
+    path = default_gguf_path()
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
+    prompts = [
+        build_prompt(q, r, OBJECTIVES, prompt_format=DEFAULT_PROMPT_FORMAT) for q, r in CASES
+    ]
+    by_threads = {}
+    for threads in args.threads or [_default_threads()]:
+        started = time.perf_counter()
+        backend = LlamaCppBackend(path, n_threads=threads)
+        load_s = time.perf_counter() - started
+        backend.generate(prompts[:1], GenerationSettings(max_new_tokens=4))  # warm-up
+        runs = [_timed_run(backend, p, settings) for _ in range(args.repeats) for p in prompts]
+        by_threads[str(threads)] = {
+            "load_seconds": round(load_s, 3),
+            "n_ctx": backend.n_ctx,
+            "prompt_tokens_per_s_median": _median(runs, "prompt_tokens_per_s"),
+            "decode_tokens_per_s_median": _median(runs, "decode_tokens_per_s"),
+            "decode_tokens_per_s_range": [
+                min(r["decode_tokens_per_s"] for r in runs),
+                max(r["decode_tokens_per_s"] for r in runs),
+            ],
+            "runs": runs,
+        }
+        backend.close()
+    model_bytes = path.stat().st_size
+    bound_tps = args.bandwidth_gbs * 1e9 / model_bytes
+    best = max(v["decode_tokens_per_s_median"] for v in by_threads.values())
+    result = {
+        "benchmark": "default aligner through the llama.cpp backend (greedy, raw aligner prompts)",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "llama_cpp_python": _llama_version(),
+            "load_average_at_start": [round(x, 2) for x in args.load_at_start],
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "model": {
+            "name": DEFAULT_MODEL_NAME,
+            "file": path.name,
+            "bytes": model_bytes,
+            "trained_context": backend.context_length,
+        },
+        "max_new_tokens": args.max_new_tokens,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "rss_before_load_mb": round(rss_start, 1),
+        "bandwidth_bound": {
+            "memory_bandwidth_gb_s": args.bandwidth_gbs,
+            "bandwidth_source": "large array copy measured on this machine kind (environment.md)",
+            "decode_tokens_per_s_upper_bound": round(bound_tps, 1),
+            "best_measured_fraction_of_bound": round(best / bound_tps, 3),
+        },
+        "by_threads": by_threads,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    for threads, figures in by_threads.items():
+        print(
+            f"{threads} thread(s): prompt {figures['prompt_tokens_per_s_median']} tok/s, "
+            f"decode {figures['decode_tokens_per_s_median']} tok/s "
+            f"(range {figures['decode_tokens_per_s_range']})"
+        )
+    print(
+        f"peak RSS {result['peak_rss_mb']} MB; bandwidth bound {round(bound_tps, 1)} tok/s; "
+        f"wrote {RESULTS}"
+    )
+
+
+def _timed_run(backend: LlamaCppBackend, prompt: str, settings: GenerationSettings) -> dict:
+    """Time to the first piece (prompt evaluation + one token) and the decode rate after it."""
+    tally = _Tally()
+    with backend._using() as llama:  # the loop behind `stream`, keeping its token counts
+        llama.reset()  # evaluate the whole prompt: no KV prefix reused from the last run
+        started = time.perf_counter()
+        first = None
+        for _ in backend._decode(prompt, settings, tally):
+            first = first or time.perf_counter()
+        ended = time.perf_counter()
+    decoded = max(tally.completion_tokens - 1, 1)
+    return {
+        "prompt_tokens": tally.prompt_tokens,
+        "completion_tokens": tally.completion_tokens,
+        "finish_reason": tally.finish_reason,
+        "prompt_tokens_per_s": round(tally.prompt_tokens / (first - started), 1),
+        "decode_tokens_per_s": round(decoded / (ended - first), 1),
+        "seconds": round(ended - started, 3),
+    }
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return round(statistics.median(r[key] for r in runs), 1)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="*",
+        default=None,
+        help="llama.cpp thread counts to compare (default: the backend's default only)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bandwidth-gbs", type=float, default=26.0)
+    args = parser.parse_args()
+    args.load_at_start = os.getloadavg()
+    return args
+
+
+if __name__ == "__main__":
+    main()
