@@ -200,6 +200,16 @@ def previous_stage(config: TrainConfig, stage: str) -> Path | None:
     return None
 
 
+def base_dtype(base: str) -> Any:
+    """The dtype the base model is stored in (training ran in fp32; the result is saved like the base)."""
+    import torch
+    from transformers import AutoConfig
+
+    dtype = getattr(AutoConfig.from_pretrained(base), "dtype", None)
+    dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+
+
 def finalize(config: TrainConfig, last: Path, metadata: dict[str, Any]) -> None:
     """Save the final model (LoRA merged into the base) and tokenizer in RUN_DIR root."""
     import torch
@@ -213,7 +223,7 @@ def finalize(config: TrainConfig, last: Path, metadata: dict[str, Any]) -> None:
         model = PeftModel.from_pretrained(base, str(last)).merge_and_unload()
     else:
         model = AutoModelForCausalLM.from_pretrained(str(last), dtype=torch.float32)
-    model.save_pretrained(str(out))
+    model.to(base_dtype(config.base)).save_pretrained(str(out))
     load_tokenizer(config.base).save_pretrained(str(out))
     write_metadata(out, **metadata)
     write_metadata(last, **metadata)
@@ -223,7 +233,6 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: An
     """Run the configured stages in order; return per-stage metrics and the saved metadata."""
     summary = read_data_summary(config.data)
     done: dict[str, dict] = {}
-    objectives: set[str] = set()
     last: Path | None = None
     for stage in config.stages:
         rows = read_rows(Path(config.data) / f"{stage}.jsonl")
@@ -232,7 +241,6 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: An
             if console is not None:
                 console.print(f"[yellow]stage {stage}: {config.data}/{stage}.jsonl has no rows; skipped")
             continue
-        objectives.update(k for row in rows for k in row["objectives"])
         if config.resume and (stage_dir / DONE_FILE).is_file():
             done[stage] = json.loads((stage_dir / DONE_FILE).read_text())
         else:
@@ -243,11 +251,15 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: An
             f"`data` {config.data!r} has no rows for stage(s) {', '.join(config.stages)}; "
             "check the summary of `ma-train data build` (e.g. raise --warmup-fraction)."
         )
+    stages = [s for s in STAGES if s in done or (Path(config.out) / "stages" / s / DONE_FILE).is_file()]
+    objectives = {
+        key for s in stages for row in read_rows(Path(config.data) / f"{s}.jsonl") for key in row["objectives"]
+    }
     metadata = {
         "prompt_format": summary["prompt_format"],
         "objectives": sorted(objectives),
         "base_model": config.base,
-        "stages": [s for s in STAGES if s in done or (Path(config.out) / "stages" / s / DONE_FILE).is_file()],
+        "stages": stages,
         "method": "lora" if config.lora else "full",
         "adapter": str(last.relative_to(config.out)) if config.lora else None,
         "data_summary": summary,

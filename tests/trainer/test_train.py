@@ -215,3 +215,24 @@ def test_torchrun_two_processes_gloo(tiny_model_dir, data_dir, tmp_path):
     assert metrics["world_size"] == 2 and metrics["steps"] == 2
     assert json.loads((out / "metaaligner.json").read_text())["stages"] == ["warmup"]
     assert (out / "model.safetensors").is_file()
+
+
+def test_the_tiny_recipe_runs_through_the_cli(tiny_model_dir, tmp_path):
+    """`ma-train run examples/train_tiny.yaml`, with paths moved to tmp and fewer epochs."""
+    import yaml
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    recipe = yaml.safe_load((ROOT / "examples" / "train_tiny.yaml").read_text())
+    recipe["data"].update(input=str(ROOT / recipe["data"]["input"]), out=str(tmp_path / "data"))
+    recipe["train"].update(base=str(tiny_model_dir), data=str(tmp_path / "data"),
+                           out=str(tmp_path / "run"), epochs=2)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "run" / "metaaligner.json").read_text())
+    assert meta["stages"] == STAGES and meta["method"] == "full"
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "run").config.model_type == "llama"
