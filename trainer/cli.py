@@ -103,8 +103,9 @@ def run_build(config: DataConfig) -> dict:
     from trainer.reformulate import reformulate, summarize, write_splits
 
     start = time.time()
-    groups = list(track(load_groups(config.input, config.format, config.split), description="reading", console=console))
-    splits = reformulate(groups, config)
+    with console.status(f"reading {config.input}"):
+        groups = load_groups(config.input, config.format, config.split)
+    splits = reformulate(groups, config, lambda items: track(items, "reformulating", console=console))
     summary = summarize(splits, config, len(groups))
     out = write_splits(splits, summary, config.out)
     rows = [(name, info["rows"], ", ".join(f"{k} {v}" for k, v in info["objectives"].items()))

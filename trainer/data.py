@@ -25,6 +25,7 @@ HELPSTEER_DESCRIPTIONS = {
     "verbosity": "Verbosity: the response should give the amount of detail the query asks for",
 }
 _ASSISTANT = "\n\nAssistant:"
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def read_records(source: str, split: str = "train") -> list[dict[str, Any]]:
         raise ValueError(
             f"`input` {source!r} has suffix {suffix!r}; give a .jsonl, .json, .csv or .parquet file."
         )
-    if path.exists() or source.startswith((".", "/", "~")):
+    if path.exists() or source.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_SUFFIXES:
         raise ValueError(f"`input` {source!r} is not a readable file.")
     try:
         import datasets

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,8 +112,13 @@ def warmup_rows(equal: list[Row], fraction: float, seed: int) -> list[Row]:
     return [Row(equal[i].prompt, equal[i].response, equal[i].objectives, "equal", equal[i].response) for i in picked]
 
 
-def reformulate(groups: list[Group], config: DataConfig) -> dict[str, dict[str, list[Row]]]:
-    """Rows per split ('train', 'val') and stage ('warmup', 'equal', 'preference')."""
+def reformulate(
+    groups: list[Group], config: DataConfig, progress: Callable[[list], Iterable] | None = None
+) -> dict[str, dict[str, list[Row]]]:
+    """Rows per split ('train', 'val') and stage ('warmup', 'equal', 'preference').
+
+    `progress` may wrap the groups in a progress bar (e.g. `rich.progress.track`).
+    """
     prompt_format = config.resolved_prompt_format
     wanted = config.objectives or default_objectives(config.format)
     keys = wanted or list(dict.fromkeys(k for g in groups for r in g.responses for k in r.scores))
@@ -126,7 +131,7 @@ def reformulate(groups: list[Group], config: DataConfig) -> dict[str, dict[str, 
     rng = random.Random(config.seed)
     val_queries = split_queries(groups, config.val_fraction, config.seed)
     splits: dict[str, dict[str, list[Row]]] = {s: {st: [] for st in STAGES} for s in ("train", "val")}
-    for group in groups:
+    for group in progress(groups) if progress else groups:
         target = splits["val" if group.query in val_queries else "train"]
         responses = group.responses
         for i in range(len(responses)):

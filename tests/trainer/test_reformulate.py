@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,8 @@ from metaaligner_chain.prompt import build_prompt
 from trainer.config import DataConfig
 from trainer.data import load_groups
 from trainer.reformulate import reformulate, summarize, write_splits
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def config(fmt: str, **kw) -> DataConfig:
@@ -236,3 +239,25 @@ def test_summary_counts_per_file_and_objective():
         "rows": 1, "objectives": {"helpfulness": 1, "instruction_following": 1}
     }
     assert summary["files"]["equal.jsonl"]["objectives"] == {"honesty": 1, "truthfulness": 1}
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+def test_local_files_of_every_kind_read_the_same(tmp_path, suffix):
+    import pandas as pd
+
+    from trainer.data import read_records
+
+    records = [json.loads(line) for line in (ROOT / "examples/data/helpsteer_tiny.jsonl").open()]
+    path = tmp_path / f"helpsteer{suffix}"
+    frame = pd.DataFrame(records)
+    {".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+     ".json": lambda: path.write_text(json.dumps(records)),
+     ".csv": lambda: frame.to_csv(path, index=False),
+     ".parquet": lambda: frame.to_parquet(path)}[suffix]()
+    assert load_groups(str(path), "helpsteer") == load_groups("-", "helpsteer", records=records)
+    assert len(read_records(str(path))) == 4
+
+
+def test_a_missing_local_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match="is not a readable file"):
+        load_groups(str(tmp_path / "nope.jsonl"), "generic")
