@@ -87,6 +87,13 @@ def test_stream_joins_to_generate(backend, expected):
     assert "".join(pieces) == expected[0]
 
 
+def test_stream_closed_early_frees_the_model(backend, expected):
+    pieces = backend.stream(PROMPTS[1], GREEDY)
+    next(pieces)
+    pieces.close()
+    assert backend.generate([PROMPTS[0]], GREEDY)[0].text == expected[0]
+
+
 def test_stream_keeps_multibyte_characters_whole(backend):
     settings = GenerationSettings(max_new_tokens=16)
     pieces = list(backend.stream(JAPANESE, settings))
@@ -149,6 +156,17 @@ def test_stops_at_end_of_generation_in_a_context_grown_to_fit():
     fresh.close()
 
 
+def test_sentencepiece_answer_drops_the_word_start_space(tmp_path):
+    """Like Hugging Face's decode for Llama-family vocabularies: no space before the first word."""
+    tiny = LlamaCppBackend(_write_tiny_spm_llama(tmp_path / "tiny-spm.gguf"))
+    settings = GenerationSettings(max_new_tokens=5)
+    (generation,) = tiny.generate(["the cat"], settings)
+    words = generation.text.split(" ")
+    assert len(words) == 5 and all(words) and not generation.text.startswith(" ")
+    assert "".join(tiny.stream("the cat", settings)) == generation.text
+    tiny.close()
+
+
 # -- bad input -------------------------------------------------------------------------------------
 
 
@@ -182,6 +200,13 @@ def test_architecture_llama_cpp_cannot_load(tmp_path):
     writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
     _finish(writer)
     with pytest.raises(ValueError, match="does not support architecture 'notanarch'"):
+        LlamaCppBackend(path)
+
+
+def test_sentencepiece_vocabulary_without_byte_tokens(tmp_path):
+    """llama.cpp would abort the process when tokenizing a character outside such a vocabulary."""
+    path = _write_tiny_spm_llama(tmp_path / "no-bytes.gguf", byte_tokens=False)
+    with pytest.raises(ValueError, match="without the 256 byte tokens"):
         LlamaCppBackend(path)
 
 
@@ -248,6 +273,48 @@ def _write_lora(path, *, n_in: int = 1536, layers: int = 30, rank: int = 4):
         writer.add_tensor(
             f"{name}.lora_b", (rng.standard_normal((576, rank)) * 0.5).astype(np.float32)
         )
+    _finish(writer)
+    return path
+
+
+def _write_tiny_spm_llama(path, *, byte_tokens: bool = True):
+    """A random one-layer llama with a SentencePiece vocabulary of whole words (each `▁word`)."""
+    rng = np.random.default_rng(1)
+    words = ["▁the", "▁cat", "▁sat", "▁on", "▁mat", "▁a", "▁dog", "▁ran"]
+    specials = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256) if byte_tokens)]
+    n_vocab, n_embd, n_ff = len(specials) + len(words), 16, 32
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(256)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(2)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(n_embd // 2)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([*specials, *words])
+    writer.add_token_scores([0.0] * len(specials) + [-float(i) for i in range(len(words))])
+    writer.add_token_types([2, 3, 3] + [6] * (len(specials) - 3) + [1] * len(words))
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+
+    def weight(*shape):
+        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
+
+    output = weight(n_vocab, n_embd)
+    output[: len(specials)] = 0.0  # only words win: every answer token starts with a space
+    writer.add_tensor("token_embd.weight", weight(n_vocab, n_embd))
+    writer.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    writer.add_tensor("output.weight", output)
+    for norm in ("attn_norm", "ffn_norm"):
+        writer.add_tensor(f"blk.0.{norm}.weight", np.ones(n_embd, np.float32))
+    for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+        writer.add_tensor(f"blk.0.{name}.weight", weight(n_embd, n_embd))
+    writer.add_tensor("blk.0.ffn_gate.weight", weight(n_ff, n_embd))
+    writer.add_tensor("blk.0.ffn_up.weight", weight(n_ff, n_embd))
+    writer.add_tensor("blk.0.ffn_down.weight", weight(n_embd, n_ff))
     _finish(writer)
     return path
 

@@ -83,6 +83,7 @@ class LlamaCppBackend:
                 f"`model` {self.model!r} is a LoRA adapter, not a model. Pass its base model as "
                 "`model` and this file as `lora_path`."
             )
+        _check_vocabulary(header, self.path)
         self.architecture = header["general.architecture"]
         self.lora_path = None if lora_path is None else _check_lora(lora_path, self.architecture)
         trained = header.get(f"{self.architecture}.context_length")
@@ -94,6 +95,11 @@ class LlamaCppBackend:
                 "to size the context to each request."
             )
         self._fixed_ctx = n_ctx is not None
+        # SentencePiece vocabularies (the Llama-family checkpoints) mark a word start with a
+        # space; Hugging Face's decode drops it on the answer's first token, and so does this.
+        self._strip_first_space = header.get("tokenizer.ggml.model") == "llama" and bool(
+            header.get("tokenizer.ggml.add_space_prefix", True)
+        )
         self._options = {
             "n_threads": n_threads or _default_threads(),
             "n_gpu_layers": n_gpu_layers,
@@ -220,7 +226,8 @@ class LlamaCppBackend:
                 tally.finish_reason = "stop"
                 break
             tally.completion_tokens += 1
-            piece = utf8.decode(_piece(vocab, token))
+            strip = int(self._strip_first_space and tally.completion_tokens == 1)
+            piece = utf8.decode(_piece(vocab, token, strip))
             if piece:
                 yield piece
             if tally.completion_tokens >= budget:
@@ -268,14 +275,14 @@ class _Tally:
     finish_reason: str = "length"
 
 
-def _piece(vocab, token: int) -> bytes:
+def _piece(vocab, token: int, lstrip: int = 0) -> bytes:
     """The bytes of one token, special tokens rendered as nothing (`skip_special_tokens`)."""
     import llama_cpp
 
     size = 64
     while True:
         buffer = ctypes.create_string_buffer(size)
-        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, lstrip, False)
         if n >= 0:
             return buffer.raw[:n]
         size = -n
@@ -333,6 +340,17 @@ def _check_lora(lora_path: str | os.PathLike[str], architecture: str) -> Path:
     return path
 
 
+def _check_vocabulary(header: dict[str, Any], path: Path) -> None:
+    # llama.cpp's SentencePiece tokenizer spells unknown characters with <0xNN> byte tokens and
+    # aborts the whole process (an uncaught C++ exception) when one is missing.
+    if header.get("tokenizer.ggml.model") == "llama" and header.get(_BYTE_TOKENS, 256) < 256:
+        raise ValueError(
+            f"`model` {str(path)!r} has a SentencePiece vocabulary without the 256 byte tokens "
+            f"(<0x00>..<0xFF>; found {header[_BYTE_TOKENS]}); llama.cpp would abort on the first "
+            "character outside the vocabulary. Convert the model again with its full tokenizer."
+        )
+
+
 def _metaaligner_keys(header: dict[str, Any]) -> dict[str, Any]:
     found = {}
     for name, value in header.items():
@@ -378,10 +396,15 @@ _SCALARS = {
     12: "d",
 }
 _STRING, _ARRAY = 8, 9
+_TOKENS = "tokenizer.ggml.tokens"
+#: Not a GGUF key: how many <0xNN> byte tokens the vocabulary has (read in place of the tokens).
+_BYTE_TOKENS = "tokenizer.ggml.tokens:byte_tokens"
+_BYTE_NAMES = frozenset(f"<0x{b:02X}>" for b in range(256))
 
 
 def read_gguf_header(path: str | os.PathLike[str], field: str = "model") -> dict[str, Any]:
-    """The key/values of a GGUF file's header (arrays kept only for `metaaligner.*` keys).
+    """The key/values of a GGUF file's header (arrays kept only for `metaaligner.*` keys; the
+    token list is replaced by its count of byte tokens).
 
     Raises ValueError naming `field` when the file is not GGUF, is truncated, or has no
     architecture. Reads only the header, so it is fast even for multi-GB files.
@@ -419,8 +442,11 @@ def _parse_header(data) -> dict[str, Any]:
     for _ in range(count):
         key, offset = _read_string(data, offset)
         (kind,) = struct.unpack_from("<I", data, offset)
-        value, offset = _read_value(data, offset + 4, kind, keep=key.startswith(GGUF_PREFIX))
-        if value is not None:
+        keep = key.startswith(GGUF_PREFIX) or key == _TOKENS
+        value, offset = _read_value(data, offset + 4, kind, keep=keep)
+        if key == _TOKENS and isinstance(value, list):
+            header[_BYTE_TOKENS] = len(_BYTE_NAMES.intersection(value))
+        elif value is not None:
             header[key] = value
     return header
 
