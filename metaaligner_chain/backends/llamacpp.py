@@ -214,7 +214,8 @@ class LlamaCppBackend:
         tally.prompt_tokens = len(tokens)
         self._make_room(len(tokens), settings.max_new_tokens)
         llama = self._llama
-        budget = min(settings.max_new_tokens, llama.n_ctx() - len(tokens))
+        room = min(llama.n_ctx(), self.context_length)  # llama.cpp may round the context up
+        budget = min(settings.max_new_tokens, room - len(tokens))
         llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if settings.seed is None else settings.seed)
         vocab = llama._model.vocab
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -239,7 +240,7 @@ class LlamaCppBackend:
 
     def _make_room(self, prompt_tokens: int, max_new_tokens: int) -> None:
         """Grow the context (up to the trained one) so the prompt and the answer fit, or raise."""
-        current = self._llama.n_ctx()
+        current = min(self._llama.n_ctx(), self.context_length)
         limit = current if self._fixed_ctx else self.context_length
         if prompt_tokens >= limit:
             error = PromptTooLongError(prompt_tokens, limit, self.model)
