@@ -29,6 +29,7 @@ from trainer.config import (
     read_section,
 )
 from trainer.eval_cli import eval_command
+from trainer.export_cli import export_app, merge_command
 
 app = typer.Typer(
     name="ma-train",
@@ -38,10 +39,10 @@ app = typer.Typer(
     add_completion=False,
 )
 data_app = typer.Typer(help="Turn preference data into training rows.", no_args_is_help=True)
-export_app = typer.Typer(help="Export a trained aligner to GGUF.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(export_app, name="export")
 app.command("eval")(eval_command)
+app.command("merge")(merge_command)
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[
@@ -255,44 +256,6 @@ def tiny(
 
     path = build_tiny_llama(out_dir, seed=seed)
     console.print(f"tiny llama written to {path}")
-
-
-# --- merge, export (filled by a later issue) --------------------------------------------------
-
-
-def not_yet(verb: str) -> None:
-    console.print(f"[red]error:[/red] `ma-train {verb}` is not available yet in this version.", soft_wrap=True)
-    raise typer.Exit(2)
-
-
-@app.command("merge")
-def merge(
-    run_dir: Annotated[Path, typer.Argument(help="RUN_DIR from `ma-train train`.")],
-    out: Annotated[Path, typer.Option(help="MERGED_DIR to write.")],
-) -> None:
-    """Merge a LoRA run into a standalone model folder (not available yet)."""
-    not_yet("merge")
-
-
-@export_app.command("gguf")
-def export_gguf(
-    model_dir: Annotated[Path, typer.Argument(help="Merged model folder (or RUN_DIR).")],
-    out: Annotated[Path, typer.Option(help="FILE.gguf to write.")],
-    quant: Annotated[str, typer.Option(help="f16, q8_0, q4_k_m, ...")] = "f16",
-) -> None:
-    """Convert a model folder to GGUF (not available yet)."""
-    not_yet("export gguf")
-
-
-@export_app.command("gguf-lora")
-def export_gguf_lora(
-    run_dir: Annotated[Path, typer.Argument(help="RUN_DIR of a LoRA run.")],
-    base: Annotated[Path, typer.Option(help="BASE_DIR the adapter was trained on.")],
-    out: Annotated[Path, typer.Option(help="ADAPTER.gguf to write.")],
-) -> None:
-    """Convert the run's LoRA adapter to a GGUF LoRA (not available yet)."""
-    not_yet("export gguf-lora")
-
 
 
 if __name__ == "__main__":  # `torchrun -m trainer.cli train ...`
