@@ -103,7 +103,7 @@ def fetch_converter(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        source = sdist or os.environ.get(SDIST_ENV) or _download_sdist(version, staging / "sdist")
+        source = sdist or os.environ.get(SDIST_ENV) or _download_sdist(version, staging / "sdist", target)
         _extract(Path(source), staging / "llama.cpp")
         if not _complete(staging / "llama.cpp"):
             raise FileNotFoundError(
@@ -126,10 +126,10 @@ def _complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in CONVERTERS) and (folder / "gguf-py" / "gguf").is_dir()
 
 
-def _download_sdist(version: str, dest: Path) -> Path:
+def _download_sdist(version: str, dest: Path, target: Path) -> Path:
     how = (
         f"Either run `ma-train export fetch-converter` once while the package index is reachable "
-        f"(it fills {cached_converter_dir()}), pass `--sdist llama_cpp_python-{version}.tar.gz` "
+        f"(it fills {target}), pass `--sdist llama_cpp_python-{version}.tar.gz` "
         f"to it (or set ${SDIST_ENV}), or pass `--llama-cpp-dir` with an unpacked "
         f"llama-cpp-python {version} sdist or a llama.cpp checkout."
     )
@@ -145,7 +145,7 @@ def _download_sdist(version: str, dest: Path) -> Path:
     if result.returncode != 0 or not found:
         raise FileNotFoundError(
             f"could not download the llama-cpp-python {version} sdist to get llama.cpp's "
-            f"converter (pip said: {_tail(result.stderr or result.stdout, 3)}). {how}"
+            f"converter (pip said: {' '.join(_tail(result.stderr or result.stdout, 3).split())}). {how}"
         )
     return found[0]
 

@@ -97,7 +97,7 @@ def _load_base(base: str | None, run: Path) -> Any:
         )
     try:
         return AutoModelForCausalLM.from_pretrained(str(Path(base).expanduser()), dtype=torch.float32)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # missing folder, or not a valid hub id either
         raise FileNotFoundError(
             f"could not load the run's base model {base!r} from {Path.cwd()} (a relative "
             "`base_model` is recorded relative to where training ran). Pass the base the adapter "
