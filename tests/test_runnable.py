@@ -231,3 +231,19 @@ def test_importing_the_package_loads_no_heavy_library():
     code = "import sys, metaaligner_chain; print(json.dumps([m for m in ('torch', 'transformers', 'llama_cpp') if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_readme_idioms(aligner):
+    """The three ways the README composes the aligner with a chain."""
+    from operator import itemgetter
+
+    prompt = ChatPromptTemplate.from_messages([("human", "{question}")])
+    chain = prompt | GenericFakeChatModel(messages=iter([RESPONSES[0]] * 3))
+    question = {"question": "How do I bake bread?"}
+    piped = (chain | aligner).invoke(question)
+    assert isinstance(piped, AIMessage) and piped.response_metadata["metaaligner"]["original"] == RESPONSES[0]
+    as_dict = ({"query": itemgetter("question"), "response": chain} | aligner).invoke(question)
+    assert set(as_dict) == {"query", "response", "original_response"}
+    assert isinstance(as_dict["response"], AIMessage) and as_dict["original_response"].content == RESPONSES[0]
+    wrapped = aligner.wrap(chain).invoke(question)
+    assert wrapped.content == as_dict["response"].content  # same context: the question
