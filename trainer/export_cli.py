@@ -96,5 +96,4 @@ def fetch_converter_command(
     """Cache llama.cpp's converter for the installed llama-cpp-python (once, while online)."""
     from trainer.convert import fetch_converter
 
-    start = time.time()
-    _done(fetch_converter(sdist), start)
+    typer.echo(f"llama.cpp converter ready: {fetch_converter(sdist)}")
