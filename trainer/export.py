@@ -20,12 +20,12 @@ from typing import Any
 from metaaligner_chain.metadata import GGUF_KEYS, GGUF_PREFIX, METADATA_FILE
 from trainer.config import STAGES
 from trainer.convert import ConversionError, run_converter
+from trainer.stages import DONE_FILE
 
 #: Types llama.cpp's converter writes itself (`--outtype`).
 CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
 #: llama.cpp types that need an importance matrix, which this exporter does not compute.
 NEEDS_IMATRIX = ("iq1_s", "iq1_m", "iq2_xxs", "iq2_xs", "iq2_s", "q2_k_s")
-_DONE_FILE = "stage_done.json"  # written by trainer.stages when a stage finishes
 
 
 # --- merge -----------------------------------------------------------------------------------
@@ -48,8 +48,7 @@ def merge(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], base
         if is_lora(stage):
             from peft import PeftModel
 
-            model = _load_base(base or metadata.get("base_model"), run)
-            dtype = _saved_dtype(model.config)
+            model, dtype = _load_base(base or metadata.get("base_model"), run)
             model = PeftModel.from_pretrained(model, str(stage)).merge_and_unload().to(dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(stage), dtype="auto")
@@ -65,10 +64,10 @@ def last_stage(run: Path) -> Path:
     """The latest finished stage folder of RUN_DIR (its adapter or weights are the run's result)."""
     for stage in reversed(STAGES):
         folder = run / "stages" / stage
-        if (folder / _DONE_FILE).is_file():
+        if (folder / DONE_FILE).is_file():
             return folder
     raise FileNotFoundError(
-        f"`run_dir` {str(run)!r} has no finished stage (stages/<stage>/{_DONE_FILE}); pass the "
+        f"`run_dir` {str(run)!r} has no finished stage (stages/<stage>/{DONE_FILE}); pass the "
         "RUN_DIR written by `ma-train train --out RUN_DIR`, or finish it with `--resume`."
     )
 
@@ -85,33 +84,29 @@ def run_metadata(run: Path, stage: Path) -> dict[str, Any]:
     return {}
 
 
-def _load_base(base: str | None, run: Path) -> Any:
-    """The base model in float32 (a local folder, or a hub id when a hub is reachable)."""
+def _load_base(base: str | None, run: Path) -> tuple[Any, Any]:
+    """The base model loaded in float32 (to merge exactly) and the dtype it was saved in."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if not base:
         raise ValueError(
             f"`run_dir` {str(run)!r} does not record its `base_model`; pass the base the "
             "adapter was trained on with `--base BASE_DIR`."
         )
+    source = str(Path(base).expanduser())
     try:
-        return AutoModelForCausalLM.from_pretrained(str(Path(base).expanduser()), dtype=torch.float32)
+        saved = AutoConfig.from_pretrained(source).dtype
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     except (OSError, ValueError) as err:  # missing folder, or not a valid hub id either
         raise FileNotFoundError(
             f"could not load the run's base model {base!r} from {Path.cwd()} (a relative "
             "`base_model` is recorded relative to where training ran). Pass the base the adapter "
             "was trained on with `--base BASE_DIR`."
         ) from err
-
-
-def _saved_dtype(config: Any) -> Any:
-    import torch
-
-    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype, None)
-    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+    if isinstance(saved, str):
+        saved = getattr(torch, saved, None)
+    return model, saved if isinstance(saved, torch.dtype) else torch.float32
 
 
 def _check_out_dir(out: Path, run: Path) -> None:

@@ -70,3 +70,27 @@ def test_merge_names_a_base_it_cannot_find(lora_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="--base BASE_DIR"):
         merge(lora_run, tmp_path / "out", base=str(tmp_path / "moved-base"))
     assert not (tmp_path / "out").exists()
+
+
+def test_merge_saves_in_the_base_dtype(tmp_path):
+    """A bf16 base stays bf16 after the (float32) merge; the adapter here is made by peft directly."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.export import merge
+    from trainer.tiny import build_tiny_llama
+
+    base = build_tiny_llama(tmp_path / "base")
+    AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(torch.bfloat16).save_pretrained(base)
+    stage = tmp_path / "run" / "stages" / "preference"
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32),
+                           LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    model.save_pretrained(stage)
+    AutoTokenizer.from_pretrained(base).save_pretrained(stage)
+    (stage / "stage_done.json").write_text("{}")
+    out = merge(tmp_path / "run", tmp_path / "merged", base=str(base))
+    weights = load_file(str(out / "model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.bfloat16}
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
