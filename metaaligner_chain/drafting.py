@@ -3,7 +3,8 @@
 An aligner mostly copies its input answer. `CopyDrafter` finds where the generation is in that
 answer (the longest recent suffix that occurs there, preferring the place it was last copying
 from, so it re-synchronizes after an edit) and proposes the tokens that follow. The draft length
-adapts to how much of recent drafts was accepted. Pure: token ids in, token ids out, no model.
+adapts to how much of recent drafts was accepted, and after drafts that were wholly rejected the
+drafter pauses (1, 2, 4, ... tokens) so a rewrite that stopped copying costs plain decoding. Pure: token ids in, token ids out, no model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class CopyDrafter:
         min_draft / max_draft: bounds of the adaptive draft length `k`.
         window: a 1-token match only counts within this many tokens after the cursor (a single
             common token elsewhere is too weak a signal to copy from).
+        max_pause: longest pause (in `propose` calls) after consecutive wholly rejected drafts.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class CopyDrafter:
         max_draft: int = 16,
         start_draft: int = 8,
         window: int = 8,
+        max_pause: int = 16,
     ):
         self.source = list(source)
         self.max_ngram = max_ngram
@@ -40,6 +43,9 @@ class CopyDrafter:
         self.window = window
         self.cursor = 0  # where in `source` the generation was last copying from
         self.proposed = self.accepted = 0
+        self.max_pause = max_pause
+        self.misses = 0  # consecutive drafts with nothing accepted
+        self.pause = 0  # `propose` calls left to answer with no draft
         self._index: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for n in range(1, max_ngram + 1):
             for end in range(n, len(self.source) + 1):
@@ -64,6 +70,9 @@ class CopyDrafter:
 
     def propose(self, generated: Sequence[int]) -> list[int]:
         """Up to `k` tokens that would follow `generated` if it keeps copying `source`."""
+        if self.pause:
+            self.pause -= 1
+            return []
         end = self.locate(generated)
         if end is None:
             return []
@@ -75,6 +84,11 @@ class CopyDrafter:
         self.proposed += proposed
         self.accepted += accepted
         self.cursor += accepted
+        if proposed and not accepted:
+            self.misses += 1
+            self.pause = min(self.max_pause, 1 << (self.misses - 1))
+        elif accepted:
+            self.misses = 0
         if proposed and accepted == proposed:
             self.k = min(self.max_draft, self.k + 2)
         elif proposed:

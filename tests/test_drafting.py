@@ -60,3 +60,18 @@ def test_end_of_source_gives_a_short_or_empty_draft():
     drafter = CopyDrafter(SOURCE, start_draft=4)
     assert drafter.propose(SOURCE[:8]) == [18, 19]
     assert drafter.propose(SOURCE) == []
+
+
+def test_pauses_longer_after_each_wholly_rejected_draft():
+    drafter = CopyDrafter(SOURCE, start_draft=2, max_pause=3)
+    drafter.update(2, 0)
+    assert drafter.propose(SOURCE[:2]) == []  # paused for one call
+    assert drafter.propose(SOURCE[:2]) == [12, 13]
+    drafter.update(2, 0)
+    assert [drafter.propose(SOURCE[:2]) for _ in range(3)] == [[], [], [12, 13]]
+    drafter.update(2, 0)  # third miss: 4 calls, capped at max_pause=3
+    assert [drafter.propose(SOURCE[:2]) for _ in range(4)] == [[], [], [], [12, 13]]
+    drafter.update(2, 1)  # an accepted token ends the streak
+    drafter.update(2, 0)
+    assert drafter.propose(SOURCE[:2]) == []
+    assert drafter.propose(SOURCE[:2]) == [12, 13]
