@@ -13,6 +13,7 @@ import ctypes
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from metaaligner_chain.backends.base import Generation, GenerationSettings, PromptTooLongError
+from metaaligner_chain.backends.llamacpp_drafting import DraftTally, drafted_greedy, response_span
+from metaaligner_chain.drafting import CopyDrafter
 from metaaligner_chain.gguf_header import BYTE_TOKENS, read_gguf_header
 from metaaligner_chain.metadata import metaaligner_keys
 
@@ -28,6 +31,12 @@ INITIAL_CONTEXT = 2048
 #: llama.cpp rounds every context up to a multiple of this; llama-cpp-python does not (it sizes its
 #: token buffer by the requested value), so contexts are rounded here before loading.
 CONTEXT_STEP = 256
+#: Largest CPU batch (prompt chunk or draft check) whose results match one-token decoding.
+EXACT_BATCH = 32
+#: `CopyDrafter` settings for drafted decoding (draft lengths, in tokens, per forward pass).
+DRAFTER = {"min_draft": 2, "max_draft": EXACT_BATCH // 2, "start_draft": 8}
+#: Shortest prompt prefix worth a KV snapshot (the bare instruction, ~35 tokens, is not).
+MIN_PREFIX = 64
 #: Default thread cap: a small aligner gains little from more cores.
 MAX_DEFAULT_THREADS = 8
 _INSTALL = 'pip install "metaaligner-chain[gguf]"'
@@ -46,6 +55,9 @@ class LlamaCppBackend:
             most 8). llama.cpp's threads busy-wait, so when they compete with other work (the
             policy model, other processes) decoding slows several-fold: leave a core free.
         n_gpu_layers: layers offloaded to a GPU build of llama.cpp (`-1`: all).
+        prefix_cache: how many shared prompt prefixes (objective preambles) to keep as KV
+            snapshots, so calls that alternate between objective sets still skip their preamble;
+            0 keeps only llama-cpp-python's reuse of the previous call's prefix.
         hub_file: file name inside hub repo `model` (downloaded once, then read from the cache).
         verbose: let llama.cpp print its load and timing logs.
 
@@ -71,6 +83,7 @@ class LlamaCppBackend:
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         hub_file: str | None = None,
+        prefix_cache: int = 8,
         verbose: bool = False,
     ):
         _import_llama_cpp()
@@ -109,6 +122,7 @@ class LlamaCppBackend:
             "context_length": self.context_length,
         }
         self._lock = threading.Lock()
+        self._prefixes = PrefixCache(prefix_cache)
         self._llama = self._load(n_ctx or min(INITIAL_CONTEXT, self.context_length))
         _open.add(self)
 
@@ -129,16 +143,21 @@ class LlamaCppBackend:
     ) -> list[Generation]:
         """Complete each prompt in turn (llama.cpp decodes one sequence at a time).
 
-        `responses` is accepted for copy-aware drafting, which this engine does not use yet.
+        With `settings.drafting` and greedy settings, `responses[i]` (the answer that prompt `i`
+        rewrites) seeds copy-aware speculative decoding: same tokens, fewer forward passes.
         """
+        if responses is not None and len(responses) != len(prompts):
+            raise ValueError(
+                f"`responses` has {len(responses)} items but `prompts` has {len(prompts)}; pass "
+                "one response per prompt, or None."
+            )
         generations = []
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             tally = _Tally()
             with self._using():
-                text = "".join(self._decode(prompt, settings, tally))
-            generations.append(
-                Generation(text, tally.finish_reason, tally.prompt_tokens, tally.completion_tokens)
-            )
+                response = None if responses is None else responses[i]
+                text = "".join(self._decode(prompt, settings, tally, response))
+            generations.append(tally.generation(text))
         return generations
 
     def stream(
@@ -148,12 +167,10 @@ class LlamaCppBackend:
         the finished `Generation`."""
         tally, pieces = _Tally(), []
         with self._using():
-            for piece in self._decode(prompt, settings, tally):
+            for piece in self._decode(prompt, settings, tally, response):
                 pieces.append(piece)
                 yield piece
-        return Generation(
-            "".join(pieces), tally.finish_reason, tally.prompt_tokens, tally.completion_tokens
-        )
+        return tally.generation("".join(pieces))
 
     def close(self) -> None:
         """Free the model and its context now; the backend cannot generate afterwards."""
@@ -173,6 +190,12 @@ class LlamaCppBackend:
                 lora_path=None if self.lora_path is None else str(self.lora_path),
                 n_ctx=-(-n_ctx // CONTEXT_STEP) * CONTEXT_STEP,
                 n_threads_batch=self._options["n_threads"],
+                # With flash attention and batches under 64 tokens, llama.cpp's CPU kernels give
+                # a token the same logits whatever else shares its batch (otherwise they drift by
+                # up to ~0.9 on SmolLM2): drafted decoding, prefix snapshots and the previous
+                # call's reused prefix then all give exactly the tokens of one-at-a-time decoding.
+                flash_attn=True,
+                n_batch=EXACT_BATCH if not self._options["n_gpu_layers"] else 512,
                 **self._options,
             )
         except (ValueError, RuntimeError) as err:
@@ -204,7 +227,9 @@ class LlamaCppBackend:
                 )
             yield self._llama
 
-    def _decode(self, prompt: str, settings: GenerationSettings, tally: _Tally) -> Iterator[str]:
+    def _decode(
+        self, prompt: str, settings: GenerationSettings, tally: _Tally, response: str | None
+    ) -> Iterator[str]:
         """The one decoding loop behind `generate` and `stream`; call it holding the lock."""
         import llama_cpp
 
@@ -225,10 +250,8 @@ class LlamaCppBackend:
         llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if settings.seed is None else settings.seed)
         vocab = llama._model.vocab
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        temp, top_p = (0.0, 1.0) if settings.greedy else (settings.temperature, settings.top_p)
-        for token in llama.generate(  # top_k=0, min_p=0, typical_p=1: only temp and top_p act
-            tokens, temp=temp, top_p=top_p, top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0
-        ):
+        self._prefixes.restore(llama, tokens)
+        for token in self._tokens(prompt, tokens, settings, budget, response, tally):
             if llama_cpp.llama_vocab_is_eog(vocab, token):
                 tally.finish_reason = "stop"
                 break
@@ -243,6 +266,27 @@ class LlamaCppBackend:
         rest = utf8.decode(b"", final=True)
         if rest:
             yield rest
+
+    def _tokens(
+        self,
+        prompt: str,
+        tokens: list[int],
+        settings: GenerationSettings,
+        budget: int,
+        response: str | None,
+        tally: _Tally,
+    ) -> Iterator[int]:
+        """The continuation's tokens: drafted from `response` when greedy and asked for, else
+        llama.cpp's own sampling loop. Both give the same greedy tokens."""
+        llama = self._llama
+        if settings.drafting and settings.greedy and response:
+            drafter = CopyDrafter(response_span(llama, prompt, tokens, response), **DRAFTER)
+            tally.drafts = DraftTally()
+            return drafted_greedy(llama, tokens, drafter, budget, tally.drafts)
+        temp, top_p = (0.0, 1.0) if settings.greedy else (settings.temperature, settings.top_p)
+        return llama.generate(  # top_k=0, min_p=0, typical_p=1: only temp and top_p act
+            tokens, temp=temp, top_p=top_p, top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0
+        )
 
     def _make_room(self, prompt_tokens: int, max_new_tokens: int) -> None:
         """Grow the context (up to the trained one) so the prompt and the answer fit, or raise."""
@@ -265,6 +309,75 @@ class LlamaCppBackend:
         self._llama = self._load(grown)
 
 
+class PrefixCache:
+    """KV snapshots of the prompt prefixes that consecutive calls shared, least recently used out.
+
+    llama-cpp-python keeps only the previous call's KV cache, so calls alternating between two
+    objective sets would re-read both preambles every time. When a call shares at least
+    `MIN_PREFIX` tokens with the previous one, that shared prefix is snapshotted (once per prefix);
+    a later call whose prompt starts with more of a snapshot than of the live cache loads it.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[tuple[int, ...], ctypes.Array] = OrderedDict()
+
+    def restore(self, llama, tokens: Sequence[int]) -> None:
+        """Leave in `llama`'s KV cache the longest known prefix of `tokens`."""
+        if not self.size:
+            return
+        live = _shared(llama._input_ids.tolist(), tokens)
+        if MIN_PREFIX <= live < len(tokens):
+            self._remember(llama, tuple(tokens[:live]))
+        best, key = max(((_shared(k, tokens), k) for k in self._entries), default=(0, ()))
+        if best > live and best >= MIN_PREFIX:
+            self._entries.move_to_end(key)
+            self._load(llama, key, best)
+
+    def _remember(self, llama, shared: tuple[int, ...]) -> None:
+        import llama_cpp
+
+        for key in list(self._entries):
+            common = _shared(key, shared)
+            if common == len(key):  # a snapshot already holds (part of) this prefix
+                self._entries.move_to_end(key)
+                return
+            if common == len(shared):  # keep the shorter, more general prefix instead
+                del self._entries[key]
+        llama._ctx.kv_cache_seq_rm(0, len(shared), -1)
+        llama.n_tokens = len(shared)
+        size = llama_cpp.llama_state_seq_get_size(llama._ctx.ctx, 0)
+        data = (ctypes.c_uint8 * size)()
+        llama_cpp.llama_state_seq_get_data(llama._ctx.ctx, data, size, 0)
+        self._entries[shared] = data
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def _load(self, llama, key: tuple[int, ...], keep: int) -> None:
+        import llama_cpp
+
+        llama._ctx.kv_cache_seq_rm(0, 0, -1)
+        data = self._entries[key]
+        if not llama_cpp.llama_state_seq_set_data(llama._ctx.ctx, data, len(data), 0):
+            llama.reset()  # a snapshot from an incompatible context: evaluate from scratch
+            del self._entries[key]
+            return
+        llama._ctx.kv_cache_seq_rm(0, keep, -1)
+        llama.input_ids[:keep] = key[:keep]
+        llama.n_tokens = keep
+        llama._requires_eval = True
+
+
+def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token sequences."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 _open: weakref.WeakSet[LlamaCppBackend] = weakref.WeakSet()
 
 
@@ -280,6 +393,13 @@ class _Tally:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "length"
+    drafts: DraftTally | None = None
+
+    def generation(self, text: str) -> Generation:
+        stats = None if self.drafts is None else self.drafts.as_stats()
+        return Generation(
+            text, self.finish_reason, self.prompt_tokens, self.completion_tokens, stats
+        )
 
 
 def _piece(vocab, token: int, lstrip: int = 0) -> bytes:

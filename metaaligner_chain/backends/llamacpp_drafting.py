@@ -1,0 +1,148 @@
+"""Copy-aware speculative decoding on a llama-cpp-python `Llama`: greedy tokens, fewer forwards.
+
+`drafted_greedy` yields exactly the tokens greedy decoding would, but checks a draft copied from
+the response (`CopyDrafter`) in one llama.cpp batch: the last token plus k draft tokens are
+evaluated together, logits are requested only at those k + 1 positions, the longest prefix of the
+draft that agrees with the model's argmax is kept with the model's own next token, and the KV
+cache is cut back to the accepted tokens. `response_span` finds the response's tokens inside the
+prompt's. The caller owns the `Llama` (holds its lock) and stops at EOS and the token budget.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from metaaligner_chain.drafting import CopyDrafter
+
+
+@dataclass
+class DraftTally:
+    """Counters of one drafted decoding: draft tokens checked and kept, forward passes run."""
+
+    drafted: int = 0
+    accepted: int = 0
+    forwards: int = 0
+
+    def as_stats(self) -> dict[str, float | int]:
+        rate = self.accepted / self.drafted if self.drafted else 0.0
+        return {
+            "drafted_tokens": self.drafted,
+            "accepted_tokens": self.accepted,
+            "acceptance": rate,
+            "forward_passes": self.forwards,
+        }
+
+
+def drafted_greedy(
+    llama, tokens: Sequence[int], drafter: CopyDrafter, budget: int, tally: DraftTally
+) -> Iterator[int]:
+    """Greedy continuation of prompt `tokens` (at most `budget` tokens), drafted from `drafter`.
+
+    Between yields the `Llama`'s KV cache, `input_ids` and `n_tokens` describe the prompt and
+    every yielded token but the last (as in `Llama.generate`), so the caller may stop at any
+    token and the next call reuses the shared prefix.
+    """
+    vocab_size = llama.n_vocab()
+    _eval_prompt(llama, tokens)
+    pending = [_argmax(llama, -1, vocab_size)]
+    tally.forwards += 1
+    generated: list[int] = []
+    while True:
+        for token in pending:
+            generated.append(token)
+            yield token
+        room = budget - len(generated)  # tokens still allowed; the bonus token takes one
+        if room <= 0:
+            return
+        draft = drafter.propose(generated)[: room - 1]
+        batch = [generated[-1], *draft]
+        n_past = llama.n_tokens
+        _decode(llama, batch, n_past)
+        tally.forwards += 1
+        pending = []
+        for i in range(len(batch)):
+            best = _argmax(llama, i, vocab_size)
+            pending.append(best)
+            if i == len(draft) or best != draft[i]:
+                break
+        accepted = len(pending) - 1
+        kept = n_past + 1 + accepted  # the last token and the accepted draft stay in the cache
+        llama._ctx.kv_cache_seq_rm(-1, kept, -1)
+        llama.input_ids[n_past:kept] = batch[: accepted + 1]
+        llama.n_tokens = kept
+        if draft:
+            drafter.update(len(draft), accepted)
+            tally.drafted += len(draft)
+            tally.accepted += accepted
+
+
+def response_span(llama, prompt: str, tokens: Sequence[int], response: str) -> list[int]:
+    """The prompt tokens that spell `response` (its last occurrence in `prompt`), exactly as the
+    model read them; tokens straddling its ends count. Tokenized alone if it cannot be located."""
+    start = prompt.rfind(response) if response else -1
+    if start < 0:
+        return []
+    start = len(prompt[:start].encode("utf-8"))
+    end = start + len(response.encode("utf-8"))
+    pieces = [_special_piece(llama, t) for t in tokens]
+    shift = sum(map(len, pieces)) - len(prompt.encode("utf-8"))  # BOS text, SentencePiece space
+    if shift < 0 or b"".join(pieces)[shift:] != prompt.encode("utf-8"):
+        return llama.tokenize((" " + response).encode("utf-8"), add_bos=False, special=True)
+    span, offset = [], -shift
+    for token, piece in zip(tokens, pieces):
+        if offset < end and offset + len(piece) > start:
+            span.append(token)
+        offset += len(piece)
+    return span
+
+
+def _eval_prompt(llama, tokens: Sequence[int]) -> None:
+    """Evaluate `tokens`, reusing the cached prefix as `Llama.generate` does; logits: last only."""
+    common = 0
+    for cached, token in zip(llama._input_ids.tolist(), tokens):
+        if cached != token:
+            break
+        common += 1
+    keep = min(common, len(tokens) - 1)  # re-evaluate at least one token to get its logits
+    if keep > 0 and llama._ctx.kv_cache_seq_rm(-1, keep, -1):
+        llama.n_tokens = keep
+    else:
+        llama.reset()
+    llama.eval(list(tokens[llama.n_tokens :]))
+    llama._requires_eval = True  # later logits will not be those of the cached tokens' end
+
+
+def _decode(llama, batch: Sequence[int], n_past: int) -> None:
+    """One llama.cpp forward over `batch` at positions n_past.., logits at every position."""
+    llama._ctx.kv_cache_seq_rm(-1, n_past, -1)
+    raw = llama._batch.batch
+    raw.n_tokens = len(batch)
+    for i, token in enumerate(batch):
+        raw.token[i] = token
+        raw.pos[i] = n_past + i
+        raw.seq_id[i][0] = 0
+        raw.n_seq_id[i] = 1
+        raw.logits[i] = True
+    llama._ctx.decode(llama._batch)
+
+
+def _argmax(llama, i: int, vocab_size: int) -> int:
+    """The greedy token at output row `i` of the last decode (the first maximum, like llama.cpp)."""
+    logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(i), shape=(vocab_size,))
+    return int(logits.argmax())
+
+
+def _special_piece(llama, token: int) -> bytes:
+    import llama_cpp
+
+    vocab, size = llama._model.vocab, 64
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, True)
+        if n >= 0:
+            return buffer.raw[:n]
+        size = -n
