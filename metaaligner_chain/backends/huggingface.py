@@ -2,7 +2,10 @@
 
 One model per (path, dtype, device) per process, shared through `get_backend`. Prompts are raw
 strings tokenized with the tokenizer's special tokens (BOS), as in the released inference; batches
-are length-bucketed and left-padded; only new tokens are decoded, up to the first EOS.
+are length-bucketed and left-padded; only new tokens are decoded, up to the first EOS. Greedy calls
+with `settings.drafting` (the default) go through `hf_drafting.decode_greedy`: drafts copied from
+the response, verified in batches, prompt prefixes reused; same tokens as `generate`. Sampling and
+`drafting=False` use transformers' `generate`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from metaaligner_chain.backends.base import Generation, GenerationSettings, PromptTooLongError
+from metaaligner_chain.backends.hf_drafting import PrefixCache, decode_greedy
 from metaaligner_chain.metadata import read_metadata
 
 _EXTRA = 'pip install "metaaligner-chain[hf]"'
@@ -64,6 +68,7 @@ class TransformersBackend:
         device: str | None = None,
         trust_remote_code: bool = False,
         batch_size: int = 8,
+        prefix_cache_size: int = 4,
     ):
         torch, transformers = _import_torch_transformers()
         self._torch = torch
@@ -71,6 +76,9 @@ class TransformersBackend:
         self.device = pick_device(torch, device)
         self.dtype = pick_dtype(torch, dtype, self.device)
         self.batch_size = batch_size
+        #: KV states of recent prompts; a new prompt starts from its longest shared token prefix
+        #: (the instruction + objectives). 0 turns prefix reuse off.
+        self.prefixes = PrefixCache(prefix_cache_size)
         path = Path(self.model).expanduser()
         source, extra = str(path), {}
         if path.is_file() and path.suffix == ".gguf":
@@ -133,7 +141,9 @@ class TransformersBackend:
                 raise PromptTooLongError(len(ids), self.context_length, self.model)
         return encoded
 
-    def _finish(self, prompt_ids: list[int], new_ids: list[int]) -> Generation:
+    def _finish(
+        self, prompt_ids: list[int], new_ids: list[int], stats: dict[str, Any] | None = None
+    ) -> Generation:
         stop = next((i for i, t in enumerate(new_ids) if t in self.eos_ids), None)
         kept = new_ids if stop is None else new_ids[:stop]
         return Generation(
@@ -141,7 +151,33 @@ class TransformersBackend:
             finish_reason="length" if stop is None else "stop",
             prompt_tokens=len(prompt_ids),
             completion_tokens=len(kept) + (stop is not None),
+            stats=stats,
         )
+
+    def _drafted(
+        self,
+        encoded: list[list[int]],
+        settings: GenerationSettings,
+        responses: Sequence[str | None] | None,
+        on_tokens: Any = None,
+    ) -> list[Generation]:
+        """Greedy decoding drafted from `responses` (one batch); see `hf_drafting`."""
+        sources = [
+            self.tokenizer(r, add_special_tokens=False)["input_ids"] if r else None
+            for r in (responses or [None] * len(encoded))
+        ]
+        limits = [min(settings.max_new_tokens, self.context_length - len(ids)) for ids in encoded]
+        decoded = decode_greedy(
+            self.lm,
+            encoded,
+            max_new_tokens=limits,
+            eos_ids=self.eos_ids,
+            pad_id=self.tokenizer.pad_token_id,
+            responses=sources,
+            prefix_cache=self.prefixes,
+            on_tokens=on_tokens,
+        )
+        return [self._finish(ids, new, stats) for ids, (new, stats) in zip(encoded, decoded)]
 
     def generate(
         self,
@@ -155,6 +191,11 @@ class TransformersBackend:
         with self._lock, self._torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
+                if settings.greedy and settings.drafting:
+                    chunk_responses = [responses[i] for i in chunk] if responses else None
+                    drafted = self._drafted([encoded[i] for i in chunk], settings, chunk_responses)
+                    results.update(zip(chunk, drafted))
+                    continue
                 batch = self.tokenizer.pad(
                     {"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt"
                 ).to(self.device)
@@ -172,10 +213,17 @@ class TransformersBackend:
         inputs = self._torch.tensor([ids], device=self.device)
         kwargs = self._generate_kwargs(settings, len(ids))
         errors: list[BaseException] = []
+        drafted: list[Generation] = []
 
         def run() -> None:
             try:
                 with self._torch.inference_mode():
+                    if settings.greedy and settings.drafting:
+                        streamer.next_tokens_are_prompt = False
+                        put = lambda _row, new: streamer.put(self._torch.tensor(new))  # noqa: E731
+                        drafted.extend(self._drafted([ids], settings, [response], put))
+                        streamer.end()
+                        return
                     self.lm.generate(
                         input_ids=inputs,
                         attention_mask=self._torch.ones_like(inputs),
@@ -197,7 +245,7 @@ class TransformersBackend:
                 worker.join()
         if errors:
             raise errors[0]
-        return self._finish(ids, streamer.new_ids)
+        return drafted[0] if drafted else self._finish(ids, streamer.new_ids)
 
 
 def _token_streamer(tokenizer: Any) -> Any:

@@ -1,0 +1,224 @@
+"""Copy-aware speculative greedy decoding for the transformers backend, batched, with prefix reuse.
+
+`decode_greedy(lm, prompts, ...)` returns for each prompt the tokens plain greedy decoding gives:
+each step feeds a row's last token plus a draft copied ahead from the response (`CopyDrafter`),
+keeps the longest prefix the model agrees with plus its own next token, and masks the rejected
+positions out of the `DynamicCache` (they stay in it as holes; positions come from the mask).
+Rows accept different counts, so nothing is cropped; finished rows leave the batch.
+
+Why a loop of our own rather than transformers' assisted generation: `generate` with
+`prompt_lookup_num_tokens` or an assistant runs one sequence at a time and has no public hook for
+a custom candidate generator, and measured here (benchmarks/results/drafting_transformers.json)
+batched verification beats running drafted rows one by one, since on CPU a forward pays a large
+fixed cost. `PrefixCache` keeps the KV of recent prompts (the instruction + objectives part is
+shared across calls) and starts a new prompt from the longest common *token* prefix, so the split
+is always at a token boundary of the full prompt's own tokenization.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metaaligner_chain.drafting import CopyDrafter
+
+#: After a fully rejected draft a row decodes this many steps without drafting, doubling on each
+#: further miss (a failed draft costs about 1.6 plain steps on CPU); a hit resets it.
+BACKOFF_LIMIT = 8
+
+
+class PrefixCache:
+    """An LRU of prompt KV states (one row each) to start new prompts from their longest shared prefix."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._entries: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+
+    def longest(self, rows: Sequence[Sequence[int]]) -> tuple[int, list[tuple[Any, Any]] | None]:
+        """(n, layers): the cached entry sharing the longest token prefix with *every* row."""
+        best, best_ids = 0, None
+        for ids in self._entries:
+            n = min(_common_prefix(ids, row) for row in rows)
+            if n > best:
+                best, best_ids = n, ids
+        if best_ids is None:
+            return 0, None
+        self._entries.move_to_end(best_ids)
+        return best, self._entries[best_ids]
+
+    def store(self, ids: Sequence[int], layers: list[tuple[Any, Any]]) -> None:
+        key = tuple(ids)
+        if self.size <= 0 or any(k[: len(key)] == key for k in self._entries):
+            return
+        for old in [k for k in self._entries if key[: len(k)] == k]:
+            del self._entries[old]  # the new prompt extends it
+        self._entries[key] = layers
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+@dataclass
+class _Row:
+    prompt: list[int]
+    limit: int
+    drafter: CopyDrafter | None
+    out: list[int] = field(default_factory=list)
+    pos: int = 0  # valid tokens in the cache (= position of the next one)
+    done: bool = False
+    drafted: int = 0
+    accepted: int = 0
+    backoff: int = 0
+    pause: int = 0
+
+    def draft(self) -> list[int]:
+        room = self.limit - len(self.out) - 1  # the step also yields the model's own next token
+        if self.drafter is None or room <= 0:
+            return []
+        if self.pause > 0:
+            self.pause -= 1
+            return []
+        return self.drafter.propose(self.out)[:room]
+
+    def verified(self, drafted: int, accepted: int) -> None:
+        self.drafter.update(drafted, accepted)
+        self.drafted, self.accepted = self.drafted + drafted, self.accepted + accepted
+        self.backoff = 0 if accepted else min(BACKOFF_LIMIT, max(1, 2 * self.backoff))
+        self.pause = self.backoff
+
+    def take(self, tokens: Sequence[int], eos: set[int]) -> list[int]:
+        """Append verified tokens up to EOS or the limit; returns those appended."""
+        kept = []
+        for t in tokens:
+            if self.done:
+                break
+            kept.append(t)
+            self.out.append(t)
+            self.done = t in eos or len(self.out) >= self.limit
+        return kept
+
+
+def decode_greedy(
+    lm: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: Sequence[int],
+    eos_ids: Sequence[int],
+    pad_id: int,
+    responses: Sequence[Sequence[int] | None] | None = None,
+    prefix_cache: PrefixCache | None = None,
+    on_tokens: Callable[[int, list[int]], None] | None = None,
+) -> list[tuple[list[int], dict[str, int]]]:
+    """Greedy new tokens (up to and including EOS) and draft stats for each prompt, in order.
+
+    `responses[i]` (token ids) seeds row i's drafter; None decodes it one token per step.
+    `on_tokens(i, new)` is called as tokens of row i are verified (for streaming).
+    """
+    import torch
+    from transformers import DynamicCache
+
+    responses = responses or [None] * len(prompts)
+    rows = [
+        _Row(list(p), int(m), CopyDrafter(r) if r else None)
+        for p, m, r in zip(prompts, max_new_tokens, responses)
+    ]
+    eos = set(eos_ids)
+    device = lm.device
+    # Prefill: [cached prefix][left padding][rest of prompt]; positions follow the mask.
+    n, layers = prefix_cache.longest([r.prompt for r in rows]) if prefix_cache else (0, None)
+    n = min([n] + [len(r.prompt) - 1 for r in rows])
+    batch = len(rows)
+    if n > 0 and layers is not None:
+        cache = DynamicCache([(k[:, :, :n].expand(batch, -1, -1, -1), v[:, :, :n].expand(batch, -1, -1, -1)) for k, v in layers])
+    else:
+        n, cache = 0, DynamicCache()
+    width = max(len(r.prompt) - n for r in rows)
+    ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, n + width), dtype=torch.long)
+    mask[:, :n] = 1
+    for i, r in enumerate(rows):
+        rest = r.prompt[n:]
+        ids[i, width - len(rest):] = torch.tensor(rest)
+        mask[i, n + width - len(rest):] = 1
+        r.pos = len(r.prompt)
+    logits = _forward(lm, cache, ids.to(device), mask, width)
+    if prefix_cache is not None:
+        prompt_cols = mask[0].nonzero().squeeze(1).to(device)
+        prefix_cache.store(rows[0].prompt, [
+            (layer.keys[:1, :, prompt_cols].clone(), layer.values[:1, :, prompt_cols].clone())
+            for layer in cache.layers
+        ])
+    first = logits[:, -1].argmax(-1).tolist()
+    for i, r in enumerate(rows):
+        _emit(on_tokens, i, r.take([first[i]], eos))
+    live = [i for i, r in enumerate(rows) if not r.done]
+    if len(live) < batch:
+        cache, mask = _select(cache, mask, live, device)
+    while live:
+        drafts = [rows[i].draft() for i in live]
+        width = 1 + max(len(d) for d in drafts)
+        ids = torch.full((len(live), width), pad_id, dtype=torch.long)
+        new_mask = torch.zeros((len(live), width), dtype=torch.long)
+        positions = torch.ones((len(live), width), dtype=torch.long)
+        for b, (i, d) in enumerate(zip(live, drafts)):
+            feed = [rows[i].out[-1], *d]
+            ids[b, : len(feed)] = torch.tensor(feed)
+            new_mask[b, : len(feed)] = 1
+            positions[b, : len(feed)] = torch.arange(rows[i].pos, rows[i].pos + len(feed))
+        mask = torch.cat([mask, new_mask], dim=1)
+        predicted = _forward(lm, cache, ids.to(device), mask, width, positions).argmax(-1).tolist()
+        for b, (i, d) in enumerate(zip(live, drafts)):
+            row, guess = rows[i], predicted[b]
+            a = 0
+            while a < len(d) and d[a] == guess[a]:
+                a += 1
+            if d:
+                row.verified(len(d), a)
+            mask[b, mask.shape[1] - width + 1 + a :] = 0  # rejected draft positions become holes
+            row.pos += 1 + a
+            _emit(on_tokens, i, row.take([*d[:a], guess[a]], eos))
+        keep = [b for b, i in enumerate(live) if not rows[i].done]
+        if len(keep) < len(live):
+            cache, mask = _select(cache, mask, keep, device)
+            live = [live[b] for b in keep]
+    return [(r.out, {"drafted_tokens": r.drafted, "accepted_tokens": r.accepted}) for r in rows]
+
+
+def _forward(lm: Any, cache: Any, ids: Any, mask: Any, width: int, positions: Any = None) -> Any:
+    """Logits for the `width` new columns; the cache grows by `width` (padding columns are masked)."""
+    if positions is None:  # prefill: count valid tokens before each column
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
+    name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    out = lm(
+        input_ids=ids,
+        attention_mask=mask.to(ids.device),
+        position_ids=positions.to(ids.device),
+        use_cache=True,
+        **{name: cache},
+    )
+    return out.logits
+
+
+def _select(cache: Any, mask: Any, keep: list[int], device: Any) -> tuple[Any, Any]:
+    import torch
+
+    index = torch.tensor(keep, dtype=torch.long)
+    if keep:
+        cache.batch_select_indices(index.to(device))
+    return cache, mask[index]
+
+
+def _emit(callback: Callable[[int, list[int]], None] | None, row: int, tokens: list[int]) -> None:
+    if callback is not None and tokens:
+        callback(row, tokens)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
