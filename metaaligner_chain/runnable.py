@@ -118,7 +118,12 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             from metaaligner_chain.defaults import DEFAULT_PROMPT_FORMAT
 
             return DEFAULT_PROMPT_FORMAT
-        found = read_metadata(self.model).get("prompt_format") or prompt_format_from_name(self.model)
+        adapter = self.backend_options.get("lora_path")  # a GGUF LoRA carries its own metadata
+        found = (
+            (read_metadata(adapter).get("prompt_format") if adapter else None)
+            or read_metadata(self.model).get("prompt_format")
+            or prompt_format_from_name(self.model)
+        )
         return check_prompt_format(found) if found else None
 
     def _prompt_format(self) -> str:

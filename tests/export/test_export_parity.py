@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from langchain_core.messages import AIMessage
 
 #: f32 GGUF with an f32 KV cache: the same float32 weights and float32 arithmetic; only the order
 #: of the sums differs between the engines. Measured max |Δlogit| 3e-6 with |logits| up to 7.7;
@@ -167,3 +168,17 @@ def test_backend_reads_prompt_format_from_gguf(gguf, merged, prompts):
     row = {"query": "What is the capital of France?", "response": "Paris."}
     result = aligner.invoke(row)
     assert set(row) <= set(result) and isinstance(result["response"], str)
+
+
+def test_runnable_reads_prompt_format_from_the_lora_adapter(gguf):
+    from metaaligner_chain import MetaAlignerRunnable
+    from metaaligner_chain.metadata import read_gguf_metadata
+
+    base, adapter = gguf("base-f32"), gguf("adapter-f32")
+    assert "prompt_format" not in read_gguf_metadata(base)
+    aligner = MetaAlignerRunnable(
+        model=str(base), backend_options={"lora_path": str(adapter)},
+        objectives=["honesty"], max_new_tokens=8,
+    )
+    assert aligner.resolved_prompt_format() == "ultrafeedback"
+    assert aligner.invoke(AIMessage("Paris.")).response_metadata["metaaligner"]["aligned"] is True

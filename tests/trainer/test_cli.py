@@ -38,17 +38,6 @@ def test_importing_the_cli_loads_no_heavy_library():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [["merge", "r", "--out", "m"], ["export", "gguf", "m", "--out", "f.gguf"],
-     ["export", "gguf-lora", "r", "--base", "b", "--out", "a.gguf"]],
-)
-def test_later_verbs_say_not_available_yet(argv):
-    result = runner.invoke(app, argv)
-    assert result.exit_code == 2
-    assert "not available yet" in result.output
-
-
 def test_tiny_recipe_in_examples_loads_and_checks():
     recipe = load_recipe(ROOT / "examples" / "train_tiny.yaml")
     assert recipe.data == DataConfig(
