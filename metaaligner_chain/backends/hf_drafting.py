@@ -25,10 +25,6 @@ from typing import Any
 
 from metaaligner_chain.drafting import CopyDrafter
 
-#: After a fully rejected draft a row decodes this many steps without drafting, doubling on each
-#: further miss (a failed draft costs about 1.6 plain steps on CPU); a hit resets it.
-BACKOFF_LIMIT = 8
-
 
 class PrefixCache:
     """An LRU of prompt KV states (one row each) to start new prompts from their longest shared prefix."""
@@ -70,23 +66,16 @@ class _Row:
     done: bool = False
     drafted: int = 0
     accepted: int = 0
-    backoff: int = 0
-    pause: int = 0
 
     def draft(self) -> list[int]:
         room = self.limit - len(self.out) - 1  # the step also yields the model's own next token
         if self.drafter is None or room <= 0:
             return []
-        if self.pause > 0:
-            self.pause -= 1
-            return []
-        return self.drafter.propose(self.out)[:room]
+        return self.drafter.propose(self.out)[:room]  # the drafter pauses itself after misses
 
     def verified(self, drafted: int, accepted: int) -> None:
         self.drafter.update(drafted, accepted)
         self.drafted, self.accepted = self.drafted + drafted, self.accepted + accepted
-        self.backoff = 0 if accepted else min(BACKOFF_LIMIT, max(1, 2 * self.backoff))
-        self.pause = self.backoff
 
     def take(self, tokens: Sequence[int], eos: set[int]) -> list[int]:
         """Append verified tokens up to EOS or the limit; returns those appended."""
