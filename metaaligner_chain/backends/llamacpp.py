@@ -55,9 +55,10 @@ class LlamaCppBackend:
             most 8). llama.cpp's threads busy-wait, so when they compete with other work (the
             policy model, other processes) decoding slows several-fold: leave a core free.
         n_gpu_layers: layers offloaded to a GPU build of llama.cpp (`-1`: all).
-        prefix_cache: how many shared prompt prefixes (objective preambles) to keep as KV
-            snapshots, so calls that alternate between objective sets still skip their preamble;
-            0 keeps only llama-cpp-python's reuse of the previous call's prefix.
+        prefix_cache: how many earlier prompts' KV caches to keep (one per objective preamble),
+            so calls that alternate between objective sets still skip their preamble; each holds
+            one prompt's KV cache (about 23 kB a token for SmolLM2-135M). 0 keeps only
+            llama-cpp-python's reuse of the previous call's prefix.
         hub_file: file name inside hub repo `model` (downloaded once, then read from the cache).
         verbose: let llama.cpp print its load and timing logs.
 
@@ -83,7 +84,7 @@ class LlamaCppBackend:
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         hub_file: str | None = None,
-        prefix_cache: int = 8,
+        prefix_cache: int = 4,
         verbose: bool = False,
     ):
         _import_llama_cpp()
@@ -310,46 +311,44 @@ class LlamaCppBackend:
 
 
 class PrefixCache:
-    """KV snapshots of the prompt prefixes that consecutive calls shared, least recently used out.
+    """KV snapshots of earlier prompts, so a prompt prefix survives calls that do not share it.
 
     llama-cpp-python keeps only the previous call's KV cache, so calls alternating between two
-    objective sets would re-read both preambles every time. When a call shares at least
-    `MIN_PREFIX` tokens with the previous one, that shared prefix is snapshotted (once per prefix);
-    a later call whose prompt starts with more of a snapshot than of the live cache loads it.
+    objective sets would re-read both preambles every time. Before a call discards the live cache
+    beyond the prefix it shares with the new prompt, the live cache is snapshotted unless a
+    snapshot already shares `MIN_PREFIX` tokens with it (one snapshot per preamble); a prompt that
+    starts with more of a snapshot than of the live cache loads it. Least recently used goes first.
     """
 
     def __init__(self, size: int):
         self.size = size
+        self.restored = 0  # calls that started from a snapshot rather than the live cache
         self._entries: OrderedDict[tuple[int, ...], ctypes.Array] = OrderedDict()
 
     def restore(self, llama, tokens: Sequence[int]) -> None:
         """Leave in `llama`'s KV cache the longest known prefix of `tokens`."""
         if not self.size:
             return
-        live = _shared(llama._input_ids.tolist(), tokens)
-        if MIN_PREFIX <= live < len(tokens):
-            self._remember(llama, tuple(tokens[:live]))
+        cached = llama._input_ids.tolist()
+        live = _shared(cached, tokens)
         best, key = max(((_shared(k, tokens), k) for k in self._entries), default=(0, ()))
+        if len(cached) - live >= MIN_PREFIX and not any(
+            _shared(k, cached) >= max(live, MIN_PREFIX) for k in self._entries
+        ):
+            self._save(llama, tuple(cached))
         if best > live and best >= MIN_PREFIX:
             self._entries.move_to_end(key)
             self._load(llama, key, best)
+            self.restored += 1
 
-    def _remember(self, llama, shared: tuple[int, ...]) -> None:
+    def _save(self, llama, key: tuple[int, ...]) -> None:
         import llama_cpp
 
-        for key in list(self._entries):
-            common = _shared(key, shared)
-            if common == len(key):  # a snapshot already holds (part of) this prefix
-                self._entries.move_to_end(key)
-                return
-            if common == len(shared):  # keep the shorter, more general prefix instead
-                del self._entries[key]
-        llama._ctx.kv_cache_seq_rm(0, len(shared), -1)
-        llama.n_tokens = len(shared)
+        llama._ctx.kv_cache_seq_rm(0, len(key), -1)
         size = llama_cpp.llama_state_seq_get_size(llama._ctx.ctx, 0)
         data = (ctypes.c_uint8 * size)()
         llama_cpp.llama_state_seq_get_data(llama._ctx.ctx, data, size, 0)
-        self._entries[shared] = data
+        self._entries[key] = data
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
