@@ -218,10 +218,9 @@ class TransformersBackend:
         def run() -> None:
             try:
                 with self._torch.inference_mode():
-                    if settings.greedy and settings.drafting:
+                    if settings.greedy and settings.drafting:  # verified tokens stream as they come
                         streamer.next_tokens_are_prompt = False
-                        put = lambda _row, new: streamer.put(self._torch.tensor(new))  # noqa: E731
-                        drafted.extend(self._drafted([ids], settings, [response], put))
+                        drafted.extend(self._drafted([ids], settings, [response], streamer.put_ids))
                         streamer.end()
                         return
                     self.lm.generate(
@@ -250,6 +249,7 @@ class TransformersBackend:
 
 def _token_streamer(tokenizer: Any) -> Any:
     """A `TextIteratorStreamer` that also keeps the generated token ids (to tell EOS from length)."""
+    import torch
     from transformers import TextIteratorStreamer
 
     class TokenStreamer(TextIteratorStreamer):
@@ -257,6 +257,9 @@ def _token_streamer(tokenizer: Any) -> Any:
             if not self.next_tokens_are_prompt:
                 self.new_ids.extend(value.reshape(-1).tolist())
             super().put(value)
+
+        def put_ids(self, _row: int, ids: list[int]) -> None:
+            self.put(torch.tensor(ids))
 
     streamer = TokenStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
     streamer.new_ids = []
