@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 
 class CopyDrafter:
-    """Proposes up to `k` next tokens copied from `source`; `k` grows on full acceptance.
+    """Proposes up to `k` next tokens copied from `source`; `k` doubles on full acceptance.
 
     Args:
         source: token ids of the response being rewritten.
@@ -90,7 +90,7 @@ class CopyDrafter:
         elif accepted:
             self.misses = 0
         if proposed and accepted == proposed:
-            self.k = min(self.max_draft, self.k + 2)
+            self.k = min(self.max_draft, self.k * 2)
         elif proposed:
             self.k = max(self.min_draft, min(self.k - 1, accepted + 1))
 

@@ -45,15 +45,15 @@ def test_single_token_match_only_near_the_cursor():
 
 
 def test_draft_length_adapts_to_acceptance():
-    drafter = CopyDrafter(SOURCE, start_draft=4, min_draft=2, max_draft=8)
+    drafter = CopyDrafter(SOURCE, start_draft=2, min_draft=2, max_draft=12)
+    drafter.update(2, 2)
+    assert drafter.k == 4  # doubles: a copied run reaches long drafts in a few steps
     drafter.update(4, 4)
-    assert drafter.k == 6
-    drafter.update(6, 6)
     drafter.update(8, 8)
-    assert drafter.k == 8
-    drafter.update(8, 1)
+    assert drafter.k == 12
+    drafter.update(12, 1)
     assert drafter.k == 2
-    assert drafter.acceptance == (4 + 6 + 8 + 1) / (4 + 6 + 8 + 8)
+    assert drafter.acceptance == (2 + 4 + 8 + 1) / (2 + 4 + 8 + 12)
 
 
 def test_end_of_source_gives_a_short_or_empty_draft():

@@ -33,8 +33,10 @@ INITIAL_CONTEXT = 2048
 CONTEXT_STEP = 256
 #: Largest CPU batch (prompt chunk or draft check) whose results match one-token decoding.
 EXACT_BATCH = 32
-#: `CopyDrafter` settings for drafted decoding (draft lengths, in tokens, per forward pass).
-DRAFTER = {"min_draft": 2, "max_draft": EXACT_BATCH // 2, "start_draft": 8}
+#: `CopyDrafter` settings for drafted decoding: draft lengths in tokens per forward pass (a
+#: rejected draft token costs most of a plain step on a CPU, so drafts start short), and how far
+#: past the copy position a single matching token may re-synchronize.
+DRAFTER = {"min_draft": 2, "max_draft": EXACT_BATCH // 2, "start_draft": 4, "window": 2}
 #: Shortest prompt prefix worth a KV snapshot (the bare instruction, ~35 tokens, is not).
 MIN_PREFIX = 64
 #: Default thread cap: a small aligner gains little from more cores.
@@ -229,7 +231,11 @@ class LlamaCppBackend:
             yield self._llama
 
     def _decode(
-        self, prompt: str, settings: GenerationSettings, tally: _Tally, response: str | None
+        self,
+        prompt: str,
+        settings: GenerationSettings,
+        tally: _Tally,
+        response: str | None = None,
     ) -> Iterator[str]:
         """The one decoding loop behind `generate` and `stream`; call it holding the lock."""
         import llama_cpp
