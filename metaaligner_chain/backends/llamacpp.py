@@ -3,6 +3,8 @@
 The prompt is tokenized as is (no chat template) with the special tokens the model's tokenizer adds
 by default (BOS for the Llama-family MetaAligner checkpoints), decoded greedily when temperature is
 0, and stopped at end-of-generation. One `Llama` per backend, used by one caller at a time.
+Greedy calls given the response draft from it (`llamacpp_drafting`); earlier prompts' KV caches
+are kept per objective preamble (`PrefixCache`). Neither changes a single output token.
 """
 
 from __future__ import annotations
@@ -67,7 +69,12 @@ class LlamaCppBackend:
     Access to the one `Llama` is serialized: `generate` holds it per prompt, and a `stream` holds
     it until the stream is exhausted or closed (so a thread must finish or `close()` its stream
     before it starts another generation on the same backend). Each call reuses the KV cache of
-    the prefix it shares with the previous one (the objectives preamble).
+    the prefix it shares with the previous one, or with an earlier prompt kept by `prefix_cache`
+    (the objectives preamble). When greedy with `settings.drafting` and given the response,
+    tokens copied from the response are drafted and checked several per forward pass;
+    `Generation.stats` then counts drafted and accepted tokens. On the CPU, flash attention and
+    32-token batches make every path give the tokens of one-at-a-time greedy decoding (a GPU
+    build batches prompts by 512 and does not promise this to the last bit).
 
     Example:
         >>> backend = LlamaCppBackend("aligner.Q4_K_M.gguf")
