@@ -9,7 +9,7 @@ token for a ~300-token objective preamble, calls alternating between two objecti
 and without KV snapshots of earlier prompts. Writes `benchmarks/results/drafting_llamacpp.json`.
 
     python benchmarks/bench_drafting_llamacpp.py [--max-new-tokens 128] [--ttft-rounds 4]
-        [--repeats 2] [--items N] [--bandwidth-gbs 26]
+        [--repeats 2] [--items N] [--threads 1 2] [--bandwidth-gbs 26]
 
 The machine may be shared: figures are ratios of variants run interleaved in one process, and the
 load average at start and end is recorded with them.
@@ -70,6 +70,16 @@ LONG_OBJECTIVES = {
             "examples the reader can act on, stay short enough to read in a minute, and leave out "
             "padding, repetition and generic advice that does not fit the situation"
         ),
+        (
+            "Fairness: the answer must treat people of every age, gender, origin, religion, "
+            "disability and background with the same respect, avoid stereotypes and loaded words, "
+            "and must not assume who the reader is or what they can afford"
+        ),
+        (
+            "Privacy: the answer must not ask for, guess or repeat personal details that the task "
+            "does not need, and must advise against sharing passwords, addresses, account numbers "
+            "or medical records with strangers or untrusted services"
+        ),
     ],
     "b": [
         (
@@ -87,6 +97,16 @@ LONG_OBJECTIVES = {
             "words, explain any necessary technical term in passing, and order several steps or "
             "options so that the reader can follow them one by one without rereading"
         ),
+        (
+            "Completeness: the answer must cover the cases the reader is likely to meet, name the "
+            "one or two most common mistakes and how to avoid them, and say what to do next when "
+            "the first suggestion does not work"
+        ),
+        (
+            "Balance: where people reasonably disagree, the answer must give the main views fairly "
+            "and briefly, say which evidence supports each, and leave the choice to the reader "
+            "instead of pushing a personal preference"
+        ),
     ],
 }
 
@@ -94,21 +114,24 @@ LONG_OBJECTIVES = {
 def main() -> None:
     args = _parse_args()
     path = default_gguf_path()
-    backend = LlamaCppBackend(path)
-    backend.generate(["Hello"], GenerationSettings(max_new_tokens=2))  # warm-up
-    costs = _forward_costs(backend)
-    comparisons = [
-        _compare(backend, name, items, args.max_new_tokens, costs["all_logits_ms"], args.repeats)
-        for name, items in WORKLOADS.items()
-        for items in [items[: args.items]]
-    ]
+    costs, comparisons = {}, []
+    for threads in args.threads:
+        backend = LlamaCppBackend(path, n_threads=threads)
+        backend.generate(["Hello"], GenerationSettings(max_new_tokens=2))  # warm-up
+        costs[str(threads)] = curve = _forward_costs(backend)
+        for name, items in WORKLOADS.items():
+            comparison = _compare(
+                backend, name, items[: args.items], args.max_new_tokens, curve, args.repeats
+            )
+            comparisons.append({"n_threads": threads, **comparison})
+        backend.close()
     ttft = _time_to_first_token(path, args.ttft_rounds)
     model_bytes = path.stat().st_size
     bound = args.bandwidth_gbs * 1e9 / model_bytes
     for c in comparisons:
         c["plain_fraction_of_bandwidth_bound"] = round(c["plain_tokens_per_s"] / bound, 3)
         c["drafted_fraction_of_bandwidth_bound"] = round(c["drafted_tokens_per_s"] / bound, 3)
-    by_name = {c["workload"]: c for c in comparisons}
+    by_name = {c["workload"]: c for c in comparisons if c["n_threads"] == args.threads[0]}
     result = {
         "benchmark": "copy-aware drafted vs plain greedy decoding, and prefix reuse, llama.cpp",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -116,7 +139,8 @@ def main() -> None:
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
-            "n_threads": _default_threads(),
+            "n_threads": args.threads,
+            "default_n_threads": _default_threads(),
             "python": platform.python_version(),
             "llama_cpp_python": _llama_version(),
             "load_average_at_start": [round(x, 2) for x in args.load_at_start],
@@ -136,7 +160,7 @@ def main() -> None:
             "allows when every copied token is accepted in the cheapest chunking (chunks of "
             "1-32 tokens) and every other token takes one single-token forward",
         },
-        "forward_cost_ms": costs,
+        "forward_cost_ms_by_threads": costs,
         "comparisons": comparisons,
         "time_to_first_token": ttft,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -160,7 +184,7 @@ def main() -> None:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     for c in comparisons:
         print(
-            f"{c['workload']}: kept {c['kept_fraction']:.2f}, plain {c['plain_tokens_per_s']} "
+            f"{c['n_threads']} thread(s), {c['workload']}: kept {c['kept_fraction']:.2f}, plain {c['plain_tokens_per_s']} "
             f"tok/s, drafted {c['drafted_tokens_per_s']} tok/s, speed-up {c['speedup']} "
             f"(ideal {c['ideal_speedup']}), acceptance {c['acceptance']}, identical "
             f"{c['identical_outputs']}"
@@ -170,7 +194,7 @@ def main() -> None:
 
 
 def _compare(
-    backend, name: str, items: list[dict], max_new_tokens: int, cost: dict, repeats: int
+    backend, name: str, items: list[dict], max_new_tokens: int, curve: dict, repeats: int
 ) -> dict:
     """Plain and drafted decoding of every item, interleaved `repeats` times, and their ratios."""
     rows = []
@@ -191,8 +215,10 @@ def _compare(
                 "kept_fraction": round(sum(blocks) / max(len(tokens), 1), 3),
                 "plain_decode_s": sum(r["decode_s"] for r in runs[False]) / repeats,
                 "drafted_decode_s": sum(r["decode_s"] for r in runs[True]) / repeats,
-                "ideal_decode_s": _ideal_seconds(len(tokens), blocks, cost),
-                "plain_seconds_per_token_model": cost["1"] / 1000 * max(len(tokens) - 1, 0),
+                "ideal_decode_s": _ideal_seconds(len(tokens), blocks, curve["all_logits_ms"]),
+                "plain_seconds_per_token_model": curve["all_logits_ms"]["1"]
+                / 1000
+                * max(len(tokens) - 1, 0),
                 **drafted["stats"],
                 "aligned": plain["text"][:160],
             }
@@ -342,6 +368,13 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per item and variant")
     parser.add_argument("--items", type=int, default=None, help="first N items of each workload")
     parser.add_argument("--bandwidth-gbs", type=float, default=26.0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[_default_threads()],
+        help="llama.cpp thread counts (default: the backend's); targets use the first",
+    )
     args = parser.parse_args()
     args.load_at_start = os.getloadavg()
     return args

@@ -42,9 +42,9 @@ def drafted_greedy(
 ) -> Iterator[int]:
     """Greedy continuation of prompt `tokens` (at most `budget` tokens), drafted from `drafter`.
 
-    Between yields the `Llama`'s KV cache, `input_ids` and `n_tokens` describe the prompt and
-    every yielded token but the last (as in `Llama.generate`), so the caller may stop at any
-    token and the next call reuses the shared prefix.
+    Between yields the `Llama`'s KV cache, `input_ids` and `n_tokens` agree on a prefix of the
+    prompt and the continuation (at least all yielded tokens but the last, as in
+    `Llama.generate`), so the caller may stop at any token and the next call reuses the prefix.
     """
     vocab_size = llama.n_vocab()
     _eval_prompt(llama, tokens)
