@@ -25,6 +25,10 @@ from typing import Any
 
 from metaaligner_chain.drafting import CopyDrafter
 
+#: Draft only where the generation's last tokens match the response over at least this many
+#: tokens (a 1-token match on a common word rarely leads to an accepted draft).
+MIN_MATCH = 2
+
 
 class PrefixCache:
     """An LRU of prompt KV states (one row each) to start new prompts from their longest shared prefix."""
@@ -71,7 +75,10 @@ class _Row:
         room = self.limit - len(self.out) - 1  # the step also yields the model's own next token
         if self.drafter is None or room <= 0:
             return []
-        return self.drafter.propose(self.out)[:room]  # the drafter pauses itself after misses
+        draft = self.drafter.propose(self.out)  # the drafter pauses itself after misses
+        if _suffix_match(self.drafter.source, self.drafter.cursor, self.out) < MIN_MATCH:
+            return []  # a failed draft costs 1.5-2.5 plain steps on CPU: copy on firmer evidence
+        return draft[:room]
 
     def verified(self, drafted: int, accepted: int) -> None:
         self.drafter.update(drafted, accepted)
@@ -202,6 +209,14 @@ def _select(cache: Any, mask: Any, keep: list[int], device: Any) -> tuple[Any, A
 def _emit(callback: Callable[[int, list[int]], None] | None, row: int, tokens: list[int]) -> None:
     if callback is not None and tokens:
         callback(row, tokens)
+
+
+def _suffix_match(source: Sequence[int], end: int, generated: Sequence[int]) -> int:
+    """How many of `generated`'s last tokens equal `source[:end]`'s last tokens (up to 4)."""
+    n = 0
+    while n < 4 and n < end and n < len(generated) and source[end - 1 - n] == generated[-1 - n]:
+        n += 1
+    return n
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
