@@ -35,7 +35,10 @@ def _same(a, b):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return get_backend("transformers", str(tiny_model_dir), batch_size=2)
+    backend = get_backend("transformers", str(tiny_model_dir), batch_size=2)
+    backend.draft_batches = True  # batches through the drafted loop too
+    yield backend
+    backend.draft_batches = False
 
 
 def test_tiny_drafted_equals_plain_when_the_model_copies_and_when_it_does_not(tiny):
@@ -130,7 +133,10 @@ def test_tiny_stream_with_drafting_joins_to_plain_and_returns_stats(tiny):
 def smollm2():
     from metaaligner_chain.defaults import default_hf_model_dir
 
-    return get_backend("transformers", str(default_hf_model_dir()))
+    backend = get_backend("transformers", str(default_hf_model_dir()))
+    backend.draft_batches = True
+    yield backend
+    backend.draft_batches = False
 
 
 def test_real_smollm2_drafted_equals_plain_single_and_batched(smollm2):

@@ -3,9 +3,10 @@
 One model per (path, dtype, device) per process, shared through `get_backend`. Prompts are raw
 strings tokenized with the tokenizer's special tokens (BOS), as in the released inference; batches
 are length-bucketed and left-padded; only new tokens are decoded, up to the first EOS. Greedy calls
-with `settings.drafting` (the default) go through `hf_drafting.decode_greedy`: drafts copied from
-the response, verified in batches, prompt prefixes reused; same tokens as `generate`. Sampling and
-`drafting=False` use transformers' `generate`.
+with `settings.drafting` (the default) on one prompt (and `stream`) go through
+`hf_drafting.decode_greedy`: drafts copied from the response, prompt prefixes reused; same tokens as
+`generate`. Batches, sampling and `drafting=False` use transformers' `generate` (`draft_batches`
+verifies whole batches in the drafted loop instead).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class TransformersBackend:
         trust_remote_code: bool = False,
         batch_size: int = 8,
         prefix_cache_size: int = 4,
+        draft_batches: bool = False,
     ):
         torch, transformers = _import_torch_transformers()
         self._torch = torch
@@ -79,6 +81,10 @@ class TransformersBackend:
         #: KV states of recent prompts; a new prompt starts from its longest shared token prefix
         #: (the instruction + objectives). 0 turns prefix reuse off.
         self.prefixes = PrefixCache(prefix_cache_size)
+        #: Verify drafts for a batch of several prompts in one loop. Off: on a 2-core CPU that
+        #: measured 0.79x `generate`'s own batching (benchmarks/results/drafting_transformers.json),
+        #: so greedy batches use `generate` and only single prompts are drafted.
+        self.draft_batches = draft_batches
         path = Path(self.model).expanduser()
         source, extra = str(path), {}
         if path.is_file() and path.suffix == ".gguf":
@@ -191,7 +197,7 @@ class TransformersBackend:
         with self._lock, self._torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                if settings.greedy and settings.drafting:
+                if settings.greedy and settings.drafting and (len(chunk) == 1 or self.draft_batches):
                     chunk_responses = [responses[i] for i in chunk] if responses else None
                     drafted = self._drafted([encoded[i] for i in chunk], settings, chunk_responses)
                     results.update(zip(chunk, drafted))
