@@ -1,0 +1,116 @@
+"""Write benchmarks/RESULTS.md from benchmarks/results/*.json: `python benchmarks/report.py`.
+
+Every figure in RESULTS.md is copied from a results file written by a benchmark script in this
+folder; this script only lays them out (command, machine and date come with each file).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _header(title: str, data: dict) -> list[str]:
+    machine = data.get("machine", {})
+    load = machine.get("load_average_at_start") or machine.get("load_average_start")
+    return [
+        f"## {title}",
+        "",
+        f"- command: `{data.get('command', '?')}`",
+        f"- date: {data.get('date', '?')}",
+        f"- machine: {machine.get('platform', '?')}, {machine.get('cpu_count', '?')} CPUs"
+        + (f", load average at start {load}" if load else ""),
+        "",
+    ]
+
+
+def _first(data: dict, *names: str):
+    """The value under the first of `names` present (the scripts name some fields differently)."""
+    return next((data[n] for n in names if n in data), "?")
+
+
+def _table(rows: list[list], head: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def default_aligner(data: dict) -> list[str]:
+    rows = [
+        [threads, r["decode_tokens_per_s_median"], r["decode_tokens_per_s_range"], r["prompt_tokens_per_s_median"]]
+        for threads, r in data["by_threads"].items()
+    ]
+    bound = data["bandwidth_bound"]
+    return [
+        *_header("Built-in default aligner (SmolLM2-135M-Instruct Q4_1, llama.cpp)", data),
+        *_table(rows, ["threads", "decode tok/s (median)", "decode tok/s (range)", "prompt tok/s"]),
+        f"Peak resident memory {data['peak_rss_mb']} MB ({data['rss_before_load_mb']} MB before "
+        f"loading). Memory-bandwidth bound: {data['model']['bytes'] / 1e6:.0f} MB of weights per "
+        f"token at {bound['memory_bandwidth_gb_s']} GB/s → {bound['decode_tokens_per_s_upper_bound']} "
+        f"tok/s; best measured {bound['best_measured_fraction_of_bound']:.0%} of it.",
+        "",
+    ]
+
+
+def drafting(data: dict, title: str) -> list[str]:
+    head = ["backend", "threads", "workload", "kept fraction", "plain tok/s", "drafted tok/s",
+            "speed-up", "ideal", "share of ideal", "acceptance", "identical outputs"]
+    threads = data.get("machine", {}).get("torch_threads")
+    rows = []
+    for c in data["comparisons"]:
+        ideal_share = c.get("fraction_of_ideal", c.get("achieved_fraction_of_ideal"))
+        rows.append([
+            c["backend"], c.get("n_threads", threads), c["workload"], c["kept_fraction"],
+            c["plain_tokens_per_s"], c["drafted_tokens_per_s"], f"{c['speedup']:.2f}×",
+            f"{c['ideal_speedup']:.2f}×" if c.get("ideal_speedup") else "—",
+            f"{ideal_share:.0%}" if ideal_share and (c.get("ideal_speedup") or 0) > 1.05 else "—",
+            c.get("acceptance", c.get("acceptance_rate")), c["identical_outputs"],
+        ])
+    ttft = data["time_to_first_token"]
+    lines = [*_header(title, data), *_table(rows, head)]
+    lines.append(
+        f"Time to first token with a ~{_first(ttft, 'preamble_tokens', 'prefix_tokens')}-token "
+        f"objectives prefix: {_first(ttft, 'with_reuse_ms', 'ttft_with_reuse_ms')} ms with prefix "
+        f"reuse vs {_first(ttft, 'without_reuse_ms', 'ttft_without_reuse_ms')} ms without (ratio "
+        f"{ttft['ratio']:.2f}). Peak resident memory {data['peak_rss_mb']} MB."
+    )
+    lines.append("")
+    for b in data.get("batching", []):
+        lines.append(
+            f"Batching ({b['workload']}, batch {b['batch_size']}): plain batched "
+            f"{b['plain_batched_tokens_per_s']} tok/s vs sequential {b['plain_sequential_tokens_per_s']} "
+            f"({b['plain_batch_vs_sequential']:.2f}×); drafted batched {b['drafted_batched_tokens_per_s']} "
+            f"vs drafted sequential {b['drafted_sequential_tokens_per_s']}; identical: {b['identical_outputs']}."
+        )
+    return lines + [""]
+
+
+def main() -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `python benchmarks/report.py` from `benchmarks/results/*.json`; rerun everything",
+        "with `make bench` (`python -m benchmarks`). Ratios compare variants measured interleaved in",
+        "one run: the machine is shared and its absolute speed varies.",
+        "",
+    ]
+    if data := _load("default_aligner"):
+        lines += default_aligner(data)
+    if data := _load("drafting_llamacpp"):
+        lines += drafting(data, "Copy-aware drafting and prefix reuse: llama.cpp")
+    if data := _load("drafting_transformers"):
+        lines += drafting(data, "Copy-aware drafting, prefix reuse and batching: transformers")
+    (HERE / "RESULTS.md").write_text("\n".join(lines))
+    print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
