@@ -8,11 +8,12 @@ Rows accept different counts, so nothing is cropped; finished rows leave the bat
 
 Why a loop of our own rather than transformers' assisted generation: `generate` with
 `prompt_lookup_num_tokens` or an assistant runs one sequence at a time and has no public hook for a
-custom candidate generator. Measured on a 2-core CPU (benchmarks/results/drafting_transformers.json): one prompt at a time, drafting gives
-1.44x plain `generate` where the aligner keeps about half the answer (91% of the ideal the forward
-cost curve allows) and 0.97x where it keeps almost nothing; but verifying a batch of 8 in this loop
-gave 0.79x `generate`'s own batching (one row's draft widens every row's forward), so the backend
-drafts single prompts and streams, and batches go to `generate` unless `draft_batches` is set.
+custom candidate generator. Measured on a 2-core CPU (benchmarks/results/drafting_transformers.json,
+20 items per workload): one prompt at a time, drafting gives 1.68x plain `generate` where the
+aligner keeps 57% of the answer (91% of the 1.84x ideal the forward cost curve allows) and 0.99x
+where it keeps 2%; verifying batches of 8 in this loop gave 0.92-0.94x `generate`'s own batching
+(one row's draft widens every row's forward; batching alone is 2.3-2.9x sequential). So the
+backend drafts single prompts and streams; batches go to `generate` unless `draft_batches` is set.
 `PrefixCache` keeps the KV of recent prompts (the instruction + objectives part is shared across
 calls) and starts a new prompt from the longest common *token* prefix, so the split is always at a
 token boundary of the full prompt's own tokenization.

@@ -82,8 +82,8 @@ class TransformersBackend:
         #: (the instruction + objectives). 0 turns prefix reuse off.
         self.prefixes = PrefixCache(prefix_cache_size)
         #: Verify drafts for a batch of several prompts in one loop. Off: on a 2-core CPU that
-        #: measured 0.79x `generate`'s own batching (benchmarks/results/drafting_transformers.json),
-        #: so greedy batches use `generate` and only single prompts are drafted.
+        #: measured 0.92-0.94x `generate`'s own batching (benchmarks/results/
+        #: drafting_transformers.json), so greedy batches use `generate`; single prompts draft.
         self.draft_batches = draft_batches
         path = Path(self.model).expanduser()
         source, extra = str(path), {}
