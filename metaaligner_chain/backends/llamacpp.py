@@ -55,9 +55,11 @@ class LlamaCppBackend:
         n_ctx: context window to allocate, rounded up to a multiple of 256. `None` starts at 2048
             tokens (or the trained context, if smaller) and grows, up to the trained context, when
             a request needs more room for its prompt plus `max_new_tokens`; a number is fixed.
-        n_threads: CPU threads; default: the CPUs this process may use less one (at least 1, at
-            most 8). llama.cpp's threads busy-wait, so when they compete with other work (the
-            policy model, other processes) decoding slows several-fold: leave a core free.
+        n_threads: CPU threads; default: the CPUs this process may use (at most 8). On an idle
+            2-core machine 2 threads decode 1.46x faster than 1 (benchmarks/RESULTS.md), but
+            llama.cpp's threads busy-wait, so when they compete with other work (a policy model
+            generating at the same time, other processes) decoding slows several-fold: then
+            pass fewer threads than cores.
         n_gpu_layers: layers offloaded to a GPU build of llama.cpp (`-1`: all).
         prefix_cache: how many earlier prompts' KV caches to keep (one per objective preamble),
             so calls that alternate between objective sets still skip their preamble; each holds
@@ -492,7 +494,7 @@ def _check_vocabulary(header: dict[str, Any], path: Path) -> None:
 
 def _default_threads() -> int:
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min((available or 1) - 1, MAX_DEFAULT_THREADS))
+    return max(1, min(available or 1, MAX_DEFAULT_THREADS))
 
 
 def _import_llama_cpp():
