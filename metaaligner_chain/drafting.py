@@ -98,3 +98,13 @@ class CopyDrafter:
     def acceptance(self) -> float:
         """Accepted / proposed draft tokens so far (0 before any draft)."""
         return self.accepted / self.proposed if self.proposed else 0.0
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token sequences (how much KV state they can share)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

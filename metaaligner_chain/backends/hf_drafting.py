@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metaaligner_chain.drafting import CopyDrafter
+from metaaligner_chain.drafting import CopyDrafter, common_prefix
 
 #: Draft only where the generation's last tokens match the response over at least this many
 #: tokens (a 1-token match on a common word rarely leads to an accepted draft).
@@ -45,7 +45,7 @@ class PrefixCache:
         """(n, layers): the cached entry sharing the longest token prefix with *every* row."""
         best, best_ids = 0, None
         for ids in self._entries:
-            n = min(_common_prefix(ids, row) for row in rows)
+            n = min(common_prefix(ids, row) for row in rows)
             if n > best:
                 best, best_ids = n, ids
         if best_ids is None:
@@ -219,14 +219,5 @@ def _suffix_match(source: Sequence[int], end: int, generated: Sequence[int]) -> 
     """How many of `generated`'s last tokens equal `source[:end]`'s last tokens (up to 4)."""
     n = 0
     while n < 4 and n < end and n < len(generated) and source[end - 1 - n] == generated[-1 - n]:
-        n += 1
-    return n
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
         n += 1
     return n

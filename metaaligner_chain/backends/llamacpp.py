@@ -24,7 +24,7 @@ from typing import Any
 
 from metaaligner_chain.backends.base import Generation, GenerationSettings, PromptTooLongError
 from metaaligner_chain.backends.llamacpp_drafting import DraftTally, drafted_greedy, response_span
-from metaaligner_chain.drafting import CopyDrafter
+from metaaligner_chain.drafting import CopyDrafter, common_prefix
 from metaaligner_chain.gguf_header import BYTE_TOKENS, read_gguf_header
 from metaaligner_chain.metadata import metaaligner_keys
 
@@ -345,10 +345,10 @@ class PrefixCache:
         if not self.size:
             return
         cached = llama._input_ids.tolist()
-        live = _shared(cached, tokens)
-        best, key = max(((_shared(k, tokens), k) for k in self._entries), default=(0, ()))
+        live = common_prefix(cached, tokens)
+        best, key = max(((common_prefix(k, tokens), k) for k in self._entries), default=(0, ()))
         if len(cached) - live >= MIN_PREFIX and not any(
-            _shared(k, cached) >= max(live, MIN_PREFIX) for k in self._entries
+            common_prefix(k, cached) >= max(live, MIN_PREFIX) for k in self._entries
         ):
             self._save(llama, tuple(cached))
         if best > live and best >= MIN_PREFIX:
@@ -380,16 +380,6 @@ class PrefixCache:
         llama.input_ids[:keep] = key[:keep]
         llama.n_tokens = keep
         llama._requires_eval = True
-
-
-def _shared(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the common prefix of two token sequences."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 _open: weakref.WeakSet[LlamaCppBackend] = weakref.WeakSet()
