@@ -17,15 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from metaaligner_chain.backends.base import GenerationSettings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.machine import run_header  # noqa: E402
+from metaaligner_chain.backends.base import GenerationSettings  # noqa: E402
 from metaaligner_chain.backends.llamacpp import (
     LlamaCppBackend,
     _default_threads,
@@ -86,18 +87,10 @@ def main() -> None:
     bound_tps = args.bandwidth_gbs * 1e9 / model_bytes
     best = max(v["decode_tokens_per_s_median"] for v in by_threads.values())
     result = {
-        "benchmark": "default aligner through the llama.cpp backend (greedy, raw aligner prompts)",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "llama_cpp_python": _llama_version(),
-            "load_average_at_start": [round(x, 2) for x in args.load_at_start],
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        **run_header(
+            "default aligner through the llama.cpp backend (greedy, raw aligner prompts)",
+            args.load_at_start, llama_cpp_python=_llama_version(),
+        ),
         "model": {
             "name": DEFAULT_MODEL_NAME,
             "file": path.name,

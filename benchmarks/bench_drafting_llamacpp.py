@@ -22,18 +22,17 @@ import difflib
 import itertools
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.machine import run_header
 from benchmarks.workloads import DESCRIPTION, WORKLOADS
 from metaaligner_chain.backends.base import GenerationSettings
 from metaaligner_chain.backends.llamacpp import (
@@ -133,19 +132,11 @@ def main() -> None:
         c["drafted_fraction_of_bandwidth_bound"] = round(c["drafted_tokens_per_s"] / bound, 3)
     by_name = {c["workload"]: c for c in comparisons if c["n_threads"] == args.threads[0]}
     result = {
-        "benchmark": "copy-aware drafted vs plain greedy decoding, and prefix reuse, llama.cpp",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "n_threads": args.threads,
-            "default_n_threads": _default_threads(),
-            "python": platform.python_version(),
-            "llama_cpp_python": _llama_version(),
-            "load_average_at_start": [round(x, 2) for x in args.load_at_start],
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        **run_header(
+            "copy-aware drafted vs plain greedy decoding, and prefix reuse, llama.cpp",
+            args.load_at_start, n_threads=args.threads, default_n_threads=_default_threads(),
+            llama_cpp_python=_llama_version(),
+        ),
         "model": {"name": DEFAULT_MODEL_NAME, "file": path.name, "bytes": model_bytes},
         "workloads": DESCRIPTION,
         "settings": {

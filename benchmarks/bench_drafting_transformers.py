@@ -17,16 +17,15 @@ import argparse
 import difflib
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import run_header  # noqa: E402
 from benchmarks.workloads import DESCRIPTION, WORKLOADS  # noqa: E402
 from metaaligner_chain.backends.base import GenerationSettings  # noqa: E402
 from metaaligner_chain.backends.hf_drafting import PrefixCache  # noqa: E402
@@ -69,17 +68,11 @@ def main() -> None:
     result = {
         "backend": "transformers",
         "model": "SmolLM2-135M-Instruct (fp32)",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/bench_drafting_transformers.py " + " ".join(sys.argv[1:]),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "transformers": transformers_version,
-            "load_average_start": [round(x, 2) for x in load_avg_start],
-            "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        **run_header(
+            "copy-aware drafted vs plain greedy decoding, prefix reuse and batching, transformers",
+            load_avg_start, torch_threads=torch.get_num_threads(), torch=torch.__version__,
+            transformers=transformers_version,
+        ),
         "settings": {"items_per_workload": args.items, "max_new_tokens": args.max_new_tokens,
                      "batch_size": args.batch_size},
         "workloads": DESCRIPTION,

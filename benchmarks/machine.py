@@ -1,0 +1,29 @@
+"""What every results file records about its run: benchmark, date, command and machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+def run_header(benchmark: str, load_at_start: tuple[float, ...], **machine: Any) -> dict[str, Any]:
+    """The header of a results file; `machine` adds engine facts (versions, threads)."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            **machine,
+            # the machine is shared: the load tells how far to trust absolute figures
+            "load_average_at_start": [round(x, 2) for x in load_at_start],
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
