@@ -10,6 +10,7 @@ from metaaligner_chain.backends.llamacpp import LlamaCppBackend
 from metaaligner_chain.backends.llamacpp_drafting import response_span
 from metaaligner_chain.defaults import default_gguf_path
 from metaaligner_chain.prompt import build_prompt
+from streams import drain
 
 MODEL = str(default_gguf_path())
 
@@ -90,14 +91,7 @@ def test_drafted_decoding_stops_at_max_new_tokens_like_plain(backend, max_new_to
 @pytest.mark.parametrize("prompt,response", [COPIES[0], NO_COPY[0]])
 def test_drafted_stream_joins_to_plain_text_and_returns_the_generation(backend, prompt, response):
     plain = backend.generate([prompt], PLAIN)[0]
-    stream = backend.stream(prompt, DRAFTED, response)
-    pieces = []
-    while True:
-        try:
-            pieces.append(next(stream))
-        except StopIteration as stop:
-            generation = stop.value
-            break
+    pieces, generation = drain(backend.stream(prompt, DRAFTED, response))
     assert len(pieces) > 1
     assert "".join(pieces) == generation.text == plain.text
     assert generation.completion_tokens == plain.completion_tokens

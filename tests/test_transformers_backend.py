@@ -6,6 +6,7 @@ import pytest
 
 from metaaligner_chain.backends import GenerationSettings, PromptTooLongError, get_backend
 from metaaligner_chain.prompt import build_prompt
+from streams import drain
 
 GREEDY = GenerationSettings(max_new_tokens=10)
 PROMPTS = [
@@ -47,13 +48,7 @@ def test_decodes_only_new_tokens_and_stops_at_eos(tiny):
 
 
 def test_stream_joins_to_generate_and_returns_the_generation(tiny):
-    pieces, iterator = [], tiny.stream(PROMPTS[2], GREEDY)
-    while True:
-        try:
-            pieces.append(next(iterator))
-        except StopIteration as stop:
-            finished = stop.value
-            break
+    pieces, finished = drain(tiny.stream(PROMPTS[2], GREEDY))
     (generated,) = tiny.generate([PROMPTS[2]], GREEDY)
     assert "".join(pieces) == generated.text == finished.text
     assert finished.finish_reason == generated.finish_reason

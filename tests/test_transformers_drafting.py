@@ -12,6 +12,7 @@ import pytest
 from metaaligner_chain.backends import GenerationSettings, get_backend
 from metaaligner_chain.backends.hf_drafting import PrefixCache, decode_greedy
 from metaaligner_chain.prompt import build_prompt
+from streams import drain
 
 PLAIN = GenerationSettings(max_new_tokens=16, drafting=False)
 DRAFTED = GenerationSettings(max_new_tokens=16)
@@ -118,13 +119,7 @@ def test_tiny_prefix_reuse_gives_the_same_tokens(tiny, monkeypatch):
 def test_tiny_stream_with_drafting_joins_to_plain_and_returns_stats(tiny):
     prompt = _prompts()[2]
     (plain,) = tiny.generate([prompt], PLAIN)
-    pieces, iterator = [], tiny.stream(prompt, DRAFTED, plain.text)
-    while True:
-        try:
-            pieces.append(next(iterator))
-        except StopIteration as stop:
-            finished = stop.value
-            break
+    pieces, finished = drain(tiny.stream(prompt, DRAFTED, plain.text))
     assert "".join(pieces) == plain.text == finished.text
     assert set(finished.stats) == {"drafted_tokens", "accepted_tokens"}
 
