@@ -13,6 +13,8 @@ from typing import Any
 
 DATA_FORMATS = ("ultrafeedback", "hh-rlhf", "helpsteer", "generic")
 STAGES = ("warmup", "equal", "preference")
+#: `base: default` trains on the built-in default aligner's model (SmolLM2-135M-Instruct).
+DEFAULT_BASE = "default"
 #: The prompt format each dataset format is written with, unless `prompt_format` is given.
 DEFAULT_PROMPT_FORMAT = {
     "ultrafeedback": "ultrafeedback",
@@ -105,7 +107,7 @@ class TrainConfig:
     """
 
     base: str
-    """The base causal LM (hub id or local folder)."""
+    """The base causal LM (hub id or local folder); `default` = the built-in SmolLM2-135M-Instruct."""
     data: str
     """The folder written by `ma-train data build`."""
     out: str

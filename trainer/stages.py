@@ -12,6 +12,7 @@ Runs unchanged under `torchrun` / `accelerate launch` (DDP, FSDP, DeepSpeed via 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from metaaligner_chain.metadata import write_metadata
-from trainer.config import STAGES, TrainConfig
+from trainer.config import DEFAULT_BASE, STAGES, TrainConfig
 
 DONE_FILE = "stage_done.json"
 LOG_FILE = "log_history.json"
@@ -58,6 +59,15 @@ def tokenize_rows(rows: Sequence[dict], tokenizer: Any) -> Any:
             }
         )
     return Dataset.from_list(items)
+
+
+def resolve_base(config: TrainConfig) -> TrainConfig:
+    """`base: default` names the built-in default aligner's transformers copy (built on first use)."""
+    if config.base != DEFAULT_BASE:
+        return config
+    from metaaligner_chain.defaults import default_hf_model_dir
+
+    return dataclasses.replace(config, base=str(default_hf_model_dir()))
 
 
 def load_tokenizer(base: str) -> Any:
@@ -231,6 +241,7 @@ def finalize(config: TrainConfig, last: Path, metadata: dict[str, Any]) -> None:
 
 def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: Any = None) -> dict:
     """Run the configured stages in order; return per-stage metrics and the saved metadata."""
+    config = resolve_base(config)
     summary = read_data_summary(config.data)
     done: dict[str, dict] = {}
     last: Path | None = None

@@ -11,6 +11,7 @@ verifies whole batches in the drafted loop instead).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -30,6 +31,20 @@ def _import_torch_transformers():
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(f"the transformers backend needs torch and transformers: {_EXTRA}") from exc
     return torch, transformers
+
+
+def _merge_adapter(lm: Any, adapter: Path) -> Any:
+    """`lm` with the peft LoRA adapter folder `adapter` merged into its weights (no per-token cost)."""
+    if not (adapter / "adapter_config.json").is_file():
+        raise ValueError(
+            f"`adapter` {str(adapter)!r} is not a peft adapter folder (no adapter_config.json). "
+            "Pass a LoRA folder saved by peft, e.g. RUN_DIR/stages/preference of an `ma-train` run."
+        )
+    try:
+        from peft import PeftModel
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"`adapter` needs peft: {_EXTRA}") from exc
+    return PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload()
 
 
 def pick_device(torch: Any, device: str | None) -> str:
@@ -71,6 +86,7 @@ class TransformersBackend:
         batch_size: int = 8,
         prefix_cache_size: int = 4,
         draft_batches: bool = False,
+        adapter: str | os.PathLike[str] | None = None,
     ):
         torch, transformers = _import_torch_transformers()
         self._torch = torch
@@ -103,6 +119,9 @@ class TransformersBackend:
                 f"could not load aligner model {self.model!r} with transformers: {exc}. Pass a "
                 "local model directory, a .gguf file, or a hub id while the hub is reachable."
             ) from exc
+        self.adapter = None if adapter is None else Path(adapter).expanduser()
+        if self.adapter is not None:
+            self.lm = _merge_adapter(self.lm, self.adapter)
         self.lm.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -112,7 +131,7 @@ class TransformersBackend:
             getattr(self.lm.config, "max_position_embeddings", None)
             or self.tokenizer.model_max_length
         )
-        self.metadata = read_metadata(self.model)
+        self.metadata = read_metadata(self.adapter or self.model) or read_metadata(self.model)
         self._lock = threading.Lock()
 
     def _eos_ids(self) -> list[int]:
