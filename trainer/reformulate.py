@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metaaligner_chain.coerce import context_text
 from metaaligner_chain.objectives import Objective, catalogue
 from metaaligner_chain.prompt import build_prompt
 from trainer.config import DataConfig, STAGES
@@ -89,7 +90,8 @@ def pair_rows(
             continue
         rng.shuffle(chosen)
         objectives = [table[k] for k in chosen]
-        prompt = build_prompt(query, source, objectives, prompt_format=prompt_format, mode=mode)
+        context = context_text(query, prompt_format)  # as the runnable serves it
+        prompt = build_prompt(context, source, objectives, prompt_format=prompt_format, mode=mode)
         rows.append(Row(prompt, target, tuple(chosen), mode, source))
     return rows
 

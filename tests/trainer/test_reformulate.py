@@ -186,6 +186,23 @@ def test_generic_needs_descriptions_for_unknown_objectives():
     assert pref["completion"] == "Open Settings."
 
 
+def test_a_plain_query_under_hh_rlhf_is_framed_as_the_runnable_serves_it():
+    """Training prompts must be the prompts the runnable builds at inference, context included."""
+    from metaaligner_chain import MetaAlignerRunnable
+    from metaaligner_chain.coerce import coerce
+
+    records = [{"query": "Reset my password?", "responses": [
+        {"text": "Open Settings.", "scores": {"harmlessness": 1}},
+        {"text": "No, figure it out.", "scores": {"harmlessness": 0}},
+    ]}]
+    rows, _ = rows_of(records, "generic", prompt_format="hh-rlhf")
+    [pref] = rows["preference"]
+    served = MetaAlignerRunnable(objectives=["harmlessness"], prompt_format="hh-rlhf")
+    request = coerce({"query": "Reset my password?", "response": "No, figure it out."})
+    assert pref["prompt"] == served._prompt(request, "hh-rlhf")
+    assert "| Context: \n\nHuman: Reset my password? \n\nAssistant: | Answer: No, figure it out." in pref["prompt"]
+
+
 def many_queries(n=12):
     return [
         {"query": f"Question {i}?", "responses": [
