@@ -1,12 +1,14 @@
 """The one place that decides what goes out: the aligned answer, or the policy's original and why.
 
 A failure inside the aligner (a model that will not load, a prompt that does not fit, an empty
-answer) never loses the policy's response: it is returned unchanged, the reason is logged and
-recorded in the output's metadata. With `strict=True` the failure is raised instead.
+answer, an answer that starts by writing its own prompt back) never loses the policy's response:
+it is returned unchanged, the reason is logged and recorded in the output's metadata. With
+`strict=True` the failure is raised instead.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -31,6 +33,34 @@ class Verdict:
     completion_tokens: int | None = None
 
 
+#: How much of the start of an answer is checked for an echo of the prompt; a stream holds this
+#: much back before its first piece.
+ECHO_WINDOW = 64
+#: A run of this many characters shared with the instruction + objectives part of the prompt.
+ECHO_RUN = 24
+#: Prompt scaffolding no answer starts with (unless the original answer had it too).
+_MARKERS = ("| Context:", "| Query:", "| Question:", "| Answer:", "| Edit:", "Human:", "Assistant:")
+ECHO_REASON = "aligner wrote its prompt back instead of an answer"
+
+
+def echoes_prompt(text: str, scaffold: str, original: str) -> bool:
+    """Whether the start of `text` repeats the prompt rather than answering.
+
+    `scaffold` is the instruction + objectives part of the prompt (`prompt.prompt_prefix`). Small
+    aligners sometimes continue the prompt (an objective's description, "| Context: Human: ...")
+    instead of editing the answer; copying from the original answer never counts.
+    """
+    head = text[:ECHO_WINDOW]
+    if any(marker in head and marker not in original for marker in _MARKERS):
+        return True
+    if not scaffold:
+        return False
+    match = difflib.SequenceMatcher(None, head, scaffold, autojunk=False).find_longest_match(
+        0, len(head), 0, len(scaffold)
+    )
+    return match.size >= ECHO_RUN and head[match.a : match.a + match.size] not in original
+
+
 def _fallback(original: str, reason: str, strict: bool, cause: BaseException | None = None) -> Verdict:
     if strict:
         raise AlignerError(reason) from cause
@@ -38,7 +68,9 @@ def _fallback(original: str, reason: str, strict: bool, cause: BaseException | N
     return Verdict(text=original, aligned=False, fallback_reason=reason)
 
 
-def decide(original: str, outcome: Generation | BaseException, *, strict: bool) -> Verdict:
+def decide(
+    original: str, outcome: Generation | BaseException, *, strict: bool, scaffold: str = ""
+) -> Verdict:
     """Turn one generation (or the exception raised while making it) into a verdict."""
     if isinstance(outcome, BaseException):
         reason = f"aligner failed: {type(outcome).__name__}: {outcome}"
@@ -46,6 +78,8 @@ def decide(original: str, outcome: Generation | BaseException, *, strict: bool) 
     text = outcome.text.strip()
     if not text:
         return _fallback(original, "aligner returned an empty answer", strict)
+    if echoes_prompt(text, scaffold, original):
+        return _fallback(original, ECHO_REASON, strict)
     return Verdict(
         text=text, aligned=True, finish_reason=outcome.finish_reason,
         completion_tokens=outcome.completion_tokens,
@@ -53,15 +87,21 @@ def decide(original: str, outcome: Generation | BaseException, *, strict: bool) 
 
 
 def gate_stream(
-    original: str, pieces: Generator[str, None, Generation | None], *, strict: bool
+    original: str,
+    pieces: Generator[str, None, Generation | None],
+    *,
+    strict: bool,
+    scaffold: str = "",
 ) -> Iterator[str | Verdict]:
     """Stream the aligned pieces exactly as `decide` would return them, then yield the `Verdict`.
 
-    Leading and trailing whitespace is held back (as `decide` strips it). If the aligner fails
-    before its first visible piece, or writes nothing, the original is streamed instead; a failure
-    after text has gone out is raised, since what was sent cannot be taken back.
+    The first `ECHO_WINDOW` characters are held back until they are checked for an echo of the
+    prompt; leading and trailing whitespace is held back too (as `decide` strips it). If the
+    aligner fails before its first visible piece, echoes its prompt, or writes nothing, the
+    original is streamed instead; a failure after text has gone out is raised, since what was
+    sent cannot be taken back.
     """
-    emitted, held, finished = [], "", None
+    emitted, held, head, finished = [], "", "", None
     try:
         while True:
             try:
@@ -70,9 +110,17 @@ def gate_stream(
                 finished = stop.value
                 break
             if not emitted:
-                piece = piece.lstrip()
-                if not piece:
+                head += piece
+                head = head.lstrip()
+                if len(head) < ECHO_WINDOW:
                     continue
+                if echoes_prompt(head, scaffold, original):
+                    pieces.close()  # stop generating
+                    verdict = _fallback(original, ECHO_REASON, strict)
+                    yield verdict.text
+                    yield verdict
+                    return
+                piece, head = head, ""
             body = piece.rstrip()
             if body:
                 emitted.append(held + body)
@@ -86,7 +134,10 @@ def gate_stream(
         verdict = decide(original, exc, strict=strict)
     else:
         # the backend's own Generation when it returns one (finish reason, counts)
-        verdict = decide(original, finished or Generation("".join(emitted), "", 0, 0), strict=strict)
+        text = "".join(emitted) + held + head
+        verdict = decide(original, finished or Generation(text, "", 0, 0), strict=strict, scaffold=scaffold)
+        if verdict.aligned and head.strip():  # a short answer still held back whole
+            yield head.strip()
     if not verdict.aligned:
         yield verdict.text
     yield verdict
