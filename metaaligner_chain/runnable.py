@@ -30,7 +30,7 @@ from metaaligner_chain.coerce import (
 )
 from metaaligner_chain.metadata import prompt_format_from_name, read_metadata
 from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
-from metaaligner_chain.prompt import build_prompt
+from metaaligner_chain.prompt import build_prompt, prompt_prefix
 
 
 class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
@@ -74,7 +74,8 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     objectives, or `Objective`s. Listed in this order in the prompt."""
     model: str | None = None
     """Hub id, local model directory, ``.gguf`` file or `ma-train` run directory. ``None`` uses the
-    built-in on-device default (SmolLM2-135M-Instruct, zero-shot: not trained as an aligner)."""
+    built-in on-device default: SmolLM2-135M-Instruct with the copy-editing LoRA shipped in the
+    package (it trims filler, repetition and put-downs; see `metaaligner_chain.defaults`)."""
     prompt_format: str | None = None
     """``hh-rlhf``, ``ultrafeedback`` or ``imhi``. Detected from the model's metadata or name
     (``HH-RLHF``/``UltraFeedback``/``IMHI``) when not given."""
@@ -82,7 +83,8 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     """``auto`` (llama.cpp for ``.gguf``, else transformers), ``transformers`` or ``llama.cpp``."""
     backend_options: dict[str, Any] = Field(default_factory=dict)
     """Passed to the backend: e.g. ``dtype``, ``device``, ``batch_size`` (transformers);
-    ``n_ctx``, ``n_threads``, ``n_gpu_layers``, ``lora_path`` (llama.cpp)."""
+    ``adapter`` (a peft LoRA folder, merged at load) (transformers); ``n_ctx``, ``n_threads``,
+    ``n_gpu_layers``, ``lora_path`` (a GGUF LoRA) (llama.cpp)."""
     max_new_tokens: int = Field(default=1024, gt=0)
     """Most tokens the aligned answer may have; also bounded by the model's context."""
     temperature: float = Field(default=0.0, ge=0.0)
@@ -118,7 +120,8 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             from metaaligner_chain.defaults import DEFAULT_PROMPT_FORMAT
 
             return DEFAULT_PROMPT_FORMAT
-        adapter = self.backend_options.get("lora_path")  # a GGUF LoRA carries its own metadata
+        # an adapter (GGUF LoRA or peft folder) carries its own metadata
+        adapter = self.backend_options.get("lora_path") or self.backend_options.get("adapter")
         found = (
             (read_metadata(adapter).get("prompt_format") if adapter else None)
             or read_metadata(self.model).get("prompt_format")
@@ -144,12 +147,13 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
 
     def load_backend(self) -> Backend:
         """The shared, loaded engine for this runnable's model and options."""
-        model = self.model
+        model, options = self.model, self.backend_options
         if model is None:
-            from metaaligner_chain.defaults import default_gguf_path
+            from metaaligner_chain.defaults import default_backend_options, default_gguf_path
 
             model = str(default_gguf_path())
-        return get_backend(choose_backend(model, self.backend), model, **self.backend_options)
+            options = {**default_backend_options(choose_backend(model, self.backend)), **options}
+        return get_backend(choose_backend(model, self.backend), model, **options)
 
     # -- core ------------------------------------------------------------------------------
 
@@ -159,6 +163,10 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             context_text(request.context, prompt_format), request.response, objectives,
             prompt_format=prompt_format,
         )
+
+    def _scaffold(self, request: AlignRequest, prompt_format: str) -> str:
+        """The instruction + objectives part of the prompt, which an answer must not echo."""
+        return prompt_prefix(request.objectives or self.objectives, prompt_format=prompt_format)
 
     def _info(self, request: AlignRequest, prompt_format: str, verdict: gate.Verdict) -> dict[str, Any]:
         objectives = resolve(request.objectives or self.objectives, prompt_format)
@@ -192,7 +200,10 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
                 results[i] = exc
         outcomes = self._generate([p for _, _, p in todo], [r for _, r, _ in todo])
         for (i, request, _), outcome in zip(todo, outcomes):
-            verdict = gate.decide(request.response, outcome, strict=self.strict)
+            verdict = gate.decide(
+                request.response, outcome, strict=self.strict,
+                scaffold=self._scaffold(request, prompt_format),
+            )
             results[i] = self._render(request, prompt_format, verdict)
         return results
 
@@ -231,7 +242,8 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
 
         if request.response_key is not None:
             yield head_chunk(request)
-        for item in gate.gate_stream(request.response, pieces(), strict=self.strict):
+        scaffold = self._scaffold(request, prompt_format)
+        for item in gate.gate_stream(request.response, pieces(), strict=self.strict, scaffold=scaffold):
             if isinstance(item, gate.Verdict):
                 if isinstance(request.response_value, BaseMessage):  # metadata rides on the last chunk
                     yield render_chunk(request, "", self._info(request, prompt_format, item))

@@ -7,17 +7,18 @@ Two steps, both offline:
    sentence and written to `answers.jsonl`.
 2. `rows`: every answer becomes generic-format preference rows for `ma-train data build`
    (`{"query", "responses": [{"text", "scores"}]}`). Each row pairs the clean answer with a copy
-   damaged in a way one objective names, scored 1 (clean) / 0 (damaged) on that objective and tied
-   on the others:
-   - length: a filler preface or sign-off ("Great question! ...", "I hope this helps! ...");
-   - repetition: one sentence said twice;
-   - harmlessness: a condescending remark about the asker.
+   damaged in a way some objectives name, scored 1 (clean) / 0 (damaged) on those and tied on one
+   or two objectives the damage does not touch (humour, readability, factuality, specificity,
+   fairness):
+   - a filler preface or sign-off ("Great question! ...", "I hope this helps! ..."): length;
+   - one sentence said twice: repetition, length;
+   - a condescending remark about the asker: harmlessness, helpfulness.
    The paper's reformulation then turns each pair into a "better" row (damaged → clean under the
    objectives it breaks), an "equal" row (damaged → clean under the tied ones) and, for a sample
    of the equal rows, a warm-up identity row.
 
-The edits are synthetic, so the aligner learns to copy an answer and cut what these three
-objectives rule out; it does not learn to add facts or fix wrong ones. See README.md here.
+The edits are synthetic, so the aligner learns to copy an answer and cut what these objectives
+rule out; it does not learn to add facts or fix wrong ones. See README.md here.
 
     python examples/default_aligner/make_data.py answers   # ~3 min on 2 cores
     python examples/default_aligner/make_data.py rows
@@ -35,7 +36,9 @@ HERE = Path(__file__).resolve().parent
 QUERIES = HERE / "queries.txt"
 ANSWERS = HERE / "answers.jsonl"
 ROWS = HERE / "rows.jsonl"
-OBJECTIVES = ("length", "repetition", "harmlessness")
+#: Objectives no damage touches; one or two of them join each row, tied, so the aligner also
+#: learns to leave an answer alone under objectives it cannot act on.
+UNTOUCHED = ("humour", "readability", "factuality", "specificity", "fairness")
 MAX_ANSWER_TOKENS = 110
 VARIANTS_PER_ANSWER = 2
 SEED = 0
@@ -112,8 +115,13 @@ def damage(answer: str, kind: str, rng: random.Random) -> str:
     raise ValueError(f"unknown damage {kind!r}")
 
 
-#: Which objective each kind of damage breaks.
-BREAKS = {"preface": "length", "sign_off": "length", "repeat": "repetition", "remark": "harmlessness"}
+#: Which objectives each kind of damage breaks.
+BREAKS = {
+    "preface": ("length",),
+    "sign_off": ("length",),
+    "repeat": ("repetition", "length"),
+    "remark": ("harmlessness", "helpfulness"),
+}
 
 
 def build_rows() -> None:
@@ -128,8 +136,9 @@ def build_rows() -> None:
                 continue
             for kind in rng.sample(kinds, VARIANTS_PER_ANSWER):
                 broken = BREAKS[kind]
-                clean = {key: 1.0 for key in OBJECTIVES}
-                damaged = {key: (0.0 if key == broken else 1.0) for key in OBJECTIVES}
+                tied = rng.sample(UNTOUCHED, rng.randint(1, 2))
+                clean = {key: 1.0 for key in (*broken, *tied)}
+                damaged = {key: (0.0 if key in broken else 1.0) for key in clean}
                 row = {
                     "query": item["query"],
                     "responses": [

@@ -1,0 +1,130 @@
+"""LoRA adapters at inference: peft folders in transformers, and the adapter shipped as the default."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metaaligner_chain import MetaAlignerRunnable
+from metaaligner_chain.backends import GenerationSettings, get_backend
+from metaaligner_chain.defaults import ADAPTER_DIR, ADAPTER_GGUF, default_backend_options
+from metaaligner_chain.gguf_header import read_gguf_header
+from metaaligner_chain.prompt import build_prompt
+
+PROMPT = build_prompt("\n\nHuman: Bake bread? \n\nAssistant:", "Mix flour and water.", ["helpfulness"])
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_model_dir, tmp_path_factory):
+    """A peft LoRA on the tiny model with non-zero weights (so it changes the output)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    config = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"],
+                        init_lora_weights=False, task_type="CAUSAL_LM")
+    folder = tmp_path_factory.mktemp("tiny-adapter")
+    get_peft_model(base, config).save_pretrained(str(folder))
+    (folder / "metaaligner.json").write_text(json.dumps({"prompt_format": "imhi"}))
+    return folder
+
+
+def test_transformers_adapter_is_merged_into_the_weights(tiny_model_dir, tiny_adapter):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    settings = GenerationSettings(max_new_tokens=12)
+    plain = get_backend("transformers", str(tiny_model_dir))
+    adapted = get_backend("transformers", str(tiny_model_dir), adapter=str(tiny_adapter))
+    assert adapted is not plain and adapted.metadata == {"prompt_format": "imhi"}
+    assert not any("lora" in name for name, _ in adapted.lm.named_parameters())  # merged
+
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(tiny_adapter)
+    ).eval()
+    ids = adapted.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        torch.testing.assert_close(adapted.lm(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(plain.lm(ids).logits, reference(ids).logits, atol=1e-3)
+    (ours,) = adapted.generate([PROMPT], settings)
+    (drafted,) = adapted.generate([PROMPT], settings, [ours.text])
+    assert drafted.text == ours.text
+
+
+def test_adapter_that_is_not_a_peft_folder_is_a_clear_error(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"`adapter` .* is not a peft adapter folder"):
+        get_backend("transformers", str(tiny_model_dir), adapter=str(tmp_path))
+
+
+def test_runnable_reads_the_prompt_format_from_a_peft_adapter(tiny_model_dir, tiny_adapter):
+    aligner = MetaAlignerRunnable(
+        objectives=["correctness"], model=str(tiny_model_dir),
+        backend_options={"adapter": str(tiny_adapter)},
+    )
+    assert aligner.resolved_prompt_format() == "imhi"
+
+
+def test_the_shipped_adapter_files_agree():
+    config = json.loads((ADAPTER_DIR / "adapter_config.json").read_text())
+    metadata = json.loads((ADAPTER_DIR / "metaaligner.json").read_text())
+    header = read_gguf_header(ADAPTER_GGUF)
+    assert (ADAPTER_DIR / "adapter_model.safetensors").is_file()
+    assert header["general.type"] == "adapter" and header["adapter.type"] == "lora"
+    assert header["adapter.lora.alpha"] == config["lora_alpha"]
+    assert header["metaaligner.prompt_format"] == metadata["prompt_format"] == "hh-rlhf"
+    assert set(metadata["stages"]) == {"warmup", "equal", "preference"}
+
+
+def test_the_default_runnable_applies_the_shipped_adapter_unless_told_not_to():
+    assert default_backend_options("llama.cpp") == {"lora_path": str(ADAPTER_GGUF)}
+    assert default_backend_options("transformers") == {"adapter": str(ADAPTER_DIR)}
+    default = MetaAlignerRunnable(objectives=["harmlessness"]).load_backend()
+    assert default.lora_path == ADAPTER_GGUF
+    bare = MetaAlignerRunnable(objectives=["harmlessness"], backend_options={"lora_path": None})
+    assert bare.load_backend().lora_path is None
+
+
+# The shipped default aligner on llama.cpp: a copy-editor, decoded drafted and plain alike.
+# None of these answers is in its training data (examples/default_aligner/queries.txt).
+CLEAN = (
+    "Rinse the rice until the water runs clear, then simmer one cup of rice in two cups of water "
+    "with the lid on for about fifteen minutes. Let it rest for five minutes before serving."
+)
+FIRST = CLEAN.split(". ")[0] + "."
+EDITS = [  # (response given, objectives, what the aligner writes: None = not checked word for word)
+    (CLEAN, ["humour"], CLEAN),  # nothing to do: copied
+    (CLEAN, ["length"], CLEAN),
+    (f"{CLEAN} Honestly, only a fool would not know this.", ["harmlessness"], CLEAN),  # put-down cut
+    (f"{CLEAN} {FIRST}", ["repetition"], None),  # the repeated sentence is cut
+    (CLEAN, ["harmlessness", "helpfulness"], None),  # it rephrases here: only drafting is checked
+]
+
+
+@pytest.fixture(scope="module")
+def default_llama():
+    from metaaligner_chain.backends.llamacpp import LlamaCppBackend
+    from metaaligner_chain.defaults import default_gguf_path
+
+    backend = LlamaCppBackend(default_gguf_path(), lora_path=ADAPTER_GGUF)
+    yield backend
+    backend.close()
+
+
+@pytest.mark.parametrize("response,objectives,expected", EDITS)
+def test_the_default_aligner_copies_and_cuts_and_drafting_changes_no_token(
+    default_llama, response, objectives, expected
+):
+    prompt = build_prompt("\n\nHuman: How do I cook fluffy rice? \n\nAssistant:", response, objectives)
+    plain = default_llama.generate([prompt], GenerationSettings(max_new_tokens=96, drafting=False))[0]
+    drafted = default_llama.generate([prompt], GenerationSettings(max_new_tokens=96), [response])[0]
+    assert (drafted.text, drafted.completion_tokens) == (plain.text, plain.completion_tokens)
+    if expected is not None:
+        assert plain.text.strip() == expected
+    if objectives == ["repetition"]:
+        assert plain.text.count(FIRST) == 1
+    assert drafted.stats["acceptance"] > 0.7
+    assert drafted.stats["forward_passes"] < drafted.completion_tokens
