@@ -1,7 +1,8 @@
-"""Speed and memory of the built-in default aligner (SmolLM2-135M Q4_1 GGUF) through llama.cpp.
+"""Speed and memory of the built-in default aligner (SmolLM2-135M Q4_1 GGUF + LoRA) through llama.cpp.
 
-Measures prompt tokens/s, decode tokens/s and peak resident memory on this machine, and sets the
-decode speed against the memory-bandwidth bound (model bytes read once per token). Writes
+Measures prompt tokens/s, decode tokens/s and peak resident memory on this machine, sets the
+decode speed against the memory-bandwidth bound (model bytes read once per token), and measures
+the base model without the adapter alongside (interleaved) for the adapter's cost. Writes
 `benchmarks/results/default_aligner.json`.
 
     python benchmarks/bench_default_aligner.py [--threads 1 2] [--max-new-tokens 128]
@@ -33,7 +34,12 @@ from metaaligner_chain.backends.llamacpp import (
     _llama_version,
     _Tally,
 )
-from metaaligner_chain.defaults import DEFAULT_MODEL_NAME, DEFAULT_PROMPT_FORMAT, default_gguf_path
+from metaaligner_chain.defaults import (  # noqa: E402
+    ADAPTER_GGUF,
+    DEFAULT_MODEL_NAME,
+    DEFAULT_PROMPT_FORMAT,
+    default_gguf_path,
+)
 from metaaligner_chain.prompt import build_prompt
 
 RESULTS = Path(__file__).parent / "results" / "default_aligner.json"
@@ -67,10 +73,16 @@ def main() -> None:
     by_threads = {}
     for threads in args.threads or [_default_threads()]:
         started = time.perf_counter()
-        backend = LlamaCppBackend(path, n_threads=threads)
+        backend = LlamaCppBackend(path, n_threads=threads, lora_path=ADAPTER_GGUF)
         load_s = time.perf_counter() - started
-        backend.generate(prompts[:1], GenerationSettings(max_new_tokens=4))  # warm-up
-        runs = [_timed_run(backend, p, settings) for _ in range(args.repeats) for p in prompts]
+        base = LlamaCppBackend(path, n_threads=threads)  # the adapter's cost, measured alongside
+        runs, base_runs = [], []
+        for engine in (backend, base):
+            engine.generate(prompts[:1], GenerationSettings(max_new_tokens=4))  # warm-up
+        for _ in range(args.repeats):
+            for p in prompts:
+                runs.append(_timed_run(backend, p, settings))
+                base_runs.append(_timed_run(base, p, settings))
         by_threads[str(threads)] = {
             "load_seconds": round(load_s, 3),
             "n_ctx": backend.n_ctx,
@@ -80,9 +92,15 @@ def main() -> None:
                 min(r["decode_tokens_per_s"] for r in runs),
                 max(r["decode_tokens_per_s"] for r in runs),
             ],
+            "base_model_decode_tokens_per_s_median": _median(base_runs, "decode_tokens_per_s"),
+            "adapter_decode_ratio": round(
+                _median(runs, "decode_tokens_per_s") / _median(base_runs, "decode_tokens_per_s"), 3
+            ),
             "runs": runs,
+            "base_model_runs": base_runs,
         }
         backend.close()
+        base.close()
     model_bytes = path.stat().st_size
     bound_tps = args.bandwidth_gbs * 1e9 / model_bytes
     best = max(v["decode_tokens_per_s_median"] for v in by_threads.values())
@@ -96,6 +114,8 @@ def main() -> None:
             "file": path.name,
             "bytes": model_bytes,
             "trained_context": backend.context_length,
+            "adapter": ADAPTER_GGUF.name,
+            "adapter_bytes": ADAPTER_GGUF.stat().st_size,
         },
         "max_new_tokens": args.max_new_tokens,
         "peak_rss_mb": round(_peak_rss_mb(), 1),

@@ -1,7 +1,8 @@
 """Copy-aware drafted vs plain greedy decoding, and prefix reuse, in the llama.cpp backend.
 
-On the built-in default aligner (SmolLM2-135M-Instruct Q4_1), offline. For the COPY_HEAVY and
-LOW_COPY workloads (`benchmarks/workloads.py`) every item is decoded plainly and drafted,
+On the built-in default aligner (SmolLM2-135M-Instruct Q4_1 + its copy-editing LoRA) and, for the
+LOW_COPY workload, the base model alone (`benchmarks.workloads.ALIGNER`), offline. For the
+COPY_HEAVY and LOW_COPY workloads every item is decoded plainly and drafted,
 interleaved (alternating which goes first), and compared: identical outputs, decode tokens/s
 (after the first token; the prompt is evaluated alike by both), acceptance, kept fraction, and
 the ideal speed-up the forward-cost curve measured in the same run allows. Then time to first
@@ -18,7 +19,6 @@ load average at start and end is recorded with them.
 from __future__ import annotations
 
 import argparse
-import difflib
 import itertools
 import json
 import os
@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.machine import run_header
-from benchmarks.workloads import DESCRIPTION, WORKLOADS
+from benchmarks.workloads import ALIGNER, DESCRIPTION, KEPT_FRACTION, WORKLOADS, copied_blocks
 from metaaligner_chain.backends.base import GenerationSettings
 from metaaligner_chain.backends.llamacpp import (
     DRAFTER,
@@ -41,15 +41,18 @@ from metaaligner_chain.backends.llamacpp import (
     _default_threads,
     _llama_version,
 )
-from metaaligner_chain.defaults import DEFAULT_MODEL_NAME, DEFAULT_PROMPT_FORMAT, default_gguf_path
+from metaaligner_chain.defaults import (
+    ADAPTER_GGUF,
+    DEFAULT_MODEL_NAME,
+    DEFAULT_PROMPT_FORMAT,
+    default_gguf_path,
+)
 from metaaligner_chain.prompt import build_prompt, prompt_prefix
 
 RESULTS = Path(__file__).parent / "results" / "drafting_llamacpp.json"
 CHUNKS = (1, 2, 4, 8, 16, 32)
 #: Timings per chunk size for the forward-cost curve (median taken).
 REPEATS = 15
-#: A copied run counts as kept from this many tokens on (one common word is not copying).
-MIN_BLOCK = 3
 #: Two objective sets whose preambles are about 300 tokens each.
 LONG_OBJECTIVES = {
     "a": [
@@ -115,17 +118,20 @@ def main() -> None:
     path = default_gguf_path()
     costs, comparisons = {}, []
     for threads in args.threads:
-        backend = LlamaCppBackend(path, n_threads=threads)
-        backend.generate(["Hello"], GenerationSettings(max_new_tokens=2))  # warm-up
-        costs[str(threads)] = curve = _forward_costs(backend)
+        costs[str(threads)] = {}
         for name, items in WORKLOADS.items():
+            aligner = ALIGNER[name]
+            backend = _backend(path, aligner, n_threads=threads)
+            backend.generate(["Hello"], GenerationSettings(max_new_tokens=2))  # warm-up
+            costs[str(threads)][aligner] = curve = _forward_costs(backend)
             comparison = _compare(
                 backend, name, items[: args.items], args.max_new_tokens, curve, args.repeats
             )
-            comparisons.append({"n_threads": threads, **comparison})
-        backend.close()
+            comparisons.append({"n_threads": threads, "aligner": aligner, **comparison})
+            backend.close()
     ttft = _time_to_first_token(path, args.ttft_rounds)
     model_bytes = path.stat().st_size
+    adapter_bytes = ADAPTER_GGUF.stat().st_size
     bound = args.bandwidth_gbs * 1e9 / model_bytes
     for c in comparisons:
         c["plain_fraction_of_bandwidth_bound"] = round(c["plain_tokens_per_s"] / bound, 3)
@@ -137,15 +143,17 @@ def main() -> None:
             args.load_at_start, n_threads=args.threads, default_n_threads=_default_threads(),
             llama_cpp_python=_llama_version(),
         ),
-        "model": {"name": DEFAULT_MODEL_NAME, "file": path.name, "bytes": model_bytes},
+        "model": {"name": DEFAULT_MODEL_NAME, "file": path.name, "bytes": model_bytes,
+                  "adapter": ADAPTER_GGUF.name, "adapter_bytes": adapter_bytes},
+        "aligners": {"default": f"{path.name} + {ADAPTER_GGUF.name} (lora_path)",
+                     "base": f"{path.name} alone"},
         "workloads": DESCRIPTION,
         "settings": {
             "max_new_tokens": args.max_new_tokens,
             "repeats_per_item_and_variant": args.repeats,
             "prompt_format": DEFAULT_PROMPT_FORMAT,
             "drafter": DRAFTER,
-            "kept_fraction": f"share of aligned tokens in runs of >= {MIN_BLOCK} tokens copied "
-            "from the response (difflib.SequenceMatcher over tokens)",
+            "kept_fraction": KEPT_FRACTION,
             "tokens_per_s": "decode rate after the first token (completion tokens - 1) / time",
             "ideal_speedup": "plain decode time over the time the all-logits forward-cost curve "
             "allows when every copied token is accepted in the cheapest chunking (chunks of "
@@ -158,8 +166,9 @@ def main() -> None:
         "bandwidth_bound": {
             "memory_bandwidth_gb_s": args.bandwidth_gbs,
             "decode_tokens_per_s_upper_bound": round(bound, 1),
-            "note": "model bytes read once per forward pass; a drafted forward checks several "
-            "tokens per read, so drafted tokens/s is not bounded by it in the same way",
+            "note": "base model bytes read once per forward pass (the adapter adds "
+            f"{adapter_bytes / 1e6:.1f} MB); a drafted forward checks several tokens per read, so "
+            "drafted tokens/s is not bounded by it in the same way",
         },
         "targets": {
             "copy_heavy_speedup_ge_2": by_name["copy_heavy"]["speedup"] >= 2.0,
@@ -198,7 +207,7 @@ def _compare(
         plain, drafted = runs[False][0], runs[True][0]
         texts = {(r["text"], r["completion_tokens"]) for r in runs[False] + runs[True]}
         tokens = _tokenize(backend, plain["text"])
-        blocks = _copied_blocks(_tokenize(backend, item["response"]), tokens)
+        blocks = copied_blocks(_tokenize(backend, item["response"]), tokens)
         rows.append(
             {
                 "completion_tokens": plain["completion_tokens"],
@@ -313,7 +322,7 @@ def _time_to_first_token(path: Path, rounds: int) -> dict:
     """Calls alternating between two ~300-token objective preambles, with and without snapshots."""
     from benchmarks.workloads import LOW_COPY
 
-    reuse, plain = LlamaCppBackend(path), LlamaCppBackend(path, prefix_cache=0)
+    reuse, plain = _backend(path, "default"), _backend(path, "default", prefix_cache=0)
     settings = GenerationSettings(max_new_tokens=1)
     times: dict[str, list[float]] = {"reuse": [], "plain": []}
     for i in range(2 * rounds + 2):
@@ -343,13 +352,14 @@ def _time_to_first_token(path: Path, rounds: int) -> dict:
     }
 
 
+def _backend(path: Path, aligner: str, **options) -> LlamaCppBackend:
+    """The shipped default aligner (base GGUF + its LoRA) or the base model alone."""
+    lora = {"lora_path": ADAPTER_GGUF} if aligner == "default" else {}
+    return LlamaCppBackend(path, **lora, **options)
+
+
 def _tokenize(backend, text: str) -> list[int]:
     return backend._llama.tokenize((" " + text.strip()).encode("utf-8"), add_bos=False)
-
-
-def _copied_blocks(source: list[int], aligned: list[int]) -> list[int]:
-    matcher = difflib.SequenceMatcher(None, source, aligned, autojunk=False)
-    return [b.size for b in matcher.get_matching_blocks() if b.size >= MIN_BLOCK]
 
 
 def _parse_args() -> argparse.Namespace:

@@ -20,7 +20,7 @@ def _load(name: str) -> dict | None:
 
 def _header(title: str, data: dict) -> list[str]:
     machine = data.get("machine", {})
-    load = machine.get("load_average_at_start") or machine.get("load_average_start")
+    load = machine.get("load_average_at_start")
     return [
         f"## {title}",
         "",
@@ -45,13 +45,16 @@ def _table(rows: list[list], head: list[str]) -> list[str]:
 
 def default_aligner(data: dict) -> list[str]:
     rows = [
-        [threads, r["decode_tokens_per_s_median"], r["decode_tokens_per_s_range"], r["prompt_tokens_per_s_median"]]
+        [threads, r["decode_tokens_per_s_median"], r["decode_tokens_per_s_range"],
+         r["prompt_tokens_per_s_median"], r.get("base_model_decode_tokens_per_s_median", "—"),
+         r.get("adapter_decode_ratio", "—")]
         for threads, r in data["by_threads"].items()
     ]
     bound = data["bandwidth_bound"]
     return [
-        *_header("Built-in default aligner (SmolLM2-135M-Instruct Q4_1, llama.cpp)", data),
-        *_table(rows, ["threads", "decode tok/s (median)", "decode tok/s (range)", "prompt tok/s"]),
+        *_header("Built-in default aligner (SmolLM2-135M-Instruct Q4_1 + LoRA, llama.cpp)", data),
+        *_table(rows, ["threads", "decode tok/s (median)", "decode tok/s (range)", "prompt tok/s",
+                       "base model decode tok/s", "with adapter / without"]),
         f"Peak resident memory {data['peak_rss_mb']} MB ({data['rss_before_load_mb']} MB before "
         f"loading). Memory-bandwidth bound: {data['model']['bytes'] / 1e6:.0f} MB of weights per "
         f"token at {bound['memory_bandwidth_gb_s']} GB/s → {bound['decode_tokens_per_s_upper_bound']} "
@@ -61,27 +64,53 @@ def default_aligner(data: dict) -> list[str]:
 
 
 def drafting(data: dict, title: str) -> list[str]:
-    head = ["backend", "threads", "workload", "kept fraction", "plain tok/s", "drafted tok/s",
-            "speed-up", "ideal", "share of ideal", "acceptance", "identical outputs"]
+    head = ["backend", "aligner", "threads", "workload", "kept fraction", "plain tok/s",
+            "drafted tok/s", "speed-up", "ideal", "share of ideal", "acceptance", "identical outputs"]
     threads = data.get("machine", {}).get("torch_threads")
     rows = []
     for c in data["comparisons"]:
-        ideal_share = c.get("fraction_of_ideal", c.get("achieved_fraction_of_ideal"))
+        ideal_share = c["fraction_of_ideal"]
         rows.append([
-            c["backend"], c.get("n_threads", threads), c["workload"], c["kept_fraction"],
-            c["plain_tokens_per_s"], c["drafted_tokens_per_s"], f"{c['speedup']:.2f}×",
+            c["backend"], c.get("aligner", "—"), c.get("n_threads", threads), c["workload"],
+            c["kept_fraction"], c["plain_tokens_per_s"], c["drafted_tokens_per_s"],
+            f"{c['speedup']:.2f}×",
             f"{c['ideal_speedup']:.2f}×" if c.get("ideal_speedup") else "—",
             f"{ideal_share:.0%}" if ideal_share and (c.get("ideal_speedup") or 0) > 1.05 else "—",
-            c.get("acceptance", c.get("acceptance_rate")), c["identical_outputs"],
+            c["acceptance"], c["identical_outputs"],
         ])
     ttft = data["time_to_first_token"]
     lines = [*_header(title, data), *_table(rows, head)]
+    aligners = data.get("aligners", {})
+    if aligners:
+        lines.append("Aligners: " + "; ".join(f"`{k}` = {v}" for k, v in aligners.items()) + ".")
+        lines.append("")
     lines.append(
         f"Time to first token with a ~{_first(ttft, 'preamble_tokens', 'prefix_tokens')}-token "
         f"objectives prefix: {_first(ttft, 'with_reuse_ms', 'ttft_with_reuse_ms')} ms with prefix "
         f"reuse vs {_first(ttft, 'without_reuse_ms', 'ttft_without_reuse_ms')} ms without (ratio "
         f"{ttft['ratio']:.2f}). Peak resident memory {data['peak_rss_mb']} MB."
     )
+    bound = data.get("bandwidth_bound")
+    if bound:
+        best = max(c["plain_tokens_per_s"] for c in data["comparisons"])
+        lines.append(
+            f"Memory-bandwidth bound for plain decoding: {bound['decode_tokens_per_s_upper_bound']} "
+            f"tok/s at {bound['memory_bandwidth_gb_s']} GB/s; best plain rate {best} tok/s "
+            f"({best / bound['decode_tokens_per_s_upper_bound']:.0%} of it)."
+        )
+    for c in data["comparisons"]:
+        subset = copying_items(c)
+        if subset:
+            lines.append(
+                f"{c['workload']} ({c.get('aligner', '')}, {c.get('n_threads', threads)} threads): the "
+                f"{subset['items']} of {c['items']} rewrites keeping ≥ {KEPT_AT_LEAST:.0%} of their "
+                f"tokens (mean kept {subset['kept_fraction']:.3f}) decoded {subset['speedup']:.2f}× "
+                f"faster drafted; the others ({subset['others']}) kept a mean "
+                f"{subset['others_kept_fraction']:.3f}."
+            )
+    targets = data.get("targets")
+    if targets:
+        lines.append("Targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()) + ".")
     lines.append("")
     for b in data.get("batching", []):
         lines.append(
@@ -91,6 +120,27 @@ def drafting(data: dict, title: str) -> list[str]:
             f"vs drafted sequential {b['drafted_sequential_tokens_per_s']}; identical: {b['identical_outputs']}."
         )
     return lines + [""]
+
+
+#: Rewrites keeping at least this share of their tokens from the response count as copying.
+KEPT_AT_LEAST = 0.9
+
+
+def copying_items(c: dict) -> dict | None:
+    """Speed-up over the items of a comparison whose rewrites copy (from its per-item records)."""
+    rows = c.get("per_item") or []
+    keep = [r for r in rows if r["kept_fraction"] >= KEPT_AT_LEAST]
+    others = [r for r in rows if r["kept_fraction"] < KEPT_AT_LEAST]
+    if not keep or not others:
+        return None
+    return {
+        "items": len(keep),
+        "kept_fraction": sum(r["kept_fraction"] for r in keep) / len(keep),
+        "speedup": sum(_first(r, "plain_decode_s", "plain_s") for r in keep)
+        / sum(_first(r, "drafted_decode_s", "drafted_s") for r in keep),
+        "others": len(others),
+        "others_kept_fraction": sum(r["kept_fraction"] for r in others) / len(others),
+    }
 
 
 def main() -> None:

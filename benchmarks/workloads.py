@@ -6,24 +6,40 @@ prompt format, so every backend aligns the same items. See `DESCRIPTION` for how
 
 from __future__ import annotations
 
+import difflib
+
+#: A copied run counts as kept from this many tokens on (one common word is not copying).
+MIN_BLOCK = 3
+KEPT_FRACTION = (
+    f"share of the aligned answer's tokens lying in runs of >= {MIN_BLOCK} tokens copied from the "
+    "response (difflib.SequenceMatcher over token ids)"
+)
+
+
+def copied_blocks(source: list[int], aligned: list[int]) -> list[int]:
+    """Lengths of the runs of `aligned` copied from `source` (at least MIN_BLOCK tokens each)."""
+    matcher = difflib.SequenceMatcher(None, source, aligned, autojunk=False)
+    return [b.size for b in matcher.get_matching_blocks() if b.size >= MIN_BLOCK]
+
 DESCRIPTION = """\
 24 hand-written hh-rlhf style exchanges (everyday advice, facts, how-tos; answers of 20-60 words,
-three with a harmful or wrong answer an aligner should fix) were aligned by the untrained default
-aligner (SmolLM2-135M-Instruct Q4_1, greedy, 100-128 new tokens) under seven objective sets:
-helpfulness; harmlessness; humour; harmlessness + helpfulness; all three; and two written ones
-(accuracy, clarity). For every one of the 168 rewrites we measured the kept fraction (share of the
-aligned tokens lying in runs of 3+ tokens copied from the response). The aligner decides for
-itself whether to copy: most rewrites are comments ("The answer is: ...") that keep nothing, a
-minority reproduce the answer after a short preface ("The answer is: <answer>").
+three with a harmful or wrong answer), none of them in the default aligner's training data.
 
-COPY_HEAVY: the 20 (exchange, objective set) pairs with the highest kept fraction in that screen
-(0.67-0.91; the preface keeps even a perfect copy near 0.9). LOW_COPY: the 19 exchanges whose
-rewrite under harmlessness + helpfulness kept under 20% in the screen, and exchange 2 under
-harmlessness (kept 0%) to make 20. Objective
-wording was never tuned per item; items were selected, so these workloads describe the regimes
-(copying / not copying), not how often the default aligner copies. The benchmark measures the
-kept fraction of every item again and reports it.
+COPY_HEAVY (aligner: the built-in default, SmolLM2-135M-Instruct + its copy-editing LoRA): all 24
+exchanges, exchange i under objective set i mod 8 (harmlessness + helpfulness; harmlessness;
+helpfulness; length; repetition; harmlessness + length; all three hh-rlhf objectives; a written
+clarity objective). Eight answers carry what a chatty policy adds and the aligner was trained to
+cut: a filler opening (exchanges 0, 6, 12, 18), a sign-off (3, 15, 21) or a repeated sentence (9).
+Nothing was selected by outcome: the benchmark measures and reports how much every rewrite keeps.
+
+LOW_COPY (aligner: the base SmolLM2-135M-Instruct without the adapter, which rewrites instead of
+copying): the 19 exchanges whose rewrite under harmlessness + helpfulness kept under 20% in a
+screen of that model, and exchange 2 under harmlessness (kept 0%) to make 20. This is the regime
+where drafts from the response keep failing; it checks that drafting then costs (almost) nothing.
 """
+
+#: Which aligner each workload is decoded with: the shipped default, or its base model alone.
+ALIGNER = {"copy_heavy": "default", "low_copy": "base"}
 
 _ITEMS = [
     (
@@ -212,45 +228,53 @@ _ITEMS = [
     ),
 ]
 
-HELPFUL, HARMLESS, HUMOUR = ["helpfulness"], ["harmlessness"], ["humour"]
+HELPFUL, HARMLESS = ["helpfulness"], ["harmlessness"]
 HH = ["harmlessness", "helpfulness"]
 HHH = ["harmlessness", "helpfulness", "humour"]
 CLARITY = ["Clarity: the answer should be clear and easy to follow"]
+_OBJECTIVE_SETS = [HH, HARMLESS, HELPFUL, ["length"], ["repetition"], ["harmlessness", "length"],
+                   HHH, CLARITY]
 
-# (index into _ITEMS, objectives), chosen as DESCRIPTION says.
-_COPYING = [
-    (7, HUMOUR),
-    (18, HUMOUR),
-    (18, HHH),
-    (1, HUMOUR),
-    (1, HH),
-    (14, HARMLESS),
-    (9, HARMLESS),
-    (9, HUMOUR),
-    (9, HH),
-    (16, HELPFUL),
-    (19, HELPFUL),
-    (19, HUMOUR),
-    (7, HELPFUL),
-    (8, HELPFUL),
-    (14, HELPFUL),
-    (14, HHH),
-    (9, HHH),
-    (13, HUMOUR),
-    (13, HELPFUL),
-    (19, CLARITY),
-]
+#: What a chatty policy adds to some answers (none of these strings is in the training data).
+_OPENINGS = {
+    0: "Sure, happy to help with that!",
+    6: "What a great thing to ask about!",
+    12: "Good question, let me walk you through it.",
+    18: "Absolutely! Here's what I would suggest.",
+}
+_SIGN_OFFS = {
+    3: "I hope that answers your question. Have a great day!",
+    15: "Let me know if there is anything else I can do for you!",
+    21: "Hope this was helpful, and best of luck!",
+}
+_REPEATED = {9: 0}  # exchange → index of the sentence said twice
+
 _NOT_COPYING = [
     (i, HH) for i in [0, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 17, 19, 20, 21, 22, 23]
 ] + [(2, HARMLESS)]
 
 
-def _item(index: int, objectives: list[str]) -> dict:
+def _chatty(index: int, response: str) -> str:
+    if index in _OPENINGS:
+        return f"{_OPENINGS[index]} {response}"
+    if index in _SIGN_OFFS:
+        return f"{response} {_SIGN_OFFS[index]}"
+    if index in _REPEATED:
+        sentences = response.split(". ")
+        at = _REPEATED[index]
+        return ". ".join(sentences[: at + 1] + [sentences[at]] + sentences[at + 1 :])
+    return response
+
+
+def _item(index: int, objectives: list[str], chatty: bool = False) -> dict:
     question, response = _ITEMS[index]
     query = f"\n\nHuman: {question} \n\nAssistant:"
+    response = _chatty(index, response) if chatty else response
     return {"query": query, "response": response, "objectives": list(objectives)}
 
 
-COPY_HEAVY = [_item(i, objectives) for i, objectives in _COPYING]
+COPY_HEAVY = [
+    _item(i, _OBJECTIVE_SETS[i % len(_OBJECTIVE_SETS)], chatty=True) for i in range(len(_ITEMS))
+]
 LOW_COPY = [_item(i, objectives) for i, objectives in _NOT_COPYING]
 WORKLOADS = {"copy_heavy": COPY_HEAVY, "low_copy": LOW_COPY}

@@ -8,12 +8,11 @@ Rows accept different counts, so nothing is cropped; finished rows leave the bat
 
 Why a loop of our own rather than transformers' assisted generation: `generate` with
 `prompt_lookup_num_tokens` or an assistant runs one sequence at a time and has no public hook for a
-custom candidate generator. Measured on a 2-core CPU (benchmarks/results/drafting_transformers.json,
-20 items per workload): one prompt at a time, drafting gives 1.68x plain `generate` where the
-aligner keeps 57% of the answer (91% of the 1.84x ideal the forward cost curve allows) and 0.99x
-where it keeps 2%; verifying batches of 8 in this loop gave 0.92-0.94x `generate`'s own batching
-(one row's draft widens every row's forward; batching alone is 2.3-2.9x sequential). So the
-backend drafts single prompts and streams; batches go to `generate` unless `draft_batches` is set.
+custom candidate generator. Measured on a 2-core CPU with the shipped copy-editing aligner
+(benchmarks/RESULTS.md): one prompt at a time, drafting beats plain `generate` on a copy-heavy
+workload and costs nothing where the aligner keeps 1% of the answer; verifying batches of 8 in this
+loop also beats `generate`'s own batching (1.26x copy-heavy, 1.09x low-copy), so greedy batches
+draft too unless the backend's `draft_batches` is off.
 `PrefixCache` keeps the KV of recent prompts (the instruction + objectives part is shared across
 calls) and starts a new prompt from the longest common *token* prefix, so the split is always at a
 token boundary of the full prompt's own tokenization.
@@ -28,6 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metaaligner_chain.drafting import CopyDrafter, common_prefix
+
+#: `CopyDrafter` draft lengths for transformers. A forward over 32 new tokens costs about 2.4x a
+#: one-token step on a 2-core CPU (benchmarks/results/drafting_transformers.json), so drafts start
+#: and stay long: on ten copy-heavy benchmark items whole calls took 10.5 s with start/max 64/64,
+#: 11.7 s with 32/32 and 13.9 s with CopyDrafter's defaults (8/16), outputs identical.
+DRAFTER = {"start_draft": 64, "max_draft": 64}
 
 #: Draft only where the generation's last tokens match the response over at least this many
 #: tokens (a 1-token match on a common word rarely leads to an accepted draft).
@@ -121,7 +126,7 @@ def decode_greedy(
 
     responses = responses or [None] * len(prompts)
     rows = [
-        _Row(list(p), int(m), CopyDrafter(r) if r else None)
+        _Row(list(p), int(m), CopyDrafter(r, **DRAFTER) if r else None)
         for p, m, r in zip(prompts, max_new_tokens, responses)
     ]
     eos = set(eos_ids)
