@@ -16,6 +16,21 @@ KEPT_FRACTION = (
 )
 
 
+def targets(by_name: dict[str, dict], ttft_ratio: float, identical: bool, *, speedup: float,
+            kept: float) -> dict[str, bool]:
+    """The speed issue's targets for one backend: `speedup` and `kept` are its copy-heavy bars."""
+    copy_heavy, low_copy = by_name["copy_heavy"], by_name["low_copy"]
+    return {
+        f"copy_heavy_speedup_ge_{speedup:g}": copy_heavy["speedup"] >= speedup,
+        "low_copy_speedup_ge_0.9": low_copy["speedup"] >= 0.9,
+        "copy_heavy_ge_70pct_of_ideal": copy_heavy["fraction_of_ideal"] >= 0.7,
+        f"copy_heavy_kept_ge_{kept:g}": copy_heavy["kept_fraction"] >= kept,
+        "low_copy_kept_lt_0.2": low_copy["kept_fraction"] < 0.2,
+        "ttft_with_reuse_le_half": ttft_ratio <= 0.5,
+        "identical_outputs": identical,
+    }
+
+
 def copied_blocks(source: list[int], aligned: list[int]) -> list[int]:
     """Lengths of the runs of `aligned` copied from `source` (at least MIN_BLOCK tokens each)."""
     matcher = difflib.SequenceMatcher(None, source, aligned, autojunk=False)
