@@ -14,6 +14,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 from metaaligner_chain.backends.base import Generation
+from metaaligner_chain.prompt import PROMPT_MARKERS
 
 logger = logging.getLogger("metaaligner_chain")
 
@@ -38,8 +39,6 @@ class Verdict:
 ECHO_WINDOW = 64
 #: A run of this many characters shared with the instruction + objectives part of the prompt.
 ECHO_RUN = 24
-#: Prompt scaffolding no answer starts with (unless the original answer had it too).
-_MARKERS = ("| Context:", "| Query:", "| Question:", "| Answer:", "| Edit:", "Human:", "Assistant:")
 ECHO_REASON = "aligner wrote its prompt back instead of an answer"
 
 
@@ -51,7 +50,7 @@ def echoes_prompt(text: str, scaffold: str, original: str) -> bool:
     instead of editing the answer; copying from the original answer never counts.
     """
     head = text[:ECHO_WINDOW]
-    if any(marker in head and marker not in original for marker in _MARKERS):
+    if any(marker in head and marker not in original for marker in PROMPT_MARKERS):
         return True
     if not scaffold:
         return False

@@ -7,6 +7,7 @@ built by `trainer/` goes through the same function, so a model is served with th
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,6 +31,17 @@ _TEMPLATES: dict[str, str] = {
         '"{aspects}" | Question: {question} | Answer: {answer} | Edit: '
     ),
 }
+
+#: The field labels every template puts between its parts ("| Context:", "| Answer:", ...) and the
+#: turn labels of the hh-rlhf transcript: scaffolding that an answer never starts with.
+PROMPT_MARKERS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        literal[literal.rindex("|") :].strip()
+        for template in _TEMPLATES.values()
+        for literal, *_ in string.Formatter().parse(template)
+        if "|" in literal
+    )
+) + ("Human:", "Assistant:")
 
 # What the template asks for, per prompt format and mode.
 _GOALS: dict[str, dict[str, str]] = {

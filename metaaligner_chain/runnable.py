@@ -147,29 +147,34 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
 
     def load_backend(self) -> Backend:
         """The shared, loaded engine for this runnable's model and options."""
-        model, options = self.model, self.backend_options
-        if model is None:
-            from metaaligner_chain.defaults import default_backend_options, default_gguf_path
+        if self.model is not None:
+            kind = choose_backend(self.model, self.backend)
+            return get_backend(kind, self.model, **self.backend_options)
+        from metaaligner_chain.defaults import default_backend_options, default_gguf_path
 
-            model = str(default_gguf_path())
-            options = {**default_backend_options(choose_backend(model, self.backend)), **options}
-        return get_backend(choose_backend(model, self.backend), model, **options)
+        model = str(default_gguf_path())
+        kind = choose_backend(model, self.backend)  # the shipped adapter, unless options say otherwise
+        return get_backend(kind, model, **{**default_backend_options(kind), **self.backend_options})
 
     # -- core ------------------------------------------------------------------------------
 
     def _prompt(self, request: AlignRequest, prompt_format: str) -> str:
-        objectives = request.objectives or self.objectives
+        objectives = self._objectives(request)
         return build_prompt(
             context_text(request.context, prompt_format), request.response, objectives,
             prompt_format=prompt_format,
         )
 
+    def _objectives(self, request: AlignRequest) -> list[str | Objective]:
+        """The request's own objectives (from its input) or the runnable's."""
+        return request.objectives or self.objectives
+
     def _scaffold(self, request: AlignRequest, prompt_format: str) -> str:
         """The instruction + objectives part of the prompt, which an answer must not echo."""
-        return prompt_prefix(request.objectives or self.objectives, prompt_format=prompt_format)
+        return prompt_prefix(self._objectives(request), prompt_format=prompt_format)
 
     def _info(self, request: AlignRequest, prompt_format: str, verdict: gate.Verdict) -> dict[str, Any]:
-        objectives = resolve(request.objectives or self.objectives, prompt_format)
+        objectives = resolve(self._objectives(request), prompt_format)
         return {
             "original": request.response,
             "objectives": [o.key for o in objectives],

@@ -106,12 +106,8 @@ EDITS = [  # (response given, objectives, what the aligner writes: None = not ch
 
 @pytest.fixture(scope="module")
 def default_llama():
-    from metaaligner_chain.backends.llamacpp import LlamaCppBackend
-    from metaaligner_chain.defaults import default_gguf_path
-
-    backend = LlamaCppBackend(default_gguf_path(), lora_path=ADAPTER_GGUF)
-    yield backend
-    backend.close()
+    """The engine the default runnable uses (shared through `get_backend`, loaded once)."""
+    return MetaAlignerRunnable(objectives=["harmlessness"]).load_backend()
 
 
 @pytest.mark.parametrize("response,objectives,expected", EDITS)

@@ -132,7 +132,8 @@ class TransformersBackend:
             getattr(self.lm.config, "max_position_embeddings", None)
             or self.tokenizer.model_max_length
         )
-        self.metadata = read_metadata(self.adapter or self.model) or read_metadata(self.model)
+        # an adapter's own metadata (prompt format, objectives) wins over the base model's
+        self.metadata = (self.adapter and read_metadata(self.adapter)) or read_metadata(self.model)
         self._lock = threading.Lock()
 
     def _eos_ids(self) -> list[int]:
