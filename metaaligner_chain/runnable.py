@@ -150,10 +150,17 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         if self.model is not None:
             kind = choose_backend(self.model, self.backend)
             return get_backend(kind, self.model, **self.backend_options)
-        from metaaligner_chain.defaults import default_backend_options, default_gguf_path
+        from metaaligner_chain.defaults import (
+            default_backend_options,
+            default_gguf_path,
+            default_hf_model_dir,
+        )
 
         model = str(default_gguf_path())
-        kind = choose_backend(model, self.backend)  # the shipped adapter, unless options say otherwise
+        kind = choose_backend(model, self.backend)
+        if kind == "transformers":  # the dequantized copy, built once, not the GGUF every load
+            model = str(default_hf_model_dir())
+        # the shipped adapter, unless the options say otherwise
         return get_backend(kind, model, **{**default_backend_options(kind), **self.backend_options})
 
     # -- core ------------------------------------------------------------------------------

@@ -88,6 +88,14 @@ def test_the_default_runnable_applies_the_shipped_adapter_unless_told_not_to():
     assert bare.load_backend().lora_path is None
 
 
+def test_the_default_runnable_on_transformers_loads_the_cached_copy_and_the_adapter():
+    from metaaligner_chain.defaults import default_hf_model_dir
+
+    engine = MetaAlignerRunnable(objectives=["harmlessness"], backend="transformers").load_backend()
+    assert engine.model == str(default_hf_model_dir())  # not the GGUF, dequantized on every load
+    assert engine.adapter == ADAPTER_DIR
+
+
 # The shipped default aligner on llama.cpp: a copy-editor, decoded drafted and plain alike.
 # None of these answers is in its training data (examples/default_aligner/queries.txt).
 CLEAN = (
