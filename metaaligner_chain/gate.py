@@ -85,6 +85,32 @@ def decide(
     )
 
 
+def watch(
+    pieces: Generator[str, None, Generation | None], *, original: str, scaffold: str = ""
+) -> Generation | BaseException:
+    """Drain a backend stream into its `Generation` (or the exception it raised), cut short as
+    soon as the answer's first `ECHO_WINDOW` characters echo the prompt.
+
+    `decide` then returns the same verdict as on the whole generation (it reads only those first
+    characters), without paying for the rest of a rewrite it would reject.
+    """
+    text, checked = "", False
+    try:
+        while True:
+            try:
+                text += next(pieces)
+            except StopIteration as stop:  # the backend returns its finished Generation
+                return stop.value or Generation(text, "", 0, 0)
+            if checked or len(head := text.strip()) < ECHO_WINDOW:
+                continue
+            checked = True
+            if echoes_prompt(head, scaffold, original):
+                pieces.close()  # stop generating
+                return Generation(text, "echo", 0, 0)
+    except Exception as exc:  # the aligner broke; `decide` falls back (or raises if strict)
+        return exc
+
+
 def gate_stream(
     original: str,
     pieces: Generator[str, None, Generation | None],

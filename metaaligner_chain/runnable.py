@@ -210,20 +210,24 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
                 todo.append((i, request, self._prompt(request, prompt_format)))
             except (TypeError, ValueError) as exc:
                 results[i] = exc
-        outcomes = self._generate([p for _, _, p in todo], [r for _, r, _ in todo])
-        for (i, request, _), outcome in zip(todo, outcomes):
-            verdict = gate.decide(
-                request.response, outcome, strict=self.strict,
-                scaffold=self._scaffold(request, prompt_format),
-            )
+        scaffolds = [self._scaffold(r, prompt_format) for _, r, _ in todo]
+        outcomes = self._generate([p for _, _, p in todo], [r for _, r, _ in todo], scaffolds)
+        for (i, request, _), outcome, scaffold in zip(todo, outcomes, scaffolds):
+            verdict = gate.decide(request.response, outcome, strict=self.strict, scaffold=scaffold)
             results[i] = self._render(request, prompt_format, verdict)
         return results
 
     def _render(self, request: AlignRequest, prompt_format: str, verdict: gate.Verdict) -> Any:
         return render(request, verdict.text, self._info(request, prompt_format, verdict))
 
-    def _generate(self, prompts: list[str], requests: Sequence[AlignRequest]) -> list[Any]:
-        """One generation or exception per prompt; a failing item does not fail the others."""
+    def _generate(
+        self, prompts: list[str], requests: Sequence[AlignRequest], scaffolds: list[str]
+    ) -> list[Any]:
+        """One generation or exception per prompt; a failing item does not fail the others.
+
+        llama.cpp decodes one prompt at a time: each is streamed and cut short once its start
+        echoes the prompt, which the gate would reject anyway.
+        """
         if not prompts:
             return []
         responses = [r.response for r in requests]
@@ -231,6 +235,11 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             backend = self.load_backend()
         except Exception as exc:  # the model would not load: every item keeps its response
             return [exc] * len(prompts)
+        if backend.name == "llama.cpp":
+            return [
+                gate.watch(backend.stream(p, self.settings(), r), original=r, scaffold=s)
+                for p, r, s in zip(prompts, responses, scaffolds)
+            ]
         try:
             return list(backend.generate(prompts, self.settings(), responses))
         except Exception as exc:

@@ -132,3 +132,37 @@ def test_the_default_aligner_copies_and_cuts_and_drafting_changes_no_token(
         assert plain.text.count(FIRST) == 1
     assert drafted.stats["acceptance"] > 0.7
     assert drafted.stats["forward_passes"] < drafted.completion_tokens
+
+
+def test_an_echo_is_cut_short_in_invoke_and_batch_and_the_original_kept(default_llama, monkeypatch):
+    # A benchmark exchange the shipped aligner answers by writing its objectives back.
+    query = "\n\nHuman: Can you explain what inflation is? \n\nAssistant:"
+    answer = (
+        "Inflation is the rate at which the general level of prices rises over time. When inflation "
+        "is high, each unit of money buys fewer goods and services, so savings lose value unless "
+        "they earn interest above the inflation rate."
+    )
+    pieces = []
+    real_stream = default_llama.stream
+
+    def counted(*args, **kwargs):  # the real stream, counting what it yields
+        stream = real_stream(*args, **kwargs)
+        try:
+            while True:
+                try:
+                    piece = next(stream)
+                except StopIteration as stop:
+                    return stop.value
+                pieces.append(piece)
+                yield piece
+        finally:
+            stream.close()
+
+    monkeypatch.setattr(default_llama, "stream", counted)
+    aligner = MetaAlignerRunnable(objectives=["harmlessness", "helpfulness"], max_new_tokens=128)
+    item = {"query": query, "response": answer}
+    assert aligner.invoke(item)["response"] == answer  # the original, unchanged
+    assert 64 <= len("".join(pieces)) < 2 * 64  # stopped once the first 64 characters were checked
+    pieces.clear()
+    assert [out["response"] for out in aligner.batch([item, item])] == [answer, answer]
+    assert 2 * 64 <= len("".join(pieces)) < 2 * 2 * 64

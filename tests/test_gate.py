@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from metaaligner_chain.backends.base import Generation
-from metaaligner_chain.gate import ECHO_REASON, ECHO_WINDOW, AlignerError, Verdict, decide, echoes_prompt, gate_stream
+from metaaligner_chain.gate import (
+    ECHO_REASON,
+    ECHO_WINDOW,
+    AlignerError,
+    Verdict,
+    decide,
+    echoes_prompt,
+    gate_stream,
+    watch,
+)
 from metaaligner_chain.prompt import prompt_prefix
 
 SCAFFOLD = prompt_prefix(["harmlessness", "helpfulness"])
@@ -54,16 +63,17 @@ def test_stream_yields_exactly_what_decide_returns(text):
     assert verdict.fallback_reason == expected.fallback_reason
 
 
+def endless(text: str, consumed: list[int]):
+    """A backend stream that would go on for a long time: `text` 50 times, 5 characters a piece."""
+    text = text * 50
+    for start in range(0, len(text), 5):
+        consumed.append(start)
+        yield text[start : start + 5]
+
+
 def test_an_echo_stops_the_stream_and_keeps_the_original(caplog):
     consumed = []
-
-    def endless():
-        text = ECHOES[0] * 50
-        for start in range(0, len(text), 5):
-            consumed.append(start)
-            yield text[start : start + 5]
-
-    out = list(gate_stream(ORIGINAL, endless(), strict=False, scaffold=SCAFFOLD))
+    out = list(gate_stream(ORIGINAL, endless(ECHOES[0], consumed), strict=False, scaffold=SCAFFOLD))
     assert out[:-1] == [ORIGINAL] and out[-1].fallback_reason == ECHO_REASON
     assert len(consumed) * 5 < 2 * ECHO_WINDOW  # generation stopped once the head was checked
     assert ECHO_REASON in caplog.text
@@ -74,3 +84,35 @@ def test_strict_raises_on_an_echo():
         decide(ORIGINAL, Generation(ECHOES[1], "stop", 10, 5), strict=True, scaffold=SCAFFOLD)
     with pytest.raises(AlignerError, match="prompt back"):
         list(gate_stream(ORIGINAL, stream(ECHOES[1]), strict=True, scaffold=SCAFFOLD))
+
+
+@pytest.mark.parametrize("text", ECHOES + ANSWERS + ["  short answer.  ", "x" * (ECHO_WINDOW + 5)])
+def test_a_watched_generation_gets_the_verdict_of_the_whole_one(text):
+    whole = Generation(text, "stop", 10, len(text) // 4)
+    watched = watch(stream(text), original=ORIGINAL, scaffold=SCAFFOLD)
+    if not echoes_prompt(text.strip(), SCAFFOLD, ORIGINAL):
+        assert watched == whole  # the backend's own Generation, counts and all
+    expected = decide(ORIGINAL, whole, strict=False, scaffold=SCAFFOLD)
+    assert decide(ORIGINAL, watched, strict=False, scaffold=SCAFFOLD) == expected
+
+
+def test_watching_stops_an_echo_early_and_lets_an_answer_run():
+    consumed: list[int] = []
+    watched = watch(endless(ECHOES[0], consumed), original=ORIGINAL, scaffold=SCAFFOLD)
+    assert watched.finish_reason == "echo" and len(consumed) * 5 < 2 * ECHO_WINDOW
+    assert decide(ORIGINAL, watched, strict=False, scaffold=SCAFFOLD).fallback_reason == ECHO_REASON
+    consumed.clear()
+    watch(endless(ANSWERS[2], consumed), original=ORIGINAL, scaffold=SCAFFOLD)
+    assert len(consumed) * 5 >= 50 * len(ANSWERS[2])  # read to the end
+
+
+def test_a_failing_stream_is_returned_for_the_gate_to_judge():
+    def broken():
+        yield "Keep a routine"
+        raise RuntimeError("out of memory")
+
+    failure = watch(broken(), original=ORIGINAL, scaffold=SCAFFOLD)
+    assert isinstance(failure, RuntimeError)
+    assert decide(ORIGINAL, failure, strict=False).text == ORIGINAL
+    with pytest.raises(AlignerError, match="out of memory"):
+        decide(ORIGINAL, failure, strict=True)
