@@ -31,8 +31,11 @@ from benchmarks.workloads import (  # noqa: E402
 )
 from metaaligner_chain.backends.base import GenerationSettings  # noqa: E402
 from metaaligner_chain.backends.hf_drafting import PrefixCache  # noqa: E402
+from metaaligner_chain.defaults import DEFAULT_MODEL_NAME  # noqa: E402
 from metaaligner_chain.prompt import build_prompt  # noqa: E402
 
+#: How the results name the base model (not this machine's cache path).
+_BASE = f"{DEFAULT_MODEL_NAME} (default_hf_model_dir(): the packaged GGUF, dequantized to fp32)"
 RESULTS = Path(__file__).parent / "results" / "drafting_transformers.json"
 CURVE_WIDTHS = (1, 2, 4, 8, 16, 32)
 LONG_OBJECTIVES = [  # ~300 tokens of instruction + objectives, for time to first token
@@ -82,8 +85,8 @@ def main() -> None:
     result = {
         "backend": "transformers",
         "model": "SmolLM2-135M-Instruct (fp32)",
-        "aligners": {"default": f"{model_dir} + {ADAPTER_DIR.name} (adapter, merged at load)",
-                     "base": f"{model_dir} alone"},
+        "aligners": {"default": f"{_BASE} + {ADAPTER_DIR.name} (adapter, merged at load)",
+                     "base": f"{_BASE} alone"},
         **run_header(
             "copy-aware drafted vs plain greedy decoding, prefix reuse and batching, transformers",
             load_avg_start, torch_threads=torch.get_num_threads(), torch=torch.__version__,
