@@ -22,6 +22,7 @@ rule out; it does not learn to add facts or fix wrong ones. See README.md here.
 
     python examples/default_aligner/make_data.py answers   # ~3 min on 2 cores
     python examples/default_aligner/make_data.py rows
+    python examples/default_aligner/make_data.py rows-tied  # the retrain that did not help (README)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 QUERIES = HERE / "queries.txt"
 ANSWERS = HERE / "answers.jsonl"
 ROWS = HERE / "rows.jsonl"
+ROWS_TIED = HERE / "rows-tied.jsonl"
 #: Objectives no damage touches; one or two of them join each row, tied, so the aligner also
 #: learns to leave an answer alone under objectives it cannot act on.
 UNTOUCHED = ("humour", "readability", "factuality", "specificity", "fairness")
@@ -122,13 +124,22 @@ BREAKS = {
     "repeat": ("repetition", "length"),
     "remark": ("harmlessness", "helpfulness"),
 }
+#: `rows-tied` only: trained objectives a damage leaves alone, tied on it too, so that warm-up
+#: identity rows also name them. Tried against the echoes of the shipped adapter; it did not help.
+TIED_ALSO = {
+    "preface": ("harmlessness", "helpfulness", "repetition"),
+    "sign_off": ("harmlessness", "helpfulness", "repetition"),
+    "repeat": ("harmlessness", "helpfulness"),
+    "remark": ("repetition",),
+}
 
 
-def build_rows() -> None:
+def build_rows(tie_trained: bool = False) -> None:
     rng = random.Random(SEED)
     kinds = list(BREAKS)
     written = 0
-    with ROWS.open("w") as handle:
+    out = ROWS_TIED if tie_trained else ROWS
+    with out.open("w") as handle:
         for line in ANSWERS.read_text().splitlines():
             item = json.loads(line)
             answer = item["answer"]
@@ -136,7 +147,8 @@ def build_rows() -> None:
                 continue
             for kind in rng.sample(kinds, VARIANTS_PER_ANSWER):
                 broken = BREAKS[kind]
-                tied = rng.sample(UNTOUCHED, rng.randint(1, 2))
+                pool = UNTOUCHED + (TIED_ALSO[kind] if tie_trained else ())
+                tied = rng.sample(pool, rng.randint(1, 2))
                 clean = {key: 1.0 for key in (*broken, *tied)}
                 damaged = {key: (0.0 if key in broken else 1.0) for key in clean}
                 row = {
@@ -148,11 +160,15 @@ def build_rows() -> None:
                 }
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 written += 1
-    print(f"wrote {written} rows to {ROWS}", file=sys.stderr)
+    print(f"wrote {written} rows to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    steps = {"answers": generate_answers, "rows": build_rows}
+    steps = {
+        "answers": generate_answers,
+        "rows": build_rows,
+        "rows-tied": lambda: build_rows(tie_trained=True),
+    }
     if len(sys.argv) != 2 or sys.argv[1] not in steps:
-        sys.exit(f"usage: python {Path(__file__).name} answers|rows")
+        sys.exit(f"usage: python {Path(__file__).name} answers|rows|rows-tied")
     steps[sys.argv[1]]()
