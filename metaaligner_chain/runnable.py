@@ -151,6 +151,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             kind = choose_backend(self.model, self.backend)
             return get_backend(kind, self.model, **self.backend_options)
         from metaaligner_chain.defaults import (
+            default_aligner_gguf,
             default_backend_options,
             default_gguf_path,
             default_hf_model_dir,
@@ -160,6 +161,14 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         kind = choose_backend(model, self.backend)
         if kind == "transformers":  # the dequantized copy, built once, not the GGUF every load
             model = str(default_hf_model_dir())
+        elif "lora_path" not in self.backend_options:  # the adapter merged into one F16 model
+            try:
+                merged = default_aligner_gguf()
+            except Exception as exc:  # e.g. no `gguf` package: apply the adapter at run time
+                gate.logger.warning("could not build the merged default aligner (%s); applying its "
+                                    "adapter at run time instead", exc)
+            else:
+                return get_backend(kind, str(merged), **self.backend_options)
         # the shipped adapter, unless the options say otherwise
         return get_backend(kind, model, **{**default_backend_options(kind), **self.backend_options})
 

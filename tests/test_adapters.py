@@ -8,7 +8,13 @@ import pytest
 
 from metaaligner_chain import MetaAlignerRunnable
 from metaaligner_chain.backends import GenerationSettings, get_backend
-from metaaligner_chain.defaults import ADAPTER_DIR, ADAPTER_GGUF, default_backend_options
+from metaaligner_chain.defaults import (
+    ADAPTER_DIR,
+    ADAPTER_GGUF,
+    default_aligner_gguf,
+    default_backend_options,
+    default_gguf_path,
+)
 from metaaligner_chain.gguf_header import read_gguf_header
 from metaaligner_chain.prompt import build_prompt
 
@@ -83,9 +89,49 @@ def test_the_default_runnable_applies_the_shipped_adapter_unless_told_not_to():
     assert default_backend_options("llama.cpp") == {"lora_path": str(ADAPTER_GGUF)}
     assert default_backend_options("transformers") == {"adapter": str(ADAPTER_DIR)}
     default = MetaAlignerRunnable(objectives=["harmlessness"]).load_backend()
-    assert default.lora_path == ADAPTER_GGUF
+    assert (default.model, default.lora_path) == (str(default_aligner_gguf()), None)  # merged in
     bare = MetaAlignerRunnable(objectives=["harmlessness"], backend_options={"lora_path": None})
-    assert bare.load_backend().lora_path is None
+    assert (bare.load_backend().model, bare.load_backend().lora_path) == (str(default_gguf_path()), None)
+
+
+def test_the_merged_default_is_the_base_plus_the_adapter_and_carries_its_metadata():
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    base, adapter = GGUFReader(str(default_gguf_path())), GGUFReader(str(ADAPTER_GGUF))
+    merged = GGUFReader(str(default_aligner_gguf()))
+    tensors = {t.name: t for t in merged.tensors}
+    assert set(tensors) == {t.name for t in base.tensors}
+    alpha = float(adapter.fields["adapter.lora.alpha"].contents())
+    factors = {t.name: np.asarray(t.data, np.float32) for t in adapter.tensors}
+    for name in ("blk.3.attn_q.weight", "blk.29.ffn_down.weight", "blk.0.attn_norm.weight"):
+        (source,) = [t for t in base.tensors if t.name == name]
+        expected = dequantize(source.data, source.tensor_type).astype(np.float32)
+        if f"{name}.lora_a" in factors:
+            a, b = factors[f"{name}.lora_a"], factors[f"{name}.lora_b"]
+            delta = alpha / a.shape[0] * (b @ a)
+            assert np.abs(delta).max() > 0  # the adapter does change this weight
+            expected += delta
+        got = np.asarray(tensors[name].data, np.float32)
+        assert np.allclose(got, expected, rtol=1e-3, atol=1e-4)  # F16 rounding only
+    assert read_gguf_header(default_aligner_gguf())["metaaligner.prompt_format"] == "hh-rlhf"
+
+
+def test_merging_something_that_is_not_an_adapter_is_a_clear_error(tmp_path):
+    from metaaligner_chain.gguf_merge import merge_lora_gguf
+
+    with pytest.raises(ValueError, match="not a GGUF LoRA adapter"):
+        merge_lora_gguf(default_gguf_path(), default_gguf_path(), tmp_path / "out.gguf")
+
+
+def test_the_default_falls_back_to_the_adapter_at_run_time_when_it_cannot_merge(tmp_path, monkeypatch, caplog):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # the cache root is a file: nothing can be built under it
+    monkeypatch.setenv("METAALIGNER_CACHE", str(blocked))
+    engine = MetaAlignerRunnable(objectives=["harmlessness"]).load_backend()
+    assert (engine.model, engine.lora_path) == (str(default_gguf_path()), ADAPTER_GGUF)
+    assert "applying its adapter at run time" in caplog.text
 
 
 def test_the_default_runnable_on_transformers_loads_the_cached_copy_and_the_adapter():
