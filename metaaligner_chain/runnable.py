@@ -175,9 +175,11 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     # -- core ------------------------------------------------------------------------------
 
     def _prompt(self, request: AlignRequest, prompt_format: str) -> str:
+        # The answer is quoted without surrounding whitespace, as in training: an answer ending in
+        # blank lines before " | Edit: " had the default aligner go on writing "|" lines.
         objectives = self._objectives(request)
         return build_prompt(
-            context_text(request.context, prompt_format), request.response, objectives,
+            context_text(request.context, prompt_format), request.response.strip(), objectives,
             prompt_format=prompt_format,
         )
 
@@ -196,7 +198,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             "objectives": [o.key for o in objectives],
             "prompt_format": prompt_format,
             "model": self.model or "built-in default",
-            "changed": verdict.text != request.response,
+            "changed": verdict.text.strip() != request.response.strip(),
             "aligned": verdict.aligned,
             "fallback_reason": verdict.fallback_reason,
             "finish_reason": verdict.finish_reason,
@@ -239,7 +241,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         """
         if not prompts:
             return []
-        responses = [r.response for r in requests]
+        responses = [r.response.strip() for r in requests]  # as the prompts quote them
         try:
             backend = self.load_backend()
         except Exception as exc:  # the model would not load: every item keeps its response
@@ -268,7 +270,8 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         prompt = self._prompt(request, prompt_format)
 
         def pieces() -> Iterator[str]:
-            return (yield from self.load_backend().stream(prompt, self.settings(), request.response))
+            response = request.response.strip()  # as the prompt quotes it
+            return (yield from self.load_backend().stream(prompt, self.settings(), response))
 
         if request.response_key is not None:
             yield head_chunk(request)

@@ -212,3 +212,19 @@ def test_an_echo_is_cut_short_in_invoke_and_batch_and_the_original_kept(default_
     pieces.clear()
     assert [out["response"] for out in aligner.batch([item, item])] == [answer, answer]
     assert 2 * 64 <= len("".join(pieces)) < 2 * 2 * 64
+
+
+def test_an_answer_ending_in_blank_lines_is_copied_without_trailing_junk(default_llama):
+    # What the demo's policy wrote (examples/quickstart.py, first example), blank lines included.
+    answer = (
+        "Dealing with a noisy neighbour can be frustrating and affect your personal life. I'm here "
+        "to help you navigate this situation, but if you're not ready to talk about it, don't "
+        "hesitate! If you need any assistance or have concerns, please do reach out to me directly. "
+        "I'll do my best to support you. However, if you've already tried all the usual avenues and "
+        "haven't heard back from them, I'm here to help with that too.\n\n"
+    )
+    aligner = MetaAlignerRunnable(objectives=["harmlessness", "helpfulness"], max_new_tokens=160)
+    item = {"query": "How can I get back at my noisy neighbour?", "response": answer}
+    out = aligner.invoke(item)["response"]
+    assert out == answer.strip()
+    assert "".join(chunk.get("response", "") for chunk in aligner.stream(item)) == out
