@@ -1,9 +1,11 @@
-"""Speed and memory of the built-in default aligner (SmolLM2-135M Q4_1 GGUF + LoRA) through llama.cpp.
+"""Speed and memory of the built-in default aligner through llama.cpp: its adapter merged into one
+F16 GGUF (what the runnable loads) against the same adapter applied at run time to the packaged
+Q4_1 model, and that model alone.
 
-Measures prompt tokens/s, decode tokens/s and peak resident memory on this machine, sets the
-decode speed against the memory-bandwidth bound (model bytes read once per token), and measures
-the base model without the adapter alongside (interleaved) for the adapter's cost. Writes
-`benchmarks/results/default_aligner.json`.
+Measures prompt tokens/s, decode tokens/s and peak resident memory on this machine (the three
+engines interleaved), the cost of one forward over k tokens (what checking a draft costs), and
+sets the decode speed against the memory-bandwidth bound (model bytes read once per token).
+Writes `benchmarks/results/default_aligner.json`.
 
     python benchmarks/bench_default_aligner.py [--threads 1 2] [--max-new-tokens 128]
         [--repeats 3] [--bandwidth-gbs 26]
@@ -26,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_drafting_llamacpp import _forward_costs  # noqa: E402
 from benchmarks.machine import run_header  # noqa: E402
 from metaaligner_chain.backends.base import GenerationSettings  # noqa: E402
 from metaaligner_chain.backends.llamacpp import (
@@ -38,6 +41,7 @@ from metaaligner_chain.defaults import (  # noqa: E402
     ADAPTER_GGUF,
     DEFAULT_MODEL_NAME,
     DEFAULT_PROMPT_FORMAT,
+    default_aligner_gguf,
     default_gguf_path,
 )
 from metaaligner_chain.prompt import build_prompt
@@ -62,10 +66,15 @@ CASES = [
 ]
 
 
+#: The engines measured, interleaved: the default (adapter merged into one F16 model), the same
+#: adapter applied at run time to the packaged Q4_1 model, and that model without the adapter.
+ENGINES = ("merged", "runtime_adapter", "base")
+
+
 def main() -> None:
     args = _parse_args()
     rss_start = _peak_rss_mb()
-    path = default_gguf_path()
+    path, merged_path = default_gguf_path(), default_aligner_gguf()
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens)
     prompts = [
         build_prompt(q, r, OBJECTIVES, prompt_format=DEFAULT_PROMPT_FORMAT) for q, r in CASES
@@ -73,35 +82,45 @@ def main() -> None:
     by_threads = {}
     for threads in args.threads or [_default_threads()]:
         started = time.perf_counter()
-        backend = LlamaCppBackend(path, n_threads=threads, lora_path=ADAPTER_GGUF)
+        engines = {"merged": LlamaCppBackend(merged_path, n_threads=threads)}
         load_s = time.perf_counter() - started
-        base = LlamaCppBackend(path, n_threads=threads)  # the adapter's cost, measured alongside
-        runs, base_runs = [], []
-        for engine in (backend, base):
+        engines["runtime_adapter"] = LlamaCppBackend(path, n_threads=threads, lora_path=ADAPTER_GGUF)
+        engines["base"] = LlamaCppBackend(path, n_threads=threads)
+        runs: dict[str, list[dict]] = {name: [] for name in ENGINES}
+        for engine in engines.values():
             engine.generate(prompts[:1], GenerationSettings(max_new_tokens=4))  # warm-up
         for _ in range(args.repeats):
             for p in prompts:
-                runs.append(_timed_run(backend, p, settings))
-                base_runs.append(_timed_run(base, p, settings))
+                for name, engine in engines.items():
+                    runs[name].append(_timed_run(engine, p, settings))
+        costs = {name: _forward_costs(engine) for name, engine in engines.items()}
+        decode = {name: _median(runs[name], "decode_tokens_per_s") for name in ENGINES}
+        prompt = {name: _median(runs[name], "prompt_tokens_per_s") for name in ENGINES}
         by_threads[str(threads)] = {
             "load_seconds": round(load_s, 3),
-            "n_ctx": backend.n_ctx,
-            "prompt_tokens_per_s_median": _median(runs, "prompt_tokens_per_s"),
-            "decode_tokens_per_s_median": _median(runs, "decode_tokens_per_s"),
+            "n_ctx": engines["merged"].n_ctx,
+            "prompt_tokens_per_s_median": prompt["merged"],
+            "decode_tokens_per_s_median": decode["merged"],
             "decode_tokens_per_s_range": [
-                min(r["decode_tokens_per_s"] for r in runs),
-                max(r["decode_tokens_per_s"] for r in runs),
+                min(r["decode_tokens_per_s"] for r in runs["merged"]),
+                max(r["decode_tokens_per_s"] for r in runs["merged"]),
             ],
-            "base_model_decode_tokens_per_s_median": _median(base_runs, "decode_tokens_per_s"),
-            "adapter_decode_ratio": round(
-                _median(runs, "decode_tokens_per_s") / _median(base_runs, "decode_tokens_per_s"), 3
-            ),
+            "runtime_adapter_prompt_tokens_per_s_median": prompt["runtime_adapter"],
+            "runtime_adapter_decode_tokens_per_s_median": decode["runtime_adapter"],
+            "base_model_decode_tokens_per_s_median": decode["base"],
+            "merged_vs_runtime_adapter": {
+                "decode": round(decode["merged"] / decode["runtime_adapter"], 3),
+                "prompt": round(prompt["merged"] / prompt["runtime_adapter"], 3),
+                "check_16_draft_tokens": round(
+                    costs["runtime_adapter"]["all_logits_ms"]["16"] / costs["merged"]["all_logits_ms"]["16"], 3
+                ),
+            },
+            "forward_cost_ms": {name: c["all_logits_ms"] for name, c in costs.items()},
             "runs": runs,
-            "base_model_runs": base_runs,
         }
-        backend.close()
-        base.close()
-    model_bytes = path.stat().st_size
+        for engine in engines.values():
+            engine.close()
+    model_bytes = merged_path.stat().st_size
     bound_tps = args.bandwidth_gbs * 1e9 / model_bytes
     best = max(v["decode_tokens_per_s_median"] for v in by_threads.values())
     result = {
@@ -111,11 +130,11 @@ def main() -> None:
         ),
         "model": {
             "name": DEFAULT_MODEL_NAME,
-            "file": path.name,
+            "file": f"{merged_path.name} (default_aligner_gguf(): {path.name} + {ADAPTER_GGUF.name}, merged, F16)",
             "bytes": model_bytes,
-            "trained_context": backend.context_length,
-            "adapter": ADAPTER_GGUF.name,
-            "adapter_bytes": ADAPTER_GGUF.stat().st_size,
+            "trained_context": engines["merged"].context_length,
+            "runtime_adapter": f"{path.name} ({path.stat().st_size} bytes) + {ADAPTER_GGUF.name} "
+            f"({ADAPTER_GGUF.stat().st_size} bytes) as lora_path",
         },
         "max_new_tokens": args.max_new_tokens,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
@@ -134,7 +153,8 @@ def main() -> None:
         print(
             f"{threads} thread(s): prompt {figures['prompt_tokens_per_s_median']} tok/s, "
             f"decode {figures['decode_tokens_per_s_median']} tok/s "
-            f"(range {figures['decode_tokens_per_s_range']})"
+            f"(range {figures['decode_tokens_per_s_range']}); merged vs run-time adapter "
+            f"{figures['merged_vs_runtime_adapter']}"
         )
     print(
         f"peak RSS {result['peak_rss_mb']} MB; bandwidth bound {round(bound_tps, 1)} tok/s; "

@@ -46,15 +46,26 @@ def _table(rows: list[list], head: list[str]) -> list[str]:
 def default_aligner(data: dict) -> list[str]:
     rows = [
         [threads, r["decode_tokens_per_s_median"], r["decode_tokens_per_s_range"],
-         r["prompt_tokens_per_s_median"], r.get("base_model_decode_tokens_per_s_median", "—"),
-         r.get("adapter_decode_ratio", "—")]
+         r["prompt_tokens_per_s_median"], r["runtime_adapter_decode_tokens_per_s_median"],
+         r["runtime_adapter_prompt_tokens_per_s_median"], r["base_model_decode_tokens_per_s_median"],
+         f"{r['merged_vs_runtime_adapter']['check_16_draft_tokens']:.2f}×"]
+        for threads, r in data["by_threads"].items()
+    ]
+    costs = [
+        f"{threads} threads, ms per forward over k tokens (all logits): "
+        + "; ".join(f"{name} {c}" for name, c in r["forward_cost_ms"].items())
         for threads, r in data["by_threads"].items()
     ]
     bound = data["bandwidth_bound"]
     return [
-        *_header("Built-in default aligner (SmolLM2-135M-Instruct Q4_1 + LoRA, llama.cpp)", data),
+        *_header("Built-in default aligner (SmolLM2-135M-Instruct + LoRA, llama.cpp)", data),
+        f"Default: {data['model']['file']}. Run-time adapter: {data['model']['runtime_adapter']}.",
+        "",
         *_table(rows, ["threads", "decode tok/s (median)", "decode tok/s (range)", "prompt tok/s",
-                       "base model decode tok/s", "with adapter / without"]),
+                       "run-time adapter decode tok/s", "run-time adapter prompt tok/s",
+                       "base Q4_1 decode tok/s", "16-token draft check, run-time adapter / merged"]),
+        *costs,
+        "",
         f"Peak resident memory {data['peak_rss_mb']} MB ({data['rss_before_load_mb']} MB before "
         f"loading). Memory-bandwidth bound: {data['model']['bytes'] / 1e6:.0f} MB of weights per "
         f"token at {bound['memory_bandwidth_gb_s']} GB/s → {bound['decode_tokens_per_s_upper_bound']} "
@@ -92,11 +103,17 @@ def drafting(data: dict, title: str) -> list[str]:
     )
     bound = data.get("bandwidth_bound")
     if bound:
-        best = max(c["plain_tokens_per_s"] for c in data["comparisons"])
         lines.append(
-            f"Memory-bandwidth bound for plain decoding: {bound['decode_tokens_per_s_upper_bound']} "
-            f"tok/s at {bound['memory_bandwidth_gb_s']} GB/s; best plain rate {best} tok/s "
-            f"({best / bound['decode_tokens_per_s_upper_bound']:.0%} of it)."
+            f"Memory-bandwidth bound for plain decoding (model bytes once per token at "
+            f"{bound['memory_bandwidth_gb_s']} GB/s): "
+            + "; ".join(
+                f"{c['workload']} ({c.get('aligner', '')}) {upper} tok/s, plain rate "
+                f"{c['plain_tokens_per_s']} tok/s ({c['plain_tokens_per_s'] / upper:.0%} of it)"
+                for c in data["comparisons"]
+                for upper in [c.get("decode_tokens_per_s_bandwidth_bound")
+                              or bound["decode_tokens_per_s_upper_bound"]]
+            )
+            + "."
         )
     for c in data["comparisons"]:
         subset = copying_items(c)
@@ -112,9 +129,8 @@ def drafting(data: dict, title: str) -> list[str]:
             lines.append(
                 f"{c['workload']}: a plain decoding step took {c['plain_ms_per_token']} ms; a 1-token "
                 f"forward took {c['curve_ms_one_token_back_to_back']} ms back to back and "
-                f"{c['curve_ms_one_token']} ms between forwards of other sizes (consistent with "
-                "llama.cpp reusing its compute graph while the batch shape repeats). The ideal "
-                "uses the measured plain step for every token it does not verify in a chunk."
+                f"{c['curve_ms_one_token']} ms between forwards of other sizes in the cost curve. "
+                "The ideal uses the measured plain step for every token it does not verify in a chunk."
             )
     targets = data.get("targets")
     if targets:

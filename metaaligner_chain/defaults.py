@@ -7,6 +7,10 @@ The adapter was trained here with `ma-train` through the paper's three stages on
 alignment pass a released checkpoint (e.g. `model="MetaAligner/MetaAligner-HH-RLHF-1.1B"`) or a
 GGUF conversion of one. The base model alone, untrained as an aligner, is
 `model=str(default_gguf_path())`.
+
+On llama.cpp the runnable loads `default_aligner_gguf()`, the adapter folded into the base weights
+as one F16 GGUF (built once); on transformers `default_hf_model_dir()` with the peft adapter merged
+at load.
 """
 
 from __future__ import annotations

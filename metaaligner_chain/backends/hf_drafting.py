@@ -11,7 +11,7 @@ Why a loop of our own rather than transformers' assisted generation: `generate` 
 custom candidate generator. Measured on a 2-core CPU with the shipped copy-editing aligner
 (benchmarks/RESULTS.md): one prompt at a time, drafting beats plain `generate` on a copy-heavy
 workload and costs nothing where the aligner keeps 1% of the answer; verifying batches of 8 in this
-loop also beats `generate`'s own batching (1.13x copy-heavy, 1.04x low-copy), so greedy batches
+loop also beats `generate`'s own batching (1.09x copy-heavy, 1.01x low-copy), so greedy batches
 draft too unless the backend's `draft_batches` is off.
 `PrefixCache` keeps the KV of recent prompts (the instruction + objectives part is shared across
 calls) and starts a new prompt from the longest common *token* prefix, so the split is always at a

@@ -98,8 +98,8 @@ class TransformersBackend:
         #: (the instruction + objectives). 0 turns prefix reuse off.
         self.prefixes = PrefixCache(prefix_cache_size)
         #: Verify drafts for a batch of several prompts in one loop (greedy, `drafting` on). With
-        #: the shipped copy-editing aligner it measured 1.13x `generate`'s own batching on the
-        #: copy-heavy workload and 1.04x on the low-copy one (benchmarks/results/
+        #: the shipped copy-editing aligner it measured 1.09x `generate`'s own batching on the
+        #: copy-heavy workload and 1.01x on the low-copy one (benchmarks/results/
         #: drafting_transformers.json); False sends greedy batches to `generate`.
         self.draft_batches = draft_batches
         path = Path(self.model).expanduser()
