@@ -28,16 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_drafting_llamacpp import _forward_costs  # noqa: E402
-from benchmarks.machine import run_header  # noqa: E402
-from metaaligner_chain.backends.base import GenerationSettings  # noqa: E402
+from benchmarks.bench_drafting_llamacpp import _forward_costs
+from benchmarks.machine import run_header
+from metaaligner_chain.backends.base import GenerationSettings
 from metaaligner_chain.backends.llamacpp import (
     LlamaCppBackend,
     _default_threads,
     _llama_version,
     _Tally,
 )
-from metaaligner_chain.defaults import (  # noqa: E402
+from metaaligner_chain.defaults import (
     ADAPTER_GGUF,
     DEFAULT_MODEL_NAME,
     DEFAULT_PROMPT_FORMAT,

@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from collections import defaultdict
 import os
 import resource
 import statistics
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np

@@ -25,14 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.machine import run_header  # noqa: E402
-from benchmarks.workloads import (  # noqa: E402
-    ALIGNER, DESCRIPTION, KEPT_FRACTION, WORKLOADS, copied_blocks, targets,
+from benchmarks.machine import run_header
+from benchmarks.workloads import (
+    ALIGNER,
+    DESCRIPTION,
+    KEPT_FRACTION,
+    WORKLOADS,
+    copied_blocks,
+    targets,
 )
-from metaaligner_chain.backends.base import GenerationSettings  # noqa: E402
-from metaaligner_chain.backends.hf_drafting import PrefixCache  # noqa: E402
-from metaaligner_chain.defaults import DEFAULT_MODEL_NAME  # noqa: E402
-from metaaligner_chain.prompt import build_prompt  # noqa: E402
+from metaaligner_chain.backends.base import GenerationSettings
+from metaaligner_chain.backends.hf_drafting import PrefixCache
+from metaaligner_chain.defaults import DEFAULT_MODEL_NAME
+from metaaligner_chain.prompt import build_prompt
 
 #: How the results name the base model (not this machine's cache path).
 _BASE = f"{DEFAULT_MODEL_NAME} (default_hf_model_dir(): the packaged GGUF, dequantized to fp32)"

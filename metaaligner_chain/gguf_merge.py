@@ -16,9 +16,14 @@ from pathlib import Path
 
 #: Metadata keys of the adapter that the merged model carries (prompt format, objectives).
 ADAPTER_KEYS = ("metaaligner.",)
+#: Base-model keys written anew: the writer's own architecture field and the file type (F16).
+_REWRITTEN = ("general.architecture", "general.file_type")
 
 
-def merge_lora_gguf(base: str | os.PathLike[str], adapter: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+PathLike = str | os.PathLike[str]
+
+
+def merge_lora_gguf(base: PathLike, adapter: PathLike, out: PathLike) -> Path:
     """Write `base` with `adapter` folded in to `out` (F16) and return `out`."""
     import numpy as np
     from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
@@ -32,23 +37,27 @@ def merge_lora_gguf(base: str | os.PathLike[str], adapter: str | os.PathLike[str
     writer = GGUFWriter(str(out), model.fields["general.architecture"].contents())
     for source, keep in ((model, lambda k: True), (lora, lambda k: k.startswith(ADAPTER_KEYS))):
         for key, field in source.fields.items():
-            if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type") or not keep(key):
+            if key.startswith("GGUF.") or key in _REWRITTEN or not keep(key):
                 continue
-            array = field.types[0] == GGUFValueType.ARRAY
-            writer.add_key_value(key, field.contents(), field.types[0], field.types[-1] if array else None)
+            kind = field.types[0]
+            item = field.types[-1] if kind == GGUFValueType.ARRAY else None
+            writer.add_key_value(key, field.contents(), kind, item)
     writer.add_file_type(LlamaFileType.MOSTLY_F16)
     merged = set()
     for tensor in model.tensors:
         weight = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
         a, b = factors.get(f"{tensor.name}.lora_a"), factors.get(f"{tensor.name}.lora_b")
         if a is not None and b is not None:
-            rank = a.data.shape[0]
-            weight += (alpha / rank) * (np.asarray(b.data, np.float32) @ np.asarray(a.data, np.float32))
+            b_up, a_down = np.asarray(b.data, np.float32), np.asarray(a.data, np.float32)
+            weight += (alpha / a_down.shape[0]) * (b_up @ a_down)
             merged.add(tensor.name)
         writer.add_tensor(tensor.name, weight.astype(np.float16 if weight.ndim > 1 else np.float32))
     unused = {name.rsplit(".", 1)[0] for name in factors} - merged
     if unused:
-        raise ValueError(f"{adapter} adapts tensors that {base} does not have: {sorted(unused)[:3]}")
+        raise ValueError(
+            f"{adapter} adapts tensors that {base} does not have: {sorted(unused)[:3]}; was it "
+            "trained on another base model?"
+        )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
