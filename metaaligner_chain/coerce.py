@@ -39,6 +39,13 @@ class AlignRequest:
     def response_value(self) -> Any:
         return self.raw[self.response_key] if self.response_key else self.raw
 
+    @property
+    def quoted(self) -> str:
+        """The response as the aligner's prompt quotes it: without surrounding whitespace, as in
+        training (an answer ending in blank lines before " | Edit: " had the default aligner go
+        on writing "|" lines)."""
+        return self.response.strip()
+
 
 def _first_key(data: dict, keys: Sequence[str]) -> str | None:
     return next((k for k in keys if k in data), None)

@@ -15,6 +15,7 @@ at load.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -80,13 +81,18 @@ def default_aligner_gguf(cache_dir: str | os.PathLike[str] | None = None) -> Pat
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
     base = default_gguf_path()
-    digest = hashlib.sha256(ADAPTER_GGUF.read_bytes() + base.name.encode()).hexdigest()[:12]
     folder = cached_dir(
-        root / f"{_ALIGNER_DIR_NAME}-{digest}",
+        root / f"{_ALIGNER_DIR_NAME}-{_digest(ADAPTER_GGUF, base.name)}",
         lambda out: merge_lora_gguf(base, ADAPTER_GGUF, out / _ALIGNER_FILE),
         lambda folder: (folder / _ALIGNER_FILE).is_file(),
     )
     return folder / _ALIGNER_FILE
+
+
+@functools.lru_cache(maxsize=4)
+def _digest(adapter: Path, base_name: str) -> str:
+    """Names the merged model after what went into it; read once, not on every engine lookup."""
+    return hashlib.sha256(adapter.read_bytes() + base_name.encode()).hexdigest()[:12]
 
 
 def default_hf_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:

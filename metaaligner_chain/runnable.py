@@ -175,11 +175,9 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     # -- core ------------------------------------------------------------------------------
 
     def _prompt(self, request: AlignRequest, prompt_format: str) -> str:
-        # The answer is quoted without surrounding whitespace, as in training: an answer ending in
-        # blank lines before " | Edit: " had the default aligner go on writing "|" lines.
         objectives = self._objectives(request)
         return build_prompt(
-            context_text(request.context, prompt_format), request.response.strip(), objectives,
+            context_text(request.context, prompt_format), request.quoted, objectives,
             prompt_format=prompt_format,
         )
 
@@ -198,7 +196,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             "objectives": [o.key for o in objectives],
             "prompt_format": prompt_format,
             "model": self.model or "built-in default",
-            "changed": verdict.text.strip() != request.response.strip(),
+            "changed": verdict.text.strip() != request.quoted,
             "aligned": verdict.aligned,
             "fallback_reason": verdict.fallback_reason,
             "finish_reason": verdict.finish_reason,
@@ -241,25 +239,25 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         """
         if not prompts:
             return []
-        responses = [r.response.strip() for r in requests]  # as the prompts quote them
+        responses, settings = [r.quoted for r in requests], self.settings()
         try:
             backend = self.load_backend()
         except Exception as exc:  # the model would not load: every item keeps its response
             return [exc] * len(prompts)
         if backend.name == "llama.cpp":
             return [
-                gate.watch(backend.stream(p, self.settings(), r), original=r, scaffold=s)
+                gate.watch(backend.stream(p, settings, r), original=r, scaffold=s)
                 for p, r, s in zip(prompts, responses, scaffolds)
             ]
         try:
-            return list(backend.generate(prompts, self.settings(), responses))
+            return list(backend.generate(prompts, settings, responses))
         except Exception as exc:
             if len(prompts) == 1:
                 return [exc]
         outcomes: list[Any] = []  # find the item(s) that failed
         for prompt, response in zip(prompts, responses):
             try:
-                outcomes.extend(backend.generate([prompt], self.settings(), [response]))
+                outcomes.extend(backend.generate([prompt], settings, [response]))
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
@@ -270,8 +268,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         prompt = self._prompt(request, prompt_format)
 
         def pieces() -> Iterator[str]:
-            response = request.response.strip()  # as the prompt quotes it
-            return (yield from self.load_backend().stream(prompt, self.settings(), response))
+            return (yield from self.load_backend().stream(prompt, self.settings(), request.quoted))
 
         if request.response_key is not None:
             yield head_chunk(request)
