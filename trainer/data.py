@@ -38,15 +38,28 @@ class Response:
 
 @dataclass(frozen=True)
 class Group:
-    """A query and the responses to compare pairwise."""
+    """A query and the responses to compare pairwise.
+
+    `history` holds earlier turns as (role, text) pairs, role "human" or "assistant".
+    `keep` names objectives the first response already meets: it is trained to come back
+    unchanged under them in "better" mode (a clean answer; see `trainer.reformulate`).
+    """
 
     query: str
     responses: tuple[Response, ...]
+    history: tuple[tuple[str, str], ...] = ()
+    keep: tuple[str, ...] = ()
 
 
 def read_records(source: str, split: str = "train") -> list[dict[str, Any]]:
-    """Rows of a local JSONL/JSON/CSV/Parquet file, or of a dataset id loaded with `datasets`."""
+    """Rows of a local JSONL/JSON/CSV/Parquet file, of every `*.jsonl` in a folder (in name
+    order), or of a dataset id loaded with `datasets`."""
     path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))
+        if not files:
+            raise ValueError(f"`input` {source!r} is a folder without .jsonl files.")
+        return [row for file in files for row in read_records(str(file))]
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
@@ -141,13 +154,60 @@ def helpsteer(rows: Iterable[dict]) -> Iterator[Group]:
 
 
 def generic(rows: Iterable[dict]) -> Iterator[Group]:
-    """`{"query": str, "responses": [{"text": str, "scores": {objective: number}}]}`."""
-    for row in rows:
-        responses = []
-        for item in row["responses"]:
-            scores = {k: number(v) for k, v in (item.get("scores") or {}).items()}
-            responses.append(Response(item["text"].strip(), {k: v for k, v in scores.items() if v is not None}))
-        yield Group(row["query"], tuple(responses))
+    """Two row shapes, optionally with earlier turns in `context` ([[role, text], ...]):
+
+    - a graded chain `{"query", "responses": [{"text", "scores": {objective: number}}]}`;
+    - a rewrite `{"query", "answer", "objectives": [...], "rewrite"}`: the rewrite is better than
+      the answer on every named objective; a rewrite equal to the answer marks a clean answer,
+      to be kept as it is under those objectives.
+    """
+    for number_, row in enumerate(rows, 1):
+        history = _history(row.get("context"), number_)
+        if "responses" in row:
+            responses = []
+            for item in row["responses"]:
+                scores = {k: number(v) for k, v in (item.get("scores") or {}).items()}
+                kept = {k: v for k, v in scores.items() if v is not None}
+                responses.append(Response(item["text"].strip(), kept))
+            yield Group(row["query"], tuple(responses), history)
+            continue
+        missing = [k for k in ("query", "answer", "objectives", "rewrite") if k not in row]
+        if missing:
+            raise ValueError(
+                f"row {number_} of the generic data has neither `responses` (a graded chain) "
+                f"nor {', '.join(f'`{k}`' for k in missing)} (a rewrite); write "
+                '{"query", "responses": [{"text", "scores"}]} or '
+                '{"query", "answer", "objectives", "rewrite"}.'
+            )
+        keys = row["objectives"]
+        if isinstance(keys, str) or not keys:
+            raise ValueError(
+                f"row {number_}: `objectives` is {keys!r}; give a non-empty list of objective "
+                'keys, e.g. ["harmlessness", "length"].'
+            )
+        answer, rewrite = row["answer"].strip(), row["rewrite"].strip()
+        if answer == rewrite:
+            yield Group(row["query"], (Response(answer),), history, tuple(keys))
+        else:
+            better = Response(rewrite, {k: 1.0 for k in keys})
+            yield Group(row["query"], (better, Response(answer, {k: 0.0 for k in keys})), history)
+
+
+def _history(context: Any, row: int) -> tuple[tuple[str, str], ...]:
+    """`context` as (role, text) turns; roles "human"/"user" and "assistant"/"ai"."""
+    if not context:
+        return ()
+    roles = {"human": "human", "user": "human", "assistant": "assistant", "ai": "assistant"}
+    turns = []
+    for turn in context:
+        role = roles.get(str(turn[0]).lower()) if isinstance(turn, (list, tuple)) and len(turn) == 2 else None
+        if role is None:
+            raise ValueError(
+                f"row {row}: `context` has the turn {turn!r}; write each earlier turn as "
+                '["human", text] or ["assistant", text].'
+            )
+        turns.append((role, str(turn[1])))
+    return tuple(turns)
 
 
 def default_objectives(data_format: str) -> tuple[str, ...]:
@@ -165,6 +225,8 @@ def write_groups(groups: Iterable[Group], path: str | Path) -> Path:
                 "query": group.query,
                 "responses": [{"text": r.text, "scores": r.scores} for r in group.responses],
             }
+            if group.history:
+                item["context"] = [list(turn) for turn in group.history]
             handle.write(json.dumps(item, ensure_ascii=False) + "\n")
     return out
 

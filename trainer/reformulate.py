@@ -5,6 +5,12 @@ O≻ gives T(q, y2, O≻, "better") → y1, O≺ gives T(q, y1, O≺, "better") 
 T(q, y2, O≡, "equal") → y1. Each objective list is shuffled with the seed and never empty.
 Warm-up rows copy a seeded sample of the equal rows with the target set to the input answer.
 Queries are split into train and validation before any row is made, so no query is in both.
+
+Every row's target is the response that is better or equal on the objectives scored for both
+(for an equal row: the one no worse on any objective, else the one with the higher total), so a
+pair listed worse-first never teaches turning a good answer into the flawed one. Deviation from
+the paper: a clean answer (`Group.keep`) gives a "better" row whose target is the answer itself,
+so that the aligner learns to leave a good answer alone under "improve it" too.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ def objective_table(
 
 
 def pair_rows(
-    query: str,
+    query: Any,
     y1: str,
     y2: str,
     scores1: dict[str, float],
@@ -80,11 +86,16 @@ def pair_rows(
     better1 = [k for k in keys if scores1[k] - scores2[k] > tolerance]
     better2 = [k for k in keys if scores2[k] - scores1[k] > tolerance]
     tied = [k for k in keys if k not in better1 and k not in better2]
+    # The equal row's target: the response no worse on any objective, else the higher total.
+    first_wins = not better2 or (
+        better1 and sum(scores1[k] for k in keys) >= sum(scores2[k] for k in keys)
+    )
+    equal = (tied, y2, y1, "equal") if first_wins else (tied, y1, y2, "equal")
     rows = []
     for chosen, source, target, mode in (
         (better1, y2, y1, "better"),
         (better2, y1, y2, "better"),
-        (tied, y2, y1, "equal"),
+        equal,
     ):
         if not chosen:
             continue
@@ -94,6 +105,31 @@ def pair_rows(
         prompt = build_prompt(context, source, objectives, prompt_format=prompt_format, mode=mode)
         rows.append(Row(prompt, target, tuple(chosen), mode, source))
     return rows
+
+
+def keep_row(
+    query: Any, text: str, keys: Iterable[str], table: dict[str, Objective], prompt_format: str,
+    rng: random.Random,
+) -> Row | None:
+    """A clean answer under the objectives it meets that are trained: T(q, y, O, "better") → y."""
+    chosen = [k for k in keys if k in table]
+    if not chosen:
+        return None
+    rng.shuffle(chosen)
+    context = context_text(query, prompt_format)
+    prompt = build_prompt(context, text, [table[k] for k in chosen], prompt_format=prompt_format,
+                          mode="better")
+    return Row(prompt, text, tuple(chosen), "better", text)
+
+
+def conversation(group: Group) -> Any:
+    """The group's query as the runnable receives it: text, or earlier turns plus the query."""
+    if not group.history:
+        return group.query
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    kinds = {"human": HumanMessage, "assistant": AIMessage}
+    return [*(kinds[role](text) for role, text in group.history), HumanMessage(group.query)]
 
 
 def split_queries(groups: list[Group], val_fraction: float, seed: int) -> set[str]:
@@ -123,7 +159,9 @@ def reformulate(
     """
     prompt_format = config.resolved_prompt_format
     wanted = config.objectives or default_objectives(config.format)
-    keys = wanted or list(dict.fromkeys(k for g in groups for r in g.responses for k in r.scores))
+    keys = wanted or list(dict.fromkeys(
+        k for g in groups for k in (*(k for r in g.responses for k in r.scores), *g.keep)
+    ))
     if not keys:
         raise ValueError(
             f"`input` {config.input!r} has no per-objective scores; label it first with "
@@ -135,12 +173,15 @@ def reformulate(
     splits: dict[str, dict[str, list[Row]]] = {s: {st: [] for st in STAGES} for s in ("train", "val")}
     for group in progress(groups) if progress else groups:
         target = splits["val" if group.query in val_queries else "train"]
-        responses = group.responses
+        query, responses = conversation(group), group.responses
+        kept = keep_row(query, responses[0].text, group.keep, table, prompt_format, rng)
+        if kept is not None:
+            target["preference"].append(kept)
         for i in range(len(responses)):
             for j in range(i + 1, len(responses)):
                 a, b = responses[i], responses[j]
                 for row in pair_rows(
-                    group.query, a.text, b.text, a.scores, b.scores, table,
+                    query, a.text, b.text, a.scores, b.scores, table,
                     prompt_format, config.tie_tolerance, rng,
                 ):
                     target["preference" if row.mode == "better" else "equal"].append(row)

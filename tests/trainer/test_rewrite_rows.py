@@ -1,0 +1,101 @@
+"""The generic format's rewrite and clean rows, earlier turns, and the orientation of every pair."""
+
+from __future__ import annotations
+
+import pytest
+
+from metaaligner_chain.objectives import resolve
+from metaaligner_chain.prompt import build_prompt
+from trainer.config import DataConfig
+from trainer.data import load_groups
+from trainer.reformulate import reformulate
+
+HH = "hh-rlhf"
+
+
+def rows_of(records, **kw):
+    cfg = DataConfig(input="-", format="generic", out="-", prompt_format=HH,
+                     **{"val_fraction": 0.0, "warmup_fraction": 0.0, **kw})
+    splits = reformulate(load_groups("-", "generic", records=records), cfg)
+    return {stage: [r.to_json() for r in rows] for stage, rows in splits["train"].items()}
+
+
+def prompt(query_context, answer, keys, mode="better"):
+    return build_prompt(query_context, answer, resolve(keys, HH), prompt_format=HH, mode=mode)
+
+
+def test_a_rewrite_gives_one_better_row_from_the_answer_to_the_rewrite():
+    record = {"query": "Boil an egg?", "answer": "Just figure it out, genius.",
+              "objectives": ["harmlessness"], "rewrite": "Boil it for 8 minutes, then cool it in water."}
+    rows = rows_of([record])
+    assert rows["equal"] == [] and rows["warmup"] == []
+    assert rows["preference"] == [{
+        "prompt": prompt("\n\nHuman: Boil an egg? \n\nAssistant:", record["answer"], ["harmlessness"]),
+        "completion": record["rewrite"], "objectives": ["harmlessness"], "mode": "better",
+    }]
+
+
+def test_a_clean_answer_is_kept_as_it_is_under_better():
+    record = {"query": "Capital of Japan?", "answer": "Tokyo.", "objectives": ["factuality", "length"],
+              "rewrite": "Tokyo."}
+    [row] = rows_of([record])["preference"]
+    assert row["completion"] == "Tokyo." and row["mode"] == "better"
+    assert sorted(row["objectives"]) == ["factuality", "length"]
+    assert "| Answer: Tokyo. | Edit: " in row["prompt"]
+
+
+def test_earlier_turns_frame_the_context_as_the_runnable_serves_them():
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from metaaligner_chain import MetaAlignerRunnable
+    from metaaligner_chain.coerce import coerce
+
+    record = {"query": "And for two people?", "context": [["human", "A pasta recipe?"],
+                                                          ["assistant", "Boil 100 g per person."]],
+              "answer": "Ugh, do the maths yourself.", "objectives": ["harmlessness"],
+              "rewrite": "Use about 200 g for two people."}
+    [row] = rows_of([record])["preference"]
+    served = MetaAlignerRunnable(objectives=["harmlessness"], prompt_format=HH)
+    request = coerce({"query": "And for two people?", "response": record["answer"],
+                      "chat_history": [HumanMessage("A pasta recipe?"), AIMessage("Boil 100 g per person.")]})
+    assert row["prompt"] == served._prompt(request, HH)
+    assert "Boil 100 g per person.\n\nHuman: And for two people? \n\nAssistant: | Answer:" in row["prompt"]
+
+
+def test_every_target_is_no_worse_than_its_source_even_when_listed_worse_first():
+    chain = {"query": "Fix a flat tyre?", "responses": [
+        {"text": "Whatever.", "scores": {"helpfulness": 1, "harmlessness": 3}},
+        {"text": "Patch the tube.", "scores": {"helpfulness": 3, "harmlessness": 3}},
+        {"text": "Remove the wheel, find the hole, patch the tube, refit.",
+         "scores": {"helpfulness": 5, "harmlessness": 3}},
+    ]}
+    rows = rows_of([chain])
+    rank = {r["text"]: r["scores"]["helpfulness"] for r in chain["responses"]}
+    source_of = {row["prompt"].split("| Answer: ")[1].split(" | Edit: ")[0]: row for row in rows["equal"]}
+    assert len(rows["equal"]) == 3 and len(rows["preference"]) == 3
+    for row in rows["equal"] + rows["preference"]:
+        source = row["prompt"].split("| Answer: ")[1].split(" | Edit: ")[0]
+        assert rank[row["completion"]] > rank[source], (source, row["completion"])
+    assert set(source_of) == {"Whatever.", "Patch the tube."}
+
+
+def test_a_trade_off_pair_targets_the_higher_total_in_its_equal_row():
+    chain = {"query": "Explain tides.", "responses": [
+        {"text": "The Moon's pull raises the sea on both sides of Earth, twice a day, roughly.",
+         "scores": {"length": 2, "factuality": 5, "readability": 4}},
+        {"text": "The Sun does it.", "scores": {"length": 5, "factuality": 1, "readability": 4}},
+    ]}
+    [equal] = rows_of([chain])["equal"]
+    assert equal["objectives"] == ["readability"]
+    assert equal["completion"].startswith("The Moon's pull")
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"query": "q", "answer": "a"}, "row 1 of the generic data has neither `responses`"),
+    ({"query": "q", "answer": "a", "objectives": [], "rewrite": "b"}, "row 1: `objectives` is []"),
+    ({"query": "q", "answer": "a", "objectives": ["length"], "rewrite": "b", "context": [["bot", "x"]]},
+     "row 1: `context` has the turn ['bot', 'x']"),
+])
+def test_malformed_rows_are_named(record, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_groups("-", "generic", records=[record])
