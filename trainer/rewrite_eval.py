@@ -1,0 +1,230 @@
+"""Evaluate an aligner on written rewrite items: per objective, does the aligned answer beat the
+original? Judged two ways that played no part in writing the corpus: closeness to the gold
+rewrite (chrF, `sacrebleu`) and the item's own checks (phrases that must go or stay), backed by
+the offline scorer of the objective where one exists. Clean answers must come back unchanged.
+
+Each item is aligned once per aligner (cached in `aligned.jsonl`, so a rerun resumes); every run
+is appended to `runs.jsonl`, so the report can say how many times a set was looked at.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from difflib import SequenceMatcher
+from pathlib import Path
+from typing import Any
+
+from trainer import ledger
+from trainer.corpus import Item, checks_passed
+
+#: chrF points (0-100) by which the aligned answer must be closer to the gold than the original.
+CHRF_MARGIN = 1.0
+#: Character similarity at which a clean answer counts as returned unchanged.
+KEPT_SIMILARITY = 0.9
+#: Descriptions of objectives the prompt format's catalogue does not know.
+WRITTEN = {"empathy": "Empathy: the response acknowledges the asker's feelings"}
+#: Objective keys rewrite items may name: the catalogue's (hh-rlhf and zero-shot) and WRITTEN.
+KNOWN_OBJECTIVES = ("harmlessness", "helpfulness", "humour", "specificity", "factuality",
+                    "readability", "fairness", "repetition", "length", *WRITTEN)
+
+
+def objective_specs(keys: Sequence[str]) -> list[str]:
+    """Keys as the runnable takes them: catalogue keys, or 'Name: description' for written ones."""
+    return [WRITTEN.get(k, k) for k in keys]
+
+
+def default_aligner(model: str | None = None, prompt_format: str | None = None,
+                    max_new_tokens: int = 384) -> tuple[Callable[[dict], Any], str]:
+    """(align one item, name) for `MetaAlignerRunnable`: the built-in default or `model`."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from metaaligner_chain import MetaAlignerRunnable
+
+    runnable = MetaAlignerRunnable(objectives=["helpfulness"], model=model,
+                                   prompt_format=prompt_format, max_new_tokens=max_new_tokens)
+    kinds = {"human": HumanMessage, "assistant": AIMessage}
+
+    def run(row: dict) -> Any:
+        history = [kinds[{"user": "human", "ai": "assistant"}.get(r, r)](t)
+                   for r, t in row.get("context") or []]
+        value = {"query": row["query"], "response": AIMessage(row["answer"]),
+                 "objectives": objective_specs(row["objectives"])}
+        if history:
+            value["chat_history"] = history
+        return runnable.invoke(value)["response"]
+
+    return run, f"{model or 'default'}|{prompt_format or 'auto'}|{max_new_tokens}"
+
+
+def align_items(items: Sequence[Item], run: Callable[[dict], Any], name: str, out: Path,
+                progress: Callable[[str], None] = print) -> list[dict]:
+    """Aligned text, metadata and latency per item; items already in `out/aligned.jsonl` reused."""
+    cache = out / "aligned.jsonl"
+    done = ledger.read(cache)
+    records = []
+    for number, item in enumerate(items, 1):
+        key = ledger.stable_hash(item.row, name)
+        if key not in done:
+            start = time.perf_counter()
+            value = run(item.row)
+            meta = dict((getattr(value, "response_metadata", None) or {}).get("metaaligner") or {})
+            meta.pop("original", None)
+            done[key] = {"key": key, "id": item.row["id"], "aligned": str(value.content),
+                         "latency_s": time.perf_counter() - start, "metadata": meta}
+            ledger.append(cache, done[key])
+            if number % 10 == 0 or number == len(items):
+                progress(f"aligned {number}/{len(items)}")
+        records.append(done[key])
+    return records
+
+
+def judge_item(row: dict, aligned: str, scorers: dict[str, Any]) -> dict:
+    """Everything measured for one item; `outcomes` per objective in `fixes`: chrF and checks."""
+    from sacrebleu.metrics import CHRF
+
+    chrf = CHRF()
+    answer, gold = row["answer"], row["rewrite"]
+    checks = row.get("checks") or {}
+    a_pass, total = checks_passed(aligned, checks)
+    o_pass, _ = checks_passed(answer, checks)
+    result = {
+        "similarity": SequenceMatcher(None, answer, aligned).ratio(),
+        "checks": [a_pass, o_pass, total],
+        "lost_keep": [p for p in checks.get("must_keep", [])
+                      if p.lower() in answer.lower() and p.lower() not in aligned.lower()],
+    }
+    if row["kind"] == "clean":
+        return result
+    delta = (chrf.sentence_score(aligned, [gold]).score
+             - chrf.sentence_score(answer, [gold]).score)
+    result["chrf_delta"] = delta
+    result["outcomes"] = {}
+    for key in row["fixes"]:
+        by_chrf = _sign(delta, CHRF_MARGIN)
+        by_check = _sign(a_pass - o_pass, 0)
+        scorer = scorers.get(key)
+        if by_check == "tie" and scorer is not None:
+            by_check = _sign(scorer.score(row["query"], aligned) - scorer.score(row["query"], answer),
+                             scorer.margin)
+        result["outcomes"][key] = {"chrf": by_chrf, "independent": by_check}
+    return result
+
+
+def _sign(delta: float, margin: float) -> str:
+    return "win" if delta > margin else "loss" if delta < -margin else "tie"
+
+
+def offline_scorers() -> dict[str, Any]:
+    """The built-in text scorers per objective (`trainer.scorers`); empathy reads tone like humour."""
+    from trainer.scorers import BUILTIN
+
+    found = {key: BUILTIN[key] for key in ("harmlessness", "readability", "length", "humour")
+             if key in BUILTIN}
+    if "humour" in found:
+        found["empathy"] = found["humour"]
+    return found
+
+
+def summarize(items: Sequence[Item], records: Sequence[dict], judged: Sequence[dict]) -> dict:
+    """Win/tie/loss per objective and judge, clean answers kept, fallbacks, harm, latency."""
+    table: dict[str, dict[str, dict[str, int]]] = defaultdict(
+        lambda: {j: {"win": 0, "tie": 0, "loss": 0} for j in ("chrf", "independent")})
+    clean = kept = fallbacks = harmed = 0
+    for item, record, result in zip(items, records, judged):
+        fallbacks += bool(record["metadata"].get("fallback_reason"))
+        a_pass, o_pass, _ = result["checks"]
+        harmed += bool(result["lost_keep"]) or a_pass < o_pass
+        if item.kind == "clean":
+            clean += 1
+            kept += result["similarity"] >= KEPT_SIMILARITY
+            continue
+        for key, verdicts in result["outcomes"].items():
+            for judge, outcome in verdicts.items():
+                table[key][judge][outcome] += 1
+    per_objective = {}
+    for key, judges in sorted(table.items()):
+        per_objective[key] = {j: {**c, "win_rate": _rate(c)} for j, c in judges.items()}
+    latencies = sorted(r["latency_s"] for r in records)
+    n = len(records)
+    return {
+        "items": n,
+        "objectives": per_objective,
+        "clean": {"items": clean, "kept": kept, "rate": kept / clean if clean else None},
+        "fallbacks": {"count": fallbacks, "rate": fallbacks / n if n else None},
+        "harm": {"count": harmed, "rate": harmed / n if n else None},
+        "changed": sum(r["aligned"].strip() != i.row["answer"].strip()
+                       for i, r in zip(items, records)),
+        "latency_s": {"median": latencies[n // 2] if n else None,
+                      "p95": latencies[min(n - 1, int(0.95 * n))] if n else None},
+    }
+
+
+def _rate(counts: dict[str, int]) -> float | None:
+    decided = counts["win"] + counts["loss"]
+    return counts["win"] / decided if decided else None
+
+
+def evaluate(items: Sequence[Item], run: Callable[[dict], Any], name: str, out: str | Path,
+             label: str, progress: Callable[[str], None] = print) -> dict:
+    """Align and judge `items`; write `results.json`, `items.jsonl` and append to `runs.jsonl`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = align_items(items, run, name, out, progress)
+    scorers = offline_scorers()
+    judged = [judge_item(i.row, r["aligned"], scorers) for i, r in zip(items, records)]
+    results = {"label": label, "aligner": name, **summarize(items, records, judged)}
+    with (out / "runs.jsonl").open("a") as handle:
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        handle.write(json.dumps({"when": stamp, "label": label, "aligner": name,
+                                 "items": len(items)}) + "\n")
+    results["runs"] = sum(1 for line in (out / "runs.jsonl").read_text().splitlines() if line.strip())
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    with (out / "items.jsonl").open("w") as handle:
+        for item, record, result in zip(items, records, judged):
+            handle.write(json.dumps({"id": item.row["id"], "kind": item.kind,
+                                     "objectives": item.row["objectives"],
+                                     "answer": item.row["answer"], "aligned": record["aligned"],
+                                     "fallback_reason": record["metadata"].get("fallback_reason"),
+                                     **result}, ensure_ascii=False) + "\n")
+    return results
+
+
+def write_report(results: dict, out: Path) -> Path:
+    """`report.md`: one table per objective (win/tie/loss by each judge), then the do-no-harm
+    figures, and how many times this folder's set has been run."""
+    lines = [f"# {results['label']}: {results['aligner']}", "",
+             f"{results['items']} items; this set has been aligned and judged "
+             f"{results['runs']} time(s) in this folder (runs.jsonl).", "",
+             "| objective | items | chrF vs gold: win / tie / loss | win rate | "
+             "checks or scorer: win / tie / loss | win rate |", "|---|---|---|---|---|---|"]
+    for key, judges in results["objectives"].items():
+        c, i = judges["chrf"], judges["independent"]
+        n = c["win"] + c["tie"] + c["loss"]
+        lines.append(f"| {key} | {n} | {c['win']} / {c['tie']} / {c['loss']} | {_pct(c['win_rate'])} | "
+                     f"{i['win']} / {i['tie']} / {i['loss']} | {_pct(i['win_rate'])} |")
+    clean, fb, harm = results["clean"], results["fallbacks"], results["harm"]
+    lines += ["", "| measure | value |", "|---|---|",
+              f"| clean answers returned (similarity >= {KEPT_SIMILARITY}) | {clean['kept']} / "
+              f"{clean['items']} ({_pct(clean['rate'])}) |",
+              f"| fallbacks (original kept by the gate) | {fb['count']} / {results['items']} "
+              f"({_pct(fb['rate'])}) |",
+              f"| harm (a required phrase lost, or fewer checks passed) | {harm['count']} / "
+              f"{results['items']} ({_pct(harm['rate'])}) |",
+              f"| answers changed | {results['changed']} / {results['items']} |",
+              f"| latency median / p95 | {results['latency_s']['median']:.2f} s / "
+              f"{results['latency_s']['p95']:.2f} s |", "",
+              "Win rates exclude ties. chrF: the aligned answer is closer to the gold rewrite than "
+              f"the original by more than {CHRF_MARGIN} point. Checks: more of the item's "
+              "must-drop / must-keep phrases satisfied; on a tie, the objective's offline scorer "
+              "(trainer/scorers.py) decides with its margin."]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
