@@ -235,14 +235,26 @@ def run(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe with data/score/train sections.")],
     resume: Annotated[bool, typer.Option("--resume", help="Resume training from checkpoints.")] = False,
 ) -> None:
-    """Run a whole recipe: score (if given), data build (if given), train (if given)."""
+    """Run a whole recipe, each section if given: score, data build, train, export, eval."""
     steps: Recipe = load_recipe(recipe)
+    start = time.time()
     if steps.score:
         run_score(steps.score)
     if steps.data:
         run_build(steps.data)
     if steps.train:
         run_train(dataclasses.replace(steps.train, resume=True) if resume else steps.train)
+    if steps.export:
+        from trainer.export import export_adapter
+
+        e = steps.export
+        out = export_adapter(e.run, e.adapter_dir, e.base, e.base_name, e.recipe or str(recipe))
+        console.print(f"adapter written to {out}")
+    if steps.eval:
+        from trainer.eval_cli import run_rewrite_eval
+
+        run_rewrite_eval(steps.eval)
+    console.print(f"{recipe}: done in {(time.time() - start) / 60:.1f} min")
 
 
 @app.command("tiny")

@@ -142,6 +142,9 @@ class TrainConfig:
     save_total_limit: int = 2
     logging_steps: int = 10
     seed: int = 0
+    sampling: str = "random"
+    """Batch order: random, or group_by_length (rows of similar length together: less padding,
+    faster on CPU; the order is still seeded)."""
 
     def __post_init__(self) -> None:
         if self.stage not in (*STAGES, "all"):
@@ -162,15 +165,51 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """The `export` step of a recipe: a finished LoRA run as a folder to ship."""
+
+    run: str
+    """RUN_DIR of the finished run."""
+    adapter_dir: str
+    """Folder for the fp16 peft adapter, `adapter.gguf` and `metaaligner.json` (replaced files)."""
+    base: str | None = None
+    """The base model folder the adapter was trained on; default: the run's `base_model`."""
+    base_name: str | None = None
+    """Name written in place of the training machine's base path."""
+    recipe: str | None = None
+    """Recorded in `metaaligner.json` as the recipe that made the adapter."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The `eval` step of a recipe: written rewrite items (with gold rewrites and checks) aligned
+    and judged per objective (`trainer.rewrite_eval`)."""
+
+    data: str
+    """A JSONL file, or a folder of them, in the corpus format (examples/eval/heldout/)."""
+    out: str
+    """Folder for results.json, items.jsonl, aligned.jsonl (resumable) and runs.jsonl."""
+    aligner: str = "default"
+    """'default' (the built-in aligner) or a model path."""
+    prompt_format: str | None = None
+    max_new_tokens: int = 384
+    label: str = "held-out"
+    """Recorded with every run in runs.jsonl (how often this set was looked at)."""
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """A whole `ma-train run`: optional scoring, then data build, then training."""
+    """A whole `ma-train run`: optional scoring, data build, training, export, evaluation."""
 
     data: DataConfig | None = None
     score: ScoreConfig | None = None
     train: TrainConfig | None = None
+    export: ExportConfig | None = None
+    eval: EvalConfig | None = None
 
 
-_SECTIONS = {"data": DataConfig, "score": ScoreConfig, "train": TrainConfig}
+_SECTIONS = {"data": DataConfig, "score": ScoreConfig, "train": TrainConfig,
+             "export": ExportConfig, "eval": EvalConfig}
 
 
 def build(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -226,5 +265,5 @@ def load_recipe(path: str | Path) -> Recipe:
         if read_section(path, name)
     }
     if not sections:
-        raise ValueError(f"{path} has no `data`, `score` or `train` section; nothing to run.")
+        raise ValueError(f"{path} has no {', '.join(f'`{s}`' for s in _SECTIONS)} section; nothing to run.")
     return Recipe(**sections)

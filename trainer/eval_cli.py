@@ -6,16 +6,19 @@ Imports nothing heavy: the evaluation modules load when the command runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 
 def eval_command(
-    data: Annotated[Path, typer.Option(help="TEST JSONL: {\"query\", \"response\", \"golden\"?}.")],
-    objectives: Annotated[str, typer.Option(help="Comma-separated objective keys, e.g. "
-                                            "harmlessness,readability,length.")],
+    data: Annotated[Path, typer.Option(help="TEST JSONL: {\"query\", \"response\", \"golden\"?}; "
+                                       "without --objectives, written rewrite items (a file or "
+                                       "folder, see trainer/EVAL.md).")],
     out: Annotated[Path, typer.Option(help="Output folder (reused: finished work resumes).")],
+    objectives: Annotated[Optional[str], typer.Option(
+        help="Comma-separated objective keys, e.g. harmlessness,readability,length. Leave out "
+        "for rewrite items, which name their own.")] = None,
     aligner: Annotated[str, typer.Option(help="'default' (built-in aligner), a model path "
                                          "or hub id.")] = "default",
     judge: Annotated[Optional[list[str]], typer.Option(
@@ -34,8 +37,14 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
     """Per-objective win rates of the aligned answers, do-no-harm figures, report and plot."""
+    from trainer.config import EvalConfig
     from trainer.evaluate import evaluate
 
+    if objectives is None:
+        run_rewrite_eval(EvalConfig(data=str(data), out=str(out), aligner=aligner,
+                                    prompt_format=prompt_format,
+                                    max_new_tokens=max_new_tokens or 384, label="cli"))
+        return
     keys = _split(objectives)
     try:
         results = evaluate(
@@ -92,3 +101,23 @@ def _judges(specs: list[str], objectives: list[str]) -> str | dict[str, str]:
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def run_rewrite_eval(config: Any) -> dict:
+    """Align written rewrite items (each naming its objectives) and judge them; print a summary."""
+    from trainer.corpus import load
+    from trainer.rewrite_eval import KNOWN_OBJECTIVES, default_aligner, evaluate, write_report
+
+    source = Path(config.data)
+    files = sorted(source.glob("*.jsonl")) if source.is_dir() else [source]
+    try:
+        items = load(files, KNOWN_OBJECTIVES)
+        model = None if config.aligner == "default" else config.aligner
+        run, name = default_aligner(model, config.prompt_format, config.max_new_tokens)
+        results = evaluate(items, run, name, config.out, config.label, progress=typer.echo)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    report = write_report(results, Path(config.out))
+    typer.echo(report.read_text())
+    return results

@@ -88,7 +88,11 @@ def evaluate(
 def load_rows(
     data: str | Path | Sequence[Mapping[str, Any]], need_response: bool = True
 ) -> list[dict]:
-    """TEST rows from a JSONL path or a list of dicts, checked; each gains a stable `item` id."""
+    """TEST rows from a JSONL path or a list of dicts, checked; each gains a stable `item` id.
+
+    Written rewrite items (`examples/eval/heldout/`) read as rows too: `answer` is the response
+    and `rewrite` the golden one.
+    """
     if isinstance(data, (str, Path)):
         path = Path(data)
         if not path.is_file():
@@ -98,6 +102,8 @@ def load_rows(
         raw = [dict(r) for r in data]
     rows = []
     for n, row in enumerate(raw, 1):
+        if "answer" in row and "response" not in row:
+            row = {**row, "response": row["answer"], "golden": row.get("rewrite")}
         fields = ("query", "response") if need_response else ("query",)
         for name in fields:
             if not isinstance(row.get(name), str) or not row[name].strip():

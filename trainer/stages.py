@@ -135,6 +135,7 @@ def sft_args(config: TrainConfig, stage_dir: Path) -> Any:
         data_seed=config.seed,
         ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
+        train_sampling_strategy=config.sampling,
     )
 
 

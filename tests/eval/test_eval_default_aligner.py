@@ -7,7 +7,7 @@ from pathlib import Path
 
 from trainer.evaluate import evaluate
 
-HELDOUT = Path(__file__).parents[2] / "examples" / "eval" / "heldout.jsonl"
+HELDOUT = Path(__file__).parents[2] / "examples" / "eval" / "heldout" / "h1.jsonl"
 
 
 def test_default_aligner_end_to_end(tmp_path):

@@ -51,7 +51,7 @@ def test_tiny_recipe_in_examples_loads_and_checks():
 
 
 def test_every_example_recipe_loads():
-    recipes = sorted((ROOT / "examples").glob("**/train*.yaml"))
+    recipes = sorted([*(ROOT / "examples").glob("**/train*.yaml"), *(ROOT / "examples").glob("**/recipe.yaml")])
     assert len(recipes) >= 2
     for path in recipes:
         assert load_recipe(path).train is not None
