@@ -1,0 +1,195 @@
+"""Capacity study: which small aligner to ship, chosen on the validation split of one corpus slice.
+
+Every candidate trains on the same slice of the corpus with the same budget (the three stages,
+one epoch each, the same rows and lengths), is exported to an F16 GGUF and aligns the slice's
+validation items through `MetaAlignerRunnable` on llama.cpp. The table compares validation
+quality (chrF and per-item checks against the original, clean answers kept, fallbacks), training
+time, artifact size and decode speed. The held-out set is not touched here.
+
+    python examples/default_aligner/study.py                 # all candidates (~1 h on 2 cores)
+    python examples/default_aligner/study.py --only smollm2-lora-r8
+Results: examples/default_aligner/study/results.{json,md}; runs under runs/study/ (resumable:
+a candidate whose results exist is skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+from trainer.config import DataConfig, TrainConfig
+from trainer.corpus import Item, load
+from trainer.data import load_groups
+from trainer.reformulate import reformulate, split_queries, summarize, write_splits
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+RUNS = ROOT / "runs" / "study"
+OUT = HERE / "study"
+TRAINED = ("harmlessness", "helpfulness", "factuality", "readability", "length", "humour")
+SLICE_ITEMS = 360
+DATA = DataConfig(input=str(RUNS / "slice.jsonl"), format="generic", out=str(RUNS / "data"),
+                  prompt_format="hh-rlhf", seed=0, warmup_fraction=0.3, val_fraction=0.15)
+#: The same budget for every candidate: one epoch per stage, batch 8, rows up to 640 tokens.
+BUDGET = dict(stage="all", epochs=1, batch_size=8, max_length=640, logging_steps=5,
+              save_steps=1000, sampling="group_by_length", seed=0)
+CANDIDATES = {
+    "smollm2-lora-r8": dict(base="default", lora=True, lora_r=8, lora_alpha=16, learning_rate=3e-4),
+    "smollm2-lora-r64": dict(base="default", lora=True, lora_r=64, lora_alpha=128, learning_rate=2e-4),
+    "smollm2-full": dict(base="default", lora=False, learning_rate=5e-5),
+    "gemma3-270m-lora-r8": dict(base="gemma", lora=True, lora_r=8, lora_alpha=16, learning_rate=3e-4),
+}
+
+
+def corpus_slice() -> list[Item]:
+    """A seeded sample of the training corpus, written once as the slice's generic-format input
+    (reused while it exists, so every candidate sees the same rows)."""
+    if Path(DATA.input).is_file():
+        return load([DATA.input], TRAINED)
+    written = [f for f in sorted((HERE / "corpus" / "train").glob("*.jsonl"))
+               if not f.name.startswith("r")]  # the real answers' rewrites were still being written
+    items = load(written, TRAINED)
+    picked = random.Random(0).sample(items, min(SLICE_ITEMS, len(items)))
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with open(DATA.input, "w") as handle:
+        for item in picked:
+            handle.write(json.dumps(item.row, ensure_ascii=False) + "\n")
+    return picked
+
+
+def validation_items(picked: list[Item]) -> list[Item]:
+    """The slice's rewrite and clean items whose query the data build put in validation."""
+    groups = load_groups(DATA.input, "generic")
+    val = split_queries(groups, DATA.val_fraction, DATA.seed)
+    return [i for i in picked if i.kind != "chain" and i.row["query"] in val]
+
+
+def gemma_base() -> str:
+    """Gemma-3-270M base as a trainable transformers folder (from the package-index GGUF)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from make_answers import gemma_path  # beside this script
+    from metaaligner_chain.cache import cached_dir, default_cache_root
+
+    gguf = gemma_path()
+
+    def build(out: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                      dtype=torch.float32)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = type(loaded)(config)
+        model.load_state_dict(loaded.state_dict())
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+    folder = cached_dir(default_cache_root() / "gemma-3-270m-base", build,
+                        lambda f: (f / "config.json").is_file())
+    return str(folder)
+
+
+def decode_speed(gguf: Path, tokens: int = 128) -> float:
+    """Tokens per second of plain greedy decoding (2 threads) after a short prompt."""
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf), n_ctx=512, n_threads=2, verbose=False)
+    llm("Warm up.", max_tokens=4)
+    start = time.perf_counter()
+    out = llm("Write a short story about a lighthouse keeper.", max_tokens=tokens, temperature=0,
+              stop=[])
+    return out["usage"]["completion_tokens"] / (time.perf_counter() - start)
+
+
+def artifact_mb(run: Path, lora: bool) -> float:
+    """What would ship: the adapter in fp16, or the whole model in fp16."""
+    if lora:
+        from safetensors.torch import load_file
+
+        weights = load_file(str(run / "stages" / "preference" / "adapter_model.safetensors"))
+        return sum(t.numel() for t in weights.values()) * 2 / 1e6
+    return (run / "model.f16.gguf").stat().st_size / 1e6
+
+
+def run_candidate(name: str, val: list[Item]) -> dict:
+    from trainer.export import export_gguf
+    from trainer.rewrite_eval import default_aligner, evaluate
+    from trainer.stages import run_training
+
+    spec = dict(CANDIDATES[name])
+    if spec["base"] == "gemma":
+        spec["base"] = gemma_base()
+    run = RUNS / name
+    config = TrainConfig(data=DATA.out, out=str(run), **BUDGET, **spec)
+    start = time.time()
+    metadata = run_training(config)
+    train_s = time.time() - start
+    gguf = export_gguf(run, run / "model.f16.gguf", quant="f16")
+    speed = decode_speed(gguf)
+    align, label = default_aligner(model=str(gguf), prompt_format="hh-rlhf", max_new_tokens=320)
+    quality = evaluate(val, align, label, run / "validation", label="validation")
+    return {
+        "candidate": name,
+        "train_minutes": round(train_s / 60, 1),
+        "stages": {s: {k: m.get(k) for k in ("rows", "steps", "first_loss", "last_loss", "eval_loss")}
+                   for s, m in metadata["metrics"].items()},
+        "artifact_mb": round(artifact_mb(run, spec["lora"]), 1),
+        "decode_tok_s": round(speed, 1),
+        "validation": quality,
+    }
+
+
+def write_table(results: dict[str, dict]) -> None:
+    lines = ["| candidate | chrF win rate | checks win rate | clean kept | fallbacks | harm | "
+             "val loss (pref.) | train min | artifact MB | decode tok/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        v = r["validation"]
+        wins = {j: _pooled(v["objectives"], j) for j in ("chrf", "independent")}
+        lines.append(
+            f"| {name} | {_pct(wins['chrf'])} | {_pct(wins['independent'])} | "
+            f"{v['clean']['kept']}/{v['clean']['items']} | {v['fallbacks']['count']}/{v['items']} | "
+            f"{v['harm']['count']}/{v['items']} | {r['stages']['preference']['eval_loss']:.3f} | "
+            f"{r['train_minutes']} | {r['artifact_mb']} | {r['decode_tok_s']} |")
+    (OUT / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _pooled(per_objective: dict, judge: str) -> float | None:
+    wins = sum(o[judge]["win"] for o in per_objective.values())
+    losses = sum(o[judge]["loss"] for o in per_objective.values())
+    return wins / (wins + losses) if wins + losses else None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=list(CANDIDATES))
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    results_path = OUT / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    picked = corpus_slice()
+    groups = load_groups(DATA.input, "generic")
+    splits = reformulate(groups, DATA)
+    write_splits(splits, summarize(splits, DATA, len(groups)), DATA.out)
+    val = validation_items(picked)
+    print(f"slice: {len(picked)} items, {len(val)} validation items")
+    for name in args.only or list(CANDIDATES):
+        if name in results:
+            continue
+        results[name] = run_candidate(name, val)
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        write_table(results)
+
+
+if __name__ == "__main__":
+    main()
