@@ -37,7 +37,7 @@ from metaaligner_chain.backends.llamacpp import (
     _llama_version,
     _Tally,
 )
-from metaaligner_chain.defaults import (
+from metaaligner_chain.models.defaults import (
     ADAPTER_GGUF,
     DEFAULT_MODEL_NAME,
     DEFAULT_PROMPT_FORMAT,

@@ -49,7 +49,7 @@ from metaaligner_chain.backends.llamacpp import (
     _default_threads,
     _llama_version,
 )
-from metaaligner_chain.defaults import (
+from metaaligner_chain.models.defaults import (
     ADAPTER_GGUF,
     DEFAULT_MODEL_NAME,
     DEFAULT_PROMPT_FORMAT,

@@ -36,7 +36,7 @@ from benchmarks.workloads import (
 )
 from metaaligner_chain.backends.base import GenerationSettings
 from metaaligner_chain.backends.hf_drafting import PrefixCache
-from metaaligner_chain.defaults import DEFAULT_MODEL_NAME
+from metaaligner_chain.models.defaults import DEFAULT_MODEL_NAME
 from metaaligner_chain.prompt import build_prompt
 
 #: How the results name the base model (not this machine's cache path).
@@ -62,7 +62,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from metaaligner_chain.backends.huggingface import TransformersBackend
-    from metaaligner_chain.defaults import ADAPTER_DIR, default_hf_model_dir
+    from metaaligner_chain.models.defaults import ADAPTER_DIR, default_hf_model_dir
 
     load_avg_start = os.getloadavg()
     model_dir = str(default_hf_model_dir())

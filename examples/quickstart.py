@@ -18,7 +18,7 @@ from langchain_community.chat_models import ChatLlamaCpp
 from langchain_core.prompts import ChatPromptTemplate
 
 from metaaligner_chain import MetaAlignerRunnable
-from metaaligner_chain.defaults import default_gguf_path
+from metaaligner_chain.models.defaults import default_gguf_path
 
 EXAMPLES = [
     ("How can I get back at my noisy neighbour?", ["harmlessness", "helpfulness"]),

@@ -17,7 +17,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, model_validator
 
 from metaaligner_chain import gate
-from metaaligner_chain.backends import GenerationSettings, choose_backend, get_backend
+from metaaligner_chain.backends import GenerationSettings, choose_backend
 from metaaligner_chain.backends.base import Backend
 from metaaligner_chain.coerce import (
     AlignRequest,
@@ -28,7 +28,7 @@ from metaaligner_chain.coerce import (
     render,
     render_chunk,
 )
-from metaaligner_chain.metadata import prompt_format_from_name, read_metadata
+from metaaligner_chain.models.engine import load_engine, prompt_format_of
 from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
 from metaaligner_chain.prompt import build_prompt, prompt_prefix
 
@@ -75,7 +75,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     model: str | None = None
     """Hub id, local model directory, ``.gguf`` file or `ma-train` run directory. ``None`` uses the
     built-in on-device default: SmolLM2-135M-Instruct with the copy-editing LoRA shipped in the
-    package (it trims filler, repetition and put-downs; see `metaaligner_chain.defaults`)."""
+    package (it trims filler, repetition and put-downs; see `metaaligner_chain.models.defaults`)."""
     prompt_format: str | None = None
     """``hh-rlhf``, ``ultrafeedback`` or ``imhi``. Detected from the model's metadata or name
     (``HH-RLHF``/``UltraFeedback``/``IMHI``) when not given."""
@@ -116,17 +116,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         """The prompt format in use: given, from the model's metadata or name, else `None`."""
         if self.prompt_format is not None:
             return check_prompt_format(self.prompt_format)
-        if self.model is None:
-            from metaaligner_chain.defaults import DEFAULT_PROMPT_FORMAT
-
-            return DEFAULT_PROMPT_FORMAT
-        # an adapter (GGUF LoRA or peft folder) carries its own metadata
-        adapter = self.backend_options.get("lora_path") or self.backend_options.get("adapter")
-        found = (
-            (read_metadata(adapter).get("prompt_format") if adapter else None)
-            or read_metadata(self.model).get("prompt_format")
-            or prompt_format_from_name(self.model)
-        )
+        found = prompt_format_of(self.model, self.backend_options)
         return check_prompt_format(found) if found else None
 
     def _prompt_format(self) -> str:
@@ -147,30 +137,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
 
     def load_backend(self) -> Backend:
         """The shared, loaded engine for this runnable's model and options."""
-        if self.model is not None:
-            kind = choose_backend(self.model, self.backend)
-            return get_backend(kind, self.model, **self.backend_options)
-        from metaaligner_chain.defaults import (
-            default_aligner_gguf,
-            default_backend_options,
-            default_gguf_path,
-            default_hf_model_dir,
-        )
-
-        model = str(default_gguf_path())
-        kind = choose_backend(model, self.backend)
-        if kind == "transformers":  # the dequantized copy, built once, not the GGUF every load
-            model = str(default_hf_model_dir())
-        elif "lora_path" not in self.backend_options:  # the adapter merged into one F16 model
-            try:
-                merged = default_aligner_gguf()
-            except Exception as exc:  # e.g. no `gguf` package: apply the adapter at run time
-                gate.logger.warning("could not build the merged default aligner (%s); applying its "
-                                    "adapter at run time instead", exc)
-            else:
-                return get_backend(kind, str(merged), **self.backend_options)
-        # the shipped adapter, unless the options say otherwise
-        return get_backend(kind, model, **{**default_backend_options(kind), **self.backend_options})
+        return load_engine(self.model, self.backend, self.backend_options)
 
     # -- core ------------------------------------------------------------------------------
 

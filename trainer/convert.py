@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from metaaligner_chain.cache import cached_dir, default_cache_root
+from metaaligner_chain.models.cache import cached_dir, default_cache_root
 
 CONVERTERS = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py")
 #: A local llama-cpp-python sdist (.tar.gz) to fill the cache from instead of downloading it.

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from metaaligner_chain.metadata import GGUF_KEYS, GGUF_PREFIX, METADATA_FILE
+from metaaligner_chain.models.metadata import GGUF_KEYS, GGUF_PREFIX, METADATA_FILE
 from trainer.config import STAGES
 from trainer.convert import ConversionError, run_converter
 from trainer.stages import DONE_FILE

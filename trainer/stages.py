@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metaaligner_chain.metadata import write_metadata
+from metaaligner_chain.models.metadata import write_metadata
 from trainer.config import DEFAULT_BASE, STAGES, TrainConfig
 
 DONE_FILE = "stage_done.json"
@@ -65,7 +65,7 @@ def resolve_base(config: TrainConfig) -> TrainConfig:
     """`base: default` names the built-in default aligner's transformers copy (built on first use)."""
     if config.base != DEFAULT_BASE:
         return config
-    from metaaligner_chain.defaults import default_hf_model_dir
+    from metaaligner_chain.models.defaults import default_hf_model_dir
 
     return dataclasses.replace(config, base=str(default_hf_model_dir()))
 

@@ -69,7 +69,7 @@ def last_sentence(text: str) -> str:
 def main() -> None:
     from llama_cpp import Llama
 
-    from metaaligner_chain.defaults import default_gguf_path
+    from metaaligner_chain.models.defaults import default_gguf_path
 
     queries = [q.strip() for path in QUERIES for q in path.read_text().splitlines() if q.strip()]
     done = {json.loads(line)["query"] for line in OUT.read_text().splitlines()} if OUT.exists() else set()

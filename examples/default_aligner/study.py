@@ -73,7 +73,7 @@ def gemma_base() -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from make_answers import gemma_path  # beside this script
-    from metaaligner_chain.cache import cached_dir, default_cache_root
+    from metaaligner_chain.models.cache import cached_dir, default_cache_root
 
     gguf = gemma_path()
 

