@@ -151,3 +151,27 @@ def test_prefix_snapshots_give_the_same_outputs_as_recomputing(backend):
     finally:
         warm.close()
     assert got == expected + expected
+
+
+def test_a_full_snapshot_cache_never_evicts_the_snapshot_it_is_about_to_load():
+    """Three preambles cycling through two snapshots: the one to restore is the oldest, and the
+    live cache saved first must evict another one (it once raised KeyError, and the gate kept
+    the original)."""
+    preamble = "Faithfulness: keep the answer's own words and fix only clear errors, " * 6
+    sets = [[f"Care: {preamble}"], [f"Warmth: {preamble}"], [f"Brevity: {preamble}"]]
+    response = "I am not sure."
+    prompts = [build_prompt(f"\n\nHuman: Question {i}? \n\nAssistant:", response, objectives)
+               for i in range(2) for objectives in sets]
+    settings = GenerationSettings(max_new_tokens=4)
+    cold = LlamaCppBackend(MODEL, prefix_cache=0)
+    try:
+        expected = [cold.generate([p], settings)[0].text for p in prompts]
+    finally:
+        cold.close()
+    small = LlamaCppBackend(MODEL, prefix_cache=2)
+    try:
+        assert [small.generate([p], settings)[0].text for p in prompts] == expected
+        # A again restores A (the oldest, kept while C is saved); B was evicted by then; C restores
+        assert small._prefixes.restored == 2
+    finally:
+        small.close()

@@ -38,12 +38,14 @@ class PrefixCache:
         cached = llama._input_ids.tolist()
         live = common_prefix(cached, tokens)
         best, key = max(((common_prefix(k, tokens), k) for k in self._entries), default=(0, ()))
+        use = best > live and best >= MIN_PREFIX
+        if use:  # most recently used first, so the snapshot saved below cannot evict it
+            self._entries.move_to_end(key)
         if len(cached) - live >= MIN_PREFIX and not any(
             common_prefix(k, cached) >= max(live, MIN_PREFIX) for k in self._entries
         ):
             self._save(llama, tuple(cached))
-        if best > live and best >= MIN_PREFIX:
-            self._entries.move_to_end(key)
+        if use:
             self._load(llama, key, best)
             self.restored += 1
 
