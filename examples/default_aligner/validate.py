@@ -1,0 +1,54 @@
+"""Judge a trained run on the corpus's validation split (the queries `data build` held out).
+
+Settings are chosen here, never on the held-out set. The run is exported to an F16 GGUF once and
+served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
+
+    python examples/default_aligner/validate.py [RUN_DIR] [--max-new-tokens N]
+Writes RUN_DIR/validation/ and examples/default_aligner/validation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from trainer.config import load_recipe
+from trainer.corpus import load
+from trainer.data import load_groups
+from trainer.reformulate import split_queries
+
+HERE = Path(__file__).resolve().parent
+TRAINED = ("harmlessness", "helpfulness", "factuality", "readability", "length", "humour")
+
+
+def validation_items(data_config) -> list:
+    """Rewrite and clean items whose query the recipe's data build put in validation."""
+    groups = load_groups(data_config.input, data_config.format)
+    val = split_queries(groups, data_config.val_fraction, data_config.seed)
+    items = load(sorted(Path(data_config.input).glob("*.jsonl")), TRAINED)
+    return [i for i in items if i.kind != "chain" and i.row["query"] in val]
+
+
+def main() -> None:
+    from trainer.export import export_gguf
+    from trainer.rewrite_eval import default_aligner, evaluate, write_report
+
+    recipe = load_recipe(HERE / "recipe.yaml")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", nargs="?", default=recipe.train.out)
+    parser.add_argument("--max-new-tokens", type=int, default=recipe.eval.max_new_tokens)
+    args = parser.parse_args()
+    run = Path(args.run)
+    gguf = run / "model.f16.gguf"
+    if not gguf.exists():
+        export_gguf(run, gguf, quant="f16")
+    items = validation_items(recipe.data)
+    align, name = default_aligner(str(gguf), "hh-rlhf", args.max_new_tokens)
+    results = evaluate(items, align, name, run / "validation", label="validation")
+    print(write_report(results, run / "validation").read_text())
+    (HERE / "validation.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
