@@ -62,6 +62,32 @@ def _response_text(value: Any, field: str) -> str:
     )
 
 
+def _history(value: Any, field: str) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"`{field}` is {value!r}; give the earlier turns as a list of messages, or leave "
+            f"`{field}` out."
+        )
+    return list(value)
+
+
+def _objectives(value: Any) -> Any:
+    """Per-call objectives, checked as the constructor checks them (None: the runnable's own)."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"`objectives` is {value!r}; give a list such as ['harmlessness', 'length'], or leave "
+            "it out to use the runnable's objectives."
+        )
+    if not value:
+        raise ValueError(
+            "`objectives` is []; name at least one objective, or leave it out to use the "
+            "runnable's objectives."
+        )
+    return list(value)
+
+
 def coerce(value: Any) -> AlignRequest:
     """Read one input; raise `TypeError`/`ValueError` naming the field and the fix."""
     if isinstance(value, (str, BaseMessage)):
@@ -76,13 +102,13 @@ def coerce(value: Any) -> AlignRequest:
         query_key, history_key = _first_key(value, QUERY_KEYS), _first_key(value, HISTORY_KEYS)
         context: Any = value[query_key] if query_key else ""
         if history_key:
-            context = [*value[history_key], *as_messages(context)]
+            context = [*_history(value[history_key], history_key), *as_messages(context)]
         return AlignRequest(
             raw=value,
             response=_response_text(value[key], key),
             context=context,
             response_key=key,
-            objectives=value.get("objectives"),
+            objectives=_objectives(value.get("objectives")),
         )
     raise TypeError(
         f"input is a {type(value).__name__}; pass a str, a LangChain message, or a dict such as "

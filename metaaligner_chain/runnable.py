@@ -33,6 +33,10 @@ from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
 from metaaligner_chain.prompt import build_prompt, prompt_prefix
 
 
+#: What an empty or whitespace-only response gets: returned as it is, without a model call.
+EMPTY = gate.Verdict(text="", aligned=False, fallback_reason="the response is empty; nothing to align")
+
+
 class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     """Rewrite a response so it better meets the given objectives, with a MetaAligner model.
 
@@ -182,6 +186,9 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         for i, request in enumerate(requests):
             if isinstance(request, Exception):
                 continue
+            if not request.quoted:  # nothing to align: returned as it is, no model call
+                results[i] = render(request, request.response, self._info(request, prompt_format, EMPTY))
+                continue
             try:
                 todo.append((i, request, self._prompt(request, prompt_format)))
             except (TypeError, ValueError) as exc:
@@ -239,6 +246,11 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
 
         if request.response_key is not None:
             yield head_chunk(request)
+        if not request.quoted:  # nothing to align: returned as it is, no model call
+            yield render_chunk(request, request.response)
+            if isinstance(request.response_value, BaseMessage):
+                yield render_chunk(request, "", self._info(request, prompt_format, EMPTY))
+            return
         scaffold = self._scaffold(request, prompt_format)
         for item in gate.gate_stream(request.response, pieces(), strict=self.strict, scaffold=scaffold):
             if isinstance(item, gate.Verdict):

@@ -93,6 +93,29 @@ def test_bad_inputs_name_the_fix(aligner):
         aligner.invoke({"query": "q", "response": 3})
     with pytest.raises(ValueError, match="unknown key 'kindness'"):
         aligner.invoke({"query": "q", "response": "r", "objectives": ["kindness"]})
+    with pytest.raises(ValueError, match=r"`objectives` is \[\]; name at least one objective"):
+        aligner.invoke({"query": "q", "response": "r", "objectives": []})
+    with pytest.raises(TypeError, match="`objectives` is 42; give a list"):
+        aligner.invoke({"query": "q", "response": "r", "objectives": 42})
+    with pytest.raises(TypeError, match="`chat_history` is None; give the earlier turns as a list"):
+        aligner.invoke({"query": "q", "response": "r", "chat_history": None})
+
+
+@pytest.mark.parametrize("empty", ["", "  \n\t "])
+def test_an_empty_response_comes_back_as_it_is_without_a_model_call(aligner, empty, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was called for an empty response")
+
+    monkeypatch.setattr(type(aligner), "load_backend", no_model)
+    assert aligner.invoke(empty) == empty
+    out = aligner.invoke({"query": "q", "response": AIMessage(empty)})["response"]
+    assert out.content == empty
+    assert out.response_metadata["metaaligner"]["fallback_reason"] == "the response is empty; nothing to align"
+    total = None
+    for chunk in aligner.stream({"query": "q", "response": AIMessage(empty)}):
+        total = chunk if total is None else total + chunk
+    assert total["response"].content == empty
+    assert total["response"].response_metadata["metaaligner"] == out.response_metadata["metaaligner"]
 
 
 def test_batch_equals_one_by_one(aligner):
