@@ -10,6 +10,7 @@ with the response replaced and the original kept under ``original_response``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +42,20 @@ class AlignRequest:
 
     @property
     def quoted(self) -> str:
-        """The response as the aligner's prompt quotes it: without surrounding whitespace, as in
-        training (an answer ending in blank lines before " | Edit: " had the default aligner go
-        on writing "|" lines)."""
-        return self.response.strip()
+        """The response as the aligner's prompt quotes it: repaired (`clean_text`) and without
+        surrounding whitespace, as in training (an answer ending in blank lines before " | Edit: "
+        had the default aligner go on writing "|" lines). The original stays in `response`."""
+        return clean_text(self.response).strip()
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str, always unpaired
+
+
+def clean_text(text: str) -> str:
+    """`text` as a tokenizer can take it: lone surrogates (left by some decoders) become U+FFFD,
+    NUL and other control characters (tabs and line breaks kept) are dropped."""
+    return _CONTROL.sub("", _SURROGATE.sub("\ufffd", text))
 
 
 def _first_key(data: dict, keys: Sequence[str]) -> str | None:

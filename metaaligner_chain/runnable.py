@@ -21,6 +21,7 @@ from metaaligner_chain.backends import GenerationSettings, choose_backend
 from metaaligner_chain.backends.base import Backend
 from metaaligner_chain.coerce import (
     AlignRequest,
+    clean_text,
     coerce,
     context_text,
     head_chunk,
@@ -148,7 +149,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     def _prompt(self, request: AlignRequest, prompt_format: str) -> str:
         objectives = self._objectives(request)
         return build_prompt(
-            context_text(request.context, prompt_format), request.quoted, objectives,
+            clean_text(context_text(request.context, prompt_format)), request.quoted, objectives,
             prompt_format=prompt_format,
         )
 

@@ -15,6 +15,7 @@ from langchain_core.runnables import ConfigurableField
 
 from metaaligner_chain import AlignerError, MetaAlignerRunnable
 from metaaligner_chain.backends import get_backend
+from metaaligner_chain.coerce import coerce
 from metaaligner_chain.models.metadata import write_metadata
 
 RESPONSES = ["Mix flour, water and yeast.", "Paris is the capital of France.", "Sleep eight hours."]
@@ -272,3 +273,13 @@ def test_readme_idioms(aligner):
     assert isinstance(as_dict["response"], AIMessage) and as_dict["original_response"].content == RESPONSES[0]
     wrapped = aligner.wrap(chain).invoke(question)
     assert wrapped.content == as_dict["response"].content  # same context: the question
+
+
+def test_broken_text_is_repaired_for_the_model_and_kept_in_the_metadata(aligner):
+    broken = "Water\x00 it weekly \ud800 and keep it in light."
+    out = aligner.invoke({"query": "Plant care?\x00", "response": AIMessage(broken)})["response"]
+    info = out.response_metadata["metaaligner"]
+    assert info["fallback_reason"] is None  # aligned, not skipped by an encoding error
+    assert info["original"] == broken
+    prompt = aligner._prompt(coerce({"query": "Plant care?\x00", "response": broken}), "hh-rlhf")
+    assert "Water it weekly \ufffd and keep it in light." in prompt and "\x00" not in prompt
