@@ -60,6 +60,43 @@ def echoes_prompt(text: str, scaffold: str, original: str) -> bool:
     return match.size >= ECHO_RUN and head[match.a : match.a + match.size] not in original
 
 
+def _markers(original: str) -> list[str]:
+    return [m for m in PROMPT_MARKERS if m not in original]
+
+
+def before_template(text: str, original: str) -> str:
+    """`text` up to where the aligner starts writing the prompt template again (`| Edit:`,
+    `Human:`, ...) — a small aligner that finished its answer may go on with another round."""
+    cuts = [i for m in _markers(original) if (i := text.find(m)) >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
+def until_template(
+    pieces: Generator[str, None, Generation | None], original: str
+) -> Generator[str, None, Generation | None]:
+    """Pass a backend stream through, and stop it where its text starts a template marker that
+    is not in the original; what was before the marker is kept (`before_template`, streamed)."""
+    markers = _markers(original)
+    hold = max(map(len, markers), default=1) - 1  # a marker may arrive split over pieces
+    text, sent = "", 0
+    while True:
+        try:
+            text += next(pieces)
+        except StopIteration as stop:
+            if len(text) > sent:
+                yield text[sent:]
+            return stop.value
+        cut = before_template(text, original)
+        if len(cut) < len(text):
+            pieces.close()  # stop generating
+            if len(cut) > sent:
+                yield cut[sent:]
+            return Generation(cut, "stop", 0, 0)
+        if len(text) - hold > sent:
+            yield text[sent : len(text) - hold]
+            sent = len(text) - hold
+
+
 def _fallback(original: str, reason: str, strict: bool, cause: BaseException | None = None) -> Verdict:
     if strict:
         raise AlignerError(reason) from cause
@@ -79,6 +116,9 @@ def decide(
         return _fallback(original, "aligner returned an empty answer", strict)
     if echoes_prompt(text, scaffold, original):
         return _fallback(original, ECHO_REASON, strict)
+    text = before_template(text, original).strip()
+    if not text:
+        return _fallback(original, "aligner returned an empty answer", strict)
     return Verdict(
         text=text, aligned=True, finish_reason=outcome.finish_reason,
         completion_tokens=outcome.completion_tokens,

@@ -79,8 +79,8 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     objectives, or `Objective`s. Listed in this order in the prompt."""
     model: str | None = None
     """Hub id, local model directory, ``.gguf`` file or `ma-train` run directory. ``None`` uses the
-    built-in on-device default: SmolLM2-135M-Instruct with the copy-editing LoRA shipped in the
-    package (it trims filler, repetition and put-downs; see `metaaligner_chain.models.defaults`)."""
+    built-in on-device default: SmolLM2-135M-Instruct with the LoRA adapter shipped in the
+    package, trained on this project's rewrite corpus (see `metaaligner_chain.models.defaults`)."""
     prompt_format: str | None = None
     """``hh-rlhf``, ``ultrafeedback`` or ``imhi``. Detected from the model's metadata or name
     (``HH-RLHF``/``UltraFeedback``/``IMHI``) when not given."""
@@ -221,7 +221,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             return [exc] * len(prompts)
         if backend.name == "llama.cpp":
             return [
-                gate.watch(backend.stream(p, settings, r), original=r, scaffold=s)
+                gate.watch(gate.until_template(backend.stream(p, settings, r), r), original=r, scaffold=s)
                 for p, r, s in zip(prompts, responses, scaffolds)
             ]
         try:
@@ -243,7 +243,8 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         prompt = self._prompt(request, prompt_format)
 
         def pieces() -> Iterator[str]:
-            return (yield from self.load_backend().stream(prompt, self.settings(), request.quoted))
+            stream = self.load_backend().stream(prompt, self.settings(), request.quoted)
+            return (yield from gate.until_template(stream, request.quoted))
 
         if request.response_key is not None:
             yield head_chunk(request)

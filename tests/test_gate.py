@@ -13,6 +13,7 @@ from metaaligner_chain.gate import (
     decide,
     echoes_prompt,
     gate_stream,
+    until_template,
     watch,
 )
 from metaaligner_chain.prompt import prompt_prefix
@@ -116,3 +117,23 @@ def test_a_failing_stream_is_returned_for_the_gate_to_judge():
     assert decide(ORIGINAL, failure, strict=False).text == ORIGINAL
     with pytest.raises(AlignerError, match="out of memory"):
         decide(ORIGINAL, failure, strict=True)
+
+
+def test_a_second_round_of_the_template_is_cut_off_alike_in_every_path():
+    answer = "Water it weekly, keep it in bright light and feed it once a month in spring and summer."
+    looping = f"{answer} | Edit: {answer} | Edit: {answer}"
+    verdict = decide(ORIGINAL, Generation(looping, "length", 10, 30), strict=False, scaffold=SCAFFOLD)
+    assert verdict.aligned and verdict.text == answer
+
+    def pieces():
+        for i in range(0, len(looping), 5):  # the marker arrives split over pieces
+            yield looping[i : i + 5]
+        return Generation(looping, "length", 10, 30)
+
+    streamed = [p for p in gate_stream(ORIGINAL, until_template(pieces(), ORIGINAL), strict=False,
+                                       scaffold=SCAFFOLD) if isinstance(p, str)]
+    assert "".join(streamed) == answer
+    watched = watch(until_template(pieces(), ORIGINAL), original=ORIGINAL, scaffold=SCAFFOLD)
+    assert decide(ORIGINAL, watched, strict=False, scaffold=SCAFFOLD).text == answer
+    kept = "Tip: write | Edit: in the margin."  # a marker the original itself holds is not cut
+    assert decide(kept, Generation(kept, "stop", 1, 1), strict=False).text == kept
