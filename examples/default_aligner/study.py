@@ -35,7 +35,7 @@ DATA = DataConfig(input=str(RUNS / "slice.jsonl"), format="generic", out=str(RUN
                   prompt_format="hh-rlhf", seed=0, warmup_fraction=0.3, val_fraction=0.15)
 #: The same budget for every candidate: one epoch per stage, batch 8, rows up to 640 tokens.
 BUDGET = dict(stage="all", epochs=1, batch_size=8, max_length=640, logging_steps=5,
-              save_steps=1000, sampling="group_by_length", seed=0)
+              save_steps=1000, sampling="group_by_length", bf16=True, seed=0)
 CANDIDATES = {
     "smollm2-lora-r8": dict(base="default", lora=True, lora_r=8, lora_alpha=16, learning_rate=3e-4),
     "smollm2-lora-r64": dict(base="default", lora=True, lora_r=64, lora_alpha=128, learning_rate=2e-4),
@@ -49,9 +49,7 @@ def corpus_slice() -> list[Item]:
     (reused while it exists, so every candidate sees the same rows)."""
     if Path(DATA.input).is_file():
         return load([DATA.input], TRAINED)
-    written = [f for f in sorted((HERE / "corpus" / "train").glob("*.jsonl"))
-               if not f.name.startswith("r")]  # the real answers' rewrites were still being written
-    items = load(written, TRAINED)
+    items = load(sorted((HERE / "corpus" / "train").glob("*.jsonl")), TRAINED)
     picked = random.Random(0).sample(items, min(SLICE_ITEMS, len(items)))
     RUNS.mkdir(parents=True, exist_ok=True)
     with open(DATA.input, "w") as handle:
