@@ -92,7 +92,7 @@ def gemma_base() -> str:
     return str(folder)
 
 
-def decode_speed(gguf: Path, tokens: int = 128) -> float:
+def decode_speed(gguf: Path, tokens: int = 128) -> float | None:
     """Tokens per second of plain greedy decoding (2 threads) after a short prompt."""
     from llama_cpp import Llama
 
@@ -101,7 +101,8 @@ def decode_speed(gguf: Path, tokens: int = 128) -> float:
     start = time.perf_counter()
     out = llm("Write a short story about a lighthouse keeper.", max_tokens=tokens, temperature=0,
               stop=[])
-    return out["usage"]["completion_tokens"] / (time.perf_counter() - start)
+    tokens = out["usage"]["completion_tokens"]
+    return tokens / (time.perf_counter() - start) if tokens >= 32 else None  # stopped at once: no figure
 
 
 def artifact_mb(run: Path, lora: bool) -> float:
@@ -137,7 +138,7 @@ def run_candidate(name: str, val: list[Item]) -> dict:
         "stages": {s: {k: m.get(k) for k in ("rows", "steps", "first_loss", "last_loss", "eval_loss")}
                    for s, m in metadata["metrics"].items()},
         "artifact_mb": round(artifact_mb(run, spec["lora"]), 1),
-        "decode_tok_s": round(speed, 1),
+        "decode_tok_s": round(speed, 1) if speed else None,
         "validation": quality,
     }
 
