@@ -64,11 +64,17 @@ def _markers(original: str) -> list[str]:
     return [m for m in PROMPT_MARKERS if m not in original]
 
 
+def _template_at(text: str, markers: list[str], start: int = 0) -> int:
+    """Where the first of `markers` begins in `text` at or after `start`; -1 if none does."""
+    found = [i for m in markers if (i := text.find(m, start)) >= 0]
+    return min(found) if found else -1
+
+
 def before_template(text: str, original: str) -> str:
     """`text` up to where the aligner starts writing the prompt template again (`| Edit:`,
     `Human:`, ...) — a small aligner that finished its answer may go on with another round."""
-    cuts = [i for m in _markers(original) if (i := text.find(m)) >= 0]
-    return text[: min(cuts)] if cuts else text
+    cut = _template_at(text, _markers(original))
+    return text if cut < 0 else text[:cut]
 
 
 def until_template(
@@ -86,12 +92,12 @@ def until_template(
             if len(text) > sent:
                 yield text[sent:]
             return stop.value
-        cut = before_template(text, original)
-        if len(cut) < len(text):
+        cut = _template_at(text, markers, max(0, sent - hold))  # only text not yet searched
+        if cut >= 0:
             pieces.close()  # stop generating
-            if len(cut) > sent:
-                yield cut[sent:]
-            return Generation(cut, "stop", 0, 0)
+            if cut > sent:
+                yield text[sent:cut]
+            return Generation(text[:cut], "stop", 0, 0)
         if len(text) - hold > sent:
             yield text[sent : len(text) - hold]
             sent = len(text) - hold

@@ -32,13 +32,6 @@ class Item:
     def kind(self) -> str:
         return self.row["kind"]
 
-    @property
-    def texts(self) -> list[str]:
-        """The answers this item holds: answer and rewrite, or a chain's responses."""
-        if self.kind == "chain":
-            return [r["text"] for r in self.row["responses"]]
-        return [self.row["answer"], self.row["rewrite"]]
-
 
 def read_jsonl(path: str | Path) -> list[Item]:
     """Every non-blank line of a JSONL file as an Item; bad JSON names its file and line."""

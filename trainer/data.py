@@ -162,7 +162,7 @@ def generic(rows: Iterable[dict]) -> Iterator[Group]:
       to be kept as it is under those objectives.
     """
     for number_, row in enumerate(rows, 1):
-        history = _history(row.get("context"), number_)
+        history = parse_history(row.get("context"), number_)
         if "responses" in row:
             responses = []
             for item in row["responses"]:
@@ -193,7 +193,7 @@ def generic(rows: Iterable[dict]) -> Iterator[Group]:
             yield Group(row["query"], (better, Response(answer, {k: 0.0 for k in keys})), history)
 
 
-def _history(context: Any, row: int) -> tuple[tuple[str, str], ...]:
+def parse_history(context: Any, row: int) -> tuple[tuple[str, str], ...]:
     """`context` as (role, text) turns; roles "human"/"user" and "assistant"/"ai"."""
     if not context:
         return ()
@@ -208,6 +208,14 @@ def _history(context: Any, row: int) -> tuple[tuple[str, str], ...]:
             )
         turns.append((role, str(turn[1])))
     return tuple(turns)
+
+
+def history_messages(history: Iterable[tuple[str, str]]) -> list[Any]:
+    """(role, text) turns as LangChain messages, as the runnable takes them."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    kinds = {"human": HumanMessage, "assistant": AIMessage}
+    return [kinds[role](text) for role, text in history]
 
 
 def default_objectives(data_format: str) -> tuple[str, ...]:

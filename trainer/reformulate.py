@@ -27,7 +27,7 @@ from metaaligner_chain.coerce import context_text
 from metaaligner_chain.objectives import Objective, catalogue
 from metaaligner_chain.prompt import build_prompt
 from trainer.config import DataConfig, STAGES
-from trainer.data import HELPSTEER_DESCRIPTIONS, Group, default_objectives
+from trainer.data import HELPSTEER_DESCRIPTIONS, Group, default_objectives, history_messages
 
 
 @dataclass(frozen=True)
@@ -126,10 +126,7 @@ def conversation(group: Group) -> Any:
     """The group's query as the runnable receives it: text, or earlier turns plus the query."""
     if not group.history:
         return group.query
-    from langchain_core.messages import AIMessage, HumanMessage
-
-    kinds = {"human": HumanMessage, "assistant": AIMessage}
-    return [*(kinds[role](text) for role, text in group.history), HumanMessage(group.query)]
+    return history_messages([*group.history, ("human", group.query)])
 
 
 def split_queries(groups: list[Group], val_fraction: float, seed: int) -> set[str]:

@@ -9,6 +9,7 @@ is appended to `runs.jsonl`, so the report can say how many times a set was look
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import defaultdict
@@ -40,17 +41,16 @@ def objective_specs(keys: Sequence[str]) -> list[str]:
 def default_aligner(model: str | None = None, prompt_format: str | None = None,
                     max_new_tokens: int = 384) -> tuple[Callable[[dict], Any], str]:
     """(align one item, name) for `MetaAlignerRunnable`: the built-in default or `model`."""
-    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.messages import AIMessage
 
     from metaaligner_chain import MetaAlignerRunnable
+    from trainer.data import history_messages, parse_history
 
     runnable = MetaAlignerRunnable(objectives=["helpfulness"], model=model,
                                    prompt_format=prompt_format, max_new_tokens=max_new_tokens)
-    kinds = {"human": HumanMessage, "assistant": AIMessage}
 
     def run(row: dict) -> Any:
-        history = [kinds[{"user": "human", "ai": "assistant"}.get(r, r)](t)
-                   for r, t in row.get("context") or []]
+        history = history_messages(parse_history(row.get("context"), 0))
         value = {"query": row["query"], "response": AIMessage(row["answer"]),
                  "objectives": objective_specs(row["objectives"])}
         if history:
@@ -82,11 +82,16 @@ def align_items(items: Sequence[Item], run: Callable[[dict], Any], name: str, ou
     return records
 
 
-def judge_item(row: dict, aligned: str, scorers: dict[str, Any]) -> dict:
-    """Everything measured for one item; `outcomes` per objective in `fixes`: chrF and checks."""
+@functools.cache
+def _chrf() -> Any:
     from sacrebleu.metrics import CHRF
 
-    chrf = CHRF()
+    return CHRF()
+
+
+def judge_item(row: dict, aligned: str, scorers: dict[str, Any]) -> dict:
+    """Everything measured for one item; `outcomes` per objective in `fixes`: chrF and checks."""
+    chrf = _chrf()
     answer, gold = row["answer"], row["rewrite"]
     checks = row.get("checks") or {}
     a_pass, total = checks_passed(aligned, checks)

@@ -23,7 +23,8 @@ from pathlib import Path
 from trainer.config import DataConfig, TrainConfig
 from trainer.corpus import Item, load
 from trainer.data import load_groups
-from trainer.reformulate import reformulate, split_queries, summarize, write_splits
+from trainer.reformulate import reformulate, summarize, write_splits
+from validate import validation_items  # beside this script
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -56,13 +57,6 @@ def corpus_slice() -> list[Item]:
         for item in picked:
             handle.write(json.dumps(item.row, ensure_ascii=False) + "\n")
     return picked
-
-
-def validation_items(picked: list[Item]) -> list[Item]:
-    """The slice's rewrite and clean items whose query the data build put in validation."""
-    groups = load_groups(DATA.input, "generic")
-    val = split_queries(groups, DATA.val_fraction, DATA.seed)
-    return [i for i in picked if i.kind != "chain" and i.row["query"] in val]
 
 
 def gemma_base() -> str:
@@ -180,7 +174,7 @@ def main() -> None:
     groups = load_groups(DATA.input, "generic")
     splits = reformulate(groups, DATA)
     write_splits(splits, summarize(splits, DATA, len(groups)), DATA.out)
-    val = validation_items(picked)
+    val = validation_items(DATA)
     print(f"slice: {len(picked)} items, {len(val)} validation items")
     for name in args.only or list(CANDIDATES):
         if name in results:

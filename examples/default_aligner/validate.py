@@ -26,7 +26,8 @@ def validation_items(data_config) -> list:
     """Rewrite and clean items whose query the recipe's data build put in validation."""
     groups = load_groups(data_config.input, data_config.format)
     val = split_queries(groups, data_config.val_fraction, data_config.seed)
-    items = load(sorted(Path(data_config.input).glob("*.jsonl")), TRAINED)
+    source = Path(data_config.input)
+    items = load(sorted(source.glob("*.jsonl")) if source.is_dir() else [source], TRAINED)
     return [i for i in items if i.kind != "chain" and i.row["query"] in val]
 
 
