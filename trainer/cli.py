@@ -257,6 +257,18 @@ def run(
     console.print(f"{recipe}: done in {(time.time() - start) / 60:.1f} min")
 
 
+def main() -> None:
+    """The `ma-train` entry point: training verbs run with a fast allocator when one is installed
+    (`trainer.allocator`; about twice the CPU training speed), then the Typer app."""
+    import sys
+
+    if len(sys.argv) > 1 and sys.argv[1] in ("train", "run"):
+        from trainer.allocator import reexec_with_fast_allocator
+
+        reexec_with_fast_allocator()
+    app()
+
+
 @app.command("tiny")
 @friendly
 def tiny(
@@ -271,4 +283,4 @@ def tiny(
 
 
 if __name__ == "__main__":  # `torchrun -m trainer.cli train ...`
-    app()
+    main()
