@@ -146,6 +146,21 @@ def drafting(data: dict, title: str) -> list[str]:
     return lines + [""]
 
 
+def train_allocator(data: dict) -> list[str]:
+    rows = [[name, round(m["wall_s"], 1), round(m["user_s"], 1), round(m["sys_s"], 1),
+             f"{data['speedup_vs_system'][name]:.2f}×"]
+            for name, m in data["median"].items()]
+    missing = data.get("missing")
+    return [
+        *_header("CPU training: glibc malloc vs tcmalloc vs jemalloc (`ma-train train`)", data),
+        f"Workload: {data['workload']}; {data['repeats']} run(s) per allocator, interleaved. "
+        "`ma-train` preloads the first one installed (`trainer/allocator.py`).",
+        "",
+        *_table(rows, ["allocator", "wall s", "user CPU s", "kernel CPU s", "speed-up vs glibc"]),
+        *([f"Not installed, not measured: {', '.join(missing)}.", ""] if missing else []),
+    ]
+
+
 #: Rewrites keeping at least this share of their tokens from the response count as copying.
 KEPT_AT_LEAST = 0.9
 
@@ -193,6 +208,8 @@ def main() -> None:
         lines += drafting(data, "Copy-aware drafting and prefix reuse: llama.cpp")
     if data := _load("drafting_transformers"):
         lines += drafting(data, "Copy-aware drafting, prefix reuse and batching: transformers")
+    if data := _load("train_allocator"):
+        lines += train_allocator(data)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")
 
