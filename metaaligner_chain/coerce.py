@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, BaseMessageChun
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables.utils import AddableDict
 
-from metaaligner_chain.prompt import format_context, message_text
+from metaaligner_chain.prompt import format_context
 
 QUERY_KEYS = ("query", "question", "input")
 HISTORY_KEYS = ("chat_history", "history")
@@ -66,7 +66,7 @@ def _response_text(value: Any, field: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, BaseMessage):
-        return message_text(value)
+        return value.text
     raise TypeError(
         f"`{field}` is a {type(value).__name__}; the response to align must be a str or a "
         "LangChain message."

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 MODES = ("better", "equal")
 
@@ -81,22 +84,8 @@ def prompt_prefix(objectives: Any, *, prompt_format: str = "hh-rlhf", mode: str 
     )[0]
 
 
-def message_text(message: Any) -> str:
-    """Plain text of a LangChain message, string content or content blocks alike."""
-    content = getattr(message, "content", message)
-    if isinstance(content, str):
-        return content
-    parts: list[str] = []
-    for block in content or []:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    return "".join(parts)
-
-
-def _role(message: Any) -> str:
-    kind = getattr(message, "type", "")
+def _role(message: BaseMessage) -> str:
+    kind = message.type
     if kind in ("human", "user"):
         return "Human"
     if kind in ("ai", "assistant", "AIMessageChunk"):
@@ -104,7 +93,7 @@ def _role(message: Any) -> str:
     return kind.capitalize() or "Human"
 
 
-def format_context(messages: Sequence[Any], *, prompt_format: str = "hh-rlhf") -> str:
+def format_context(messages: Sequence[BaseMessage], *, prompt_format: str = "hh-rlhf") -> str:
     """The context text a prompt format expects, from a chat history of LangChain messages.
 
     The history is everything *before* the response being aligned. For ``hh-rlhf`` this is the
@@ -114,8 +103,8 @@ def format_context(messages: Sequence[Any], *, prompt_format: str = "hh-rlhf") -
     transcript when the history has several turns.
     """
     check_prompt_format(prompt_format)
-    system = [message_text(m) for m in messages if getattr(m, "type", "") == "system"]
-    turns = [(_role(m), message_text(m).strip()) for m in messages if getattr(m, "type", "") != "system"]
+    system = [m.text for m in messages if m.type == "system"]
+    turns = [(_role(m), m.text.strip()) for m in messages if m.type != "system"]
     if prompt_format == "hh-rlhf":
         transcript = "".join(f"\n\n{role}: {text}" for role, text in turns)
         return "\n".join(system) + transcript + " \n\nAssistant:"
