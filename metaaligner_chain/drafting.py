@@ -42,7 +42,6 @@ class CopyDrafter:
         self.k = max(min_draft, min(start_draft, max_draft))
         self.window = window
         self.cursor = 0  # where in `source` the generation was last copying from
-        self.proposed = self.accepted = 0
         self.max_pause = max_pause
         self.misses = 0  # consecutive drafts with nothing accepted
         self.pause = 0  # `propose` calls left to answer with no draft
@@ -81,8 +80,6 @@ class CopyDrafter:
 
     def update(self, proposed: int, accepted: int) -> None:
         """Record how many of `proposed` draft tokens the model agreed with; adapt `k`."""
-        self.proposed += proposed
-        self.accepted += accepted
         self.cursor += accepted
         if proposed and not accepted:
             self.misses += 1
@@ -93,11 +90,6 @@ class CopyDrafter:
             self.k = min(self.max_draft, self.k * 2)
         elif proposed:
             self.k = max(self.min_draft, min(self.k - 1, accepted + 1))
-
-    @property
-    def acceptance(self) -> float:
-        """Accepted / proposed draft tokens so far (0 before any draft)."""
-        return self.accepted / self.proposed if self.proposed else 0.0
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -110,11 +110,6 @@ def catalogue(prompt_format: str) -> dict[str, Objective]:
     return {key: Objective(key, text) for key, text in entries.items()}
 
 
-def trained_keys(prompt_format: str) -> tuple[str, ...]:
-    """The objectives the released checkpoints of `prompt_format` were trained on."""
-    return tuple(_TRAINED[check_prompt_format(prompt_format)])
-
-
 def resolve(
     objectives: str | Objective | Iterable[str | Objective], prompt_format: str
 ) -> tuple[Objective, ...]:
