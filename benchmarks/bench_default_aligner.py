@@ -7,7 +7,7 @@ engines interleaved), the cost of one forward over k tokens (what checking a dra
 sets the decode speed against the memory-bandwidth bound (model bytes read once per token).
 Writes `benchmarks/results/default_aligner.json`.
 
-    python benchmarks/bench_default_aligner.py [--threads 1 2] [--max-new-tokens 128]
+    python -m benchmarks.bench_default_aligner [--threads 1 2] [--max-new-tokens 128]
         [--repeats 3] [--bandwidth-gbs 26]
 
 Several engineers or jobs sharing the cores distort the figures (llama.cpp's threads spin at
@@ -22,21 +22,13 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.bench_drafting_llamacpp import _forward_costs
-from benchmarks.machine import run_header
+from benchmarks.bench_drafting_llamacpp import forward_costs, timed_stream
+from benchmarks.machine import llama_cpp_version, run_header
 from metaaligner_chain.backends.base import GenerationSettings
-from metaaligner_chain.backends.llamacpp import (
-    LlamaCppBackend,
-    _default_threads,
-    _llama_version,
-    _Tally,
-)
+from metaaligner_chain.backends.llamacpp import LlamaCppBackend, default_threads
 from metaaligner_chain.models.defaults import (
     ADAPTER_GGUF,
     DEFAULT_MODEL_NAME,
@@ -80,7 +72,7 @@ def main() -> None:
         build_prompt(q, r, OBJECTIVES, prompt_format=DEFAULT_PROMPT_FORMAT) for q, r in CASES
     ]
     by_threads = {}
-    for threads in args.threads or [_default_threads()]:
+    for threads in args.threads or [default_threads()]:
         started = time.perf_counter()
         engines = {"merged": LlamaCppBackend(merged_path, n_threads=threads)}
         load_s = time.perf_counter() - started
@@ -93,7 +85,7 @@ def main() -> None:
             for p in prompts:
                 for name, engine in engines.items():
                     runs[name].append(_timed_run(engine, p, settings))
-        costs = {name: _forward_costs(engine) for name, engine in engines.items()}
+        costs = {name: forward_costs(engine) for name, engine in engines.items()}
         decode = {name: _median(runs[name], "decode_tokens_per_s") for name in ENGINES}
         prompt = {name: _median(runs[name], "prompt_tokens_per_s") for name in ENGINES}
         by_threads[str(threads)] = {
@@ -126,7 +118,7 @@ def main() -> None:
     result = {
         **run_header(
             "default aligner through the llama.cpp backend (greedy, raw aligner prompts)",
-            args.load_at_start, llama_cpp_python=_llama_version(),
+            args.load_at_start, llama_cpp_python=llama_cpp_version(),
         ),
         "model": {
             "name": DEFAULT_MODEL_NAME,
@@ -164,22 +156,17 @@ def main() -> None:
 
 def _timed_run(backend: LlamaCppBackend, prompt: str, settings: GenerationSettings) -> dict:
     """Time to the first piece (prompt evaluation + one token) and the decode rate after it."""
-    tally = _Tally()
-    with backend._using() as llama:  # the loop behind `stream`, keeping its token counts
+    with backend.locked_llama() as llama:
         llama.reset()  # evaluate the whole prompt: no KV prefix reused from the last run
-        started = time.perf_counter()
-        first = None
-        for _ in backend._decode(prompt, settings, tally):
-            first = first or time.perf_counter()
-        ended = time.perf_counter()
-    decoded = max(tally.completion_tokens - 1, 1)
+    generation, first_s, decode_s = timed_stream(backend.stream(prompt, settings))
+    decoded = max(generation.completion_tokens - 1, 1)
     return {
-        "prompt_tokens": tally.prompt_tokens,
-        "completion_tokens": tally.completion_tokens,
-        "finish_reason": tally.finish_reason,
-        "prompt_tokens_per_s": round(tally.prompt_tokens / (first - started), 1),
-        "decode_tokens_per_s": round(decoded / (ended - first), 1),
-        "seconds": round(ended - started, 3),
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+        "finish_reason": generation.finish_reason,
+        "prompt_tokens_per_s": round(generation.prompt_tokens / first_s, 1),
+        "decode_tokens_per_s": round(decoded / decode_s, 1),
+        "seconds": round(first_s + decode_s, 3),
     }
 
 

@@ -9,7 +9,7 @@ the ideal speed-up the forward-cost curve measured in the same run allows. Then 
 token for a ~300-token objective preamble, calls alternating between two objective sets, with
 and without KV snapshots of earlier prompts. Writes `benchmarks/results/drafting_llamacpp.json`.
 
-    python benchmarks/bench_drafting_llamacpp.py [--max-new-tokens 128] [--ttft-rounds 4]
+    python -m benchmarks.bench_drafting_llamacpp [--max-new-tokens 128] [--ttft-rounds 4]
         [--repeats 2] [--items N] [--threads 1 2] [--bandwidth-gbs 26]
 
 The machine may be shared: figures are ratios of variants run interleaved in one process, and the
@@ -24,16 +24,13 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.machine import run_header
+from benchmarks.machine import llama_cpp_version, run_header
 from benchmarks.workloads import (
     ALIGNER,
     DESCRIPTION,
@@ -42,13 +39,8 @@ from benchmarks.workloads import (
     copied_blocks,
     targets,
 )
-from metaaligner_chain.backends.base import GenerationSettings
-from metaaligner_chain.backends.llamacpp import (
-    DRAFTER,
-    LlamaCppBackend,
-    _default_threads,
-    _llama_version,
-)
+from metaaligner_chain.backends.base import Generation, GenerationSettings
+from metaaligner_chain.backends.llamacpp import DRAFTER, LlamaCppBackend, default_threads
 from metaaligner_chain.models.defaults import (
     ADAPTER_GGUF,
     DEFAULT_MODEL_NAME,
@@ -132,7 +124,7 @@ def main() -> None:
             aligner = ALIGNER[name]
             backend = _backend(aligner, n_threads=threads)
             backend.generate(["Hello"], GenerationSettings(max_new_tokens=2))  # warm-up
-            costs[str(threads)][aligner] = curve = _forward_costs(backend)
+            costs[str(threads)][aligner] = curve = forward_costs(backend)
             comparison = _compare(
                 backend, name, items[: args.items], args.max_new_tokens, curve, args.repeats
             )
@@ -149,8 +141,8 @@ def main() -> None:
     result = {
         **run_header(
             "copy-aware drafted vs plain greedy decoding, and prefix reuse, llama.cpp",
-            args.load_at_start, n_threads=args.threads, default_n_threads=_default_threads(),
-            llama_cpp_python=_llama_version(),
+            args.load_at_start, n_threads=args.threads, default_n_threads=default_threads(),
+            llama_cpp_python=llama_cpp_version(),
         ),
         "model": {"name": DEFAULT_MODEL_NAME, "bytes": model_bytes},
         "aligners": {"default": f"{_model('default').name} (default_aligner_gguf(): {path.name} "
@@ -263,33 +255,40 @@ def _compare(
 
 def _timed(backend, prompt: str, response: str, max_new_tokens: int, drafting: bool) -> dict:
     settings = GenerationSettings(max_new_tokens=max_new_tokens, drafting=drafting)
-    stream = backend.stream(prompt, settings, response if drafting else None)
-    pieces, first = [], None
-    started = time.perf_counter()
-    while True:
-        try:
-            pieces.append(next(stream))
-            first = first or time.perf_counter()
-        except StopIteration as stop:
-            generation = stop.value
-            break
-    ended = time.perf_counter()
+    generation, ttft_s, decode_s = timed_stream(
+        backend.stream(prompt, settings, response if drafting else None)
+    )
     stats = generation.stats or {}
     return {
         "text": generation.text,
         "completion_tokens": generation.completion_tokens,
-        "decode_s": ended - (first or started),
-        "ttft_s": (first or ended) - started,
+        "decode_s": decode_s,
+        "ttft_s": ttft_s,
         "stats": {k: stats.get(k, 0) for k in ("drafted_tokens", "accepted_tokens")}
         | {"forward_passes": stats.get("forward_passes", generation.completion_tokens)},
     }
 
 
-def _forward_costs(backend) -> dict:
+def timed_stream(stream) -> tuple[Generation, float, float]:
+    """Drain a backend's `stream`: its `Generation`, the seconds to the first piece, and the
+    seconds after it."""
+    started = time.perf_counter()
+    first = None
+    while True:
+        try:
+            next(stream)
+        except StopIteration as stop:
+            ended = time.perf_counter()
+            first = first or ended
+            return stop.value, first - started, ended - first
+        first = first or time.perf_counter()
+
+
+def forward_costs(backend) -> dict:
     """Median ms of one forward over k new tokens after a 300-token context, logits at the
     last position only and at every position (what checking a k - 1 token draft needs), sizes
     interleaved; and of 1-token forwards run back to back, as in plain decoding."""
-    with backend._using() as llama:
+    with backend.locked_llama() as llama:
         context = llama.tokenize(b" The quick brown fox jumps over the lazy dog." * 30)[:300]
         llama.reset()
         llama.eval(context)
@@ -354,8 +353,9 @@ def _time_to_first_token(path: Path, rounds: int) -> dict:
             backend.generate([prompt], settings)
             if i >= 2:  # the first call of each preamble is cold for both
                 times[name].append(time.perf_counter() - started)
-    preamble = len(reuse._llama.tokenize(prompt_prefix(LONG_OBJECTIVES["a"]).encode()))
-    restored = reuse._prefixes.restored
+    with reuse.locked_llama() as llama:
+        preamble = len(llama.tokenize(prompt_prefix(LONG_OBJECTIVES["a"]).encode()))
+    restored = reuse.snapshot_restores
     reuse.close()
     plain.close()
     with_ms = 1000 * statistics.median(times["reuse"])
@@ -383,7 +383,8 @@ def _backend(aligner: str, **options) -> LlamaCppBackend:
 
 
 def _tokenize(backend, text: str) -> list[int]:
-    return backend._llama.tokenize((" " + text.strip()).encode("utf-8"), add_bos=False)
+    with backend.locked_llama() as llama:
+        return llama.tokenize((" " + text.strip()).encode("utf-8"), add_bos=False)
 
 
 def _parse_args() -> argparse.Namespace:
@@ -397,7 +398,7 @@ def _parse_args() -> argparse.Namespace:
         "--threads",
         type=int,
         nargs="+",
-        default=[_default_threads()],
+        default=[default_threads()],
         help="llama.cpp thread counts (default: the backend's); targets use the first",
     )
     args = parser.parse_args()

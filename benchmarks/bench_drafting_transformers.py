@@ -8,7 +8,7 @@ batched call each way. Also: the forward cost curve (k new tokens on a warm cach
 speed-up it allows, time to first token with and without prefix reuse for a ~300-token objective
 prefix, and peak memory. Writes `benchmarks/results/drafting_transformers.json`.
 
-    python benchmarks/bench_drafting_transformers.py [--items 24] [--max-new-tokens 128]
+    python -m benchmarks.bench_drafting_transformers [--items 24] [--max-new-tokens 128]
         [--threads 2] [--batch-size 8] [--bandwidth-gbs 26]
 """
 
@@ -19,11 +19,8 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import run_header
 from benchmarks.workloads import (

@@ -8,7 +8,7 @@ machine's load falls on every variant. Kernel (system) CPU time is recorded besi
 time: it is where glibc loses (page faults on freshly mapped logits buffers).
 Writes `benchmarks/results/train_allocator.json`.
 
-    python benchmarks/bench_train_allocator.py [--steps 4] [--repeats 1]
+    python -m benchmarks.bench_train_allocator [--steps 4] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import ROOT, run_header
 from trainer.allocator import find_allocator

@@ -12,10 +12,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _relative(script: str) -> str:
-    """The script as run from the repository root (what anyone can type again)."""
-    path = Path(script).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else script
+def _command() -> str:
+    """The command as typed from the repository root: ``python -m benchmarks.<script> ...``."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    script = ["-m", spec.name] if spec else [sys.argv[0]]
+    return " ".join([Path(sys.executable).name, *script, *sys.argv[1:]])
+
+
+def llama_cpp_version() -> str:
+    """The installed llama-cpp-python, as results files name it."""
+    import llama_cpp
+
+    return f"llama-cpp-python {llama_cpp.__version__}"
 
 
 def run_header(benchmark: str, load_at_start: tuple[float, ...], **machine: Any) -> dict[str, Any]:
@@ -23,7 +31,7 @@ def run_header(benchmark: str, load_at_start: tuple[float, ...], **machine: Any)
     return {
         "benchmark": benchmark,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, _relative(sys.argv[0]), *sys.argv[1:]]),
+        "command": _command(),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),

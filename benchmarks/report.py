@@ -1,4 +1,4 @@
-"""Write benchmarks/RESULTS.md from benchmarks/results/*.json: `python benchmarks/report.py`.
+"""Write benchmarks/RESULTS.md from benchmarks/results/*.json: `python -m benchmarks.report`.
 
 Every figure in RESULTS.md is copied from a results file written by a benchmark script in this
 folder; this script only lays them out (command, machine and date come with each file).
@@ -197,7 +197,7 @@ def main() -> None:
     lines = [
         "# Benchmark results",
         "",
-        "Written by `python benchmarks/report.py` from `benchmarks/results/*.json`; rerun everything",
+        "Written by `python -m benchmarks.report` from `benchmarks/results/*.json`; rerun everything",
         "with `make bench` (`python -m benchmarks`). Ratios compare variants measured interleaved in",
         "one run: the machine is shared and its absolute speed varies.",
         "",

@@ -63,7 +63,7 @@ def test_generates_real_text_greedily(backend, expected):
 
 def test_matches_llama_cpp_raw_completion(backend, expected):
     """Same tokens as llama-cpp-python's own completion of the raw prompt: no chat template."""
-    with backend._using() as llama:
+    with backend.locked_llama() as llama:
         reference = llama.create_completion(
             PROMPTS[0], max_tokens=GREEDY.max_new_tokens, temperature=0.0, repeat_penalty=1.0
         )
@@ -346,7 +346,7 @@ def test_default_hf_copy_matches_the_gguf(tmp_path, backend):
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder)
     ids = tokenizer(PROMPTS[0], return_tensors="pt")["input_ids"]
-    with backend._using() as llama:
+    with backend.locked_llama() as llama:
         assert ids[0].tolist() == llama.tokenize(PROMPTS[0].encode(), add_bos=True, special=True)
     out = model.generate(ids, max_new_tokens=GREEDY.max_new_tokens, do_sample=False)
     text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

@@ -116,7 +116,7 @@ def test_mismatched_responses_are_rejected(backend):
 
 def test_response_span_is_the_responses_prompt_tokens(backend):
     prompt, response = COPIES[0]
-    with backend._using() as llama:
+    with backend.locked_llama() as llama:
         tokens = llama.tokenize(prompt.encode(), add_bos=True, special=True)
         span = response_span(llama, prompt, tokens, response)
         text = llama.detokenize(span).decode()
@@ -146,7 +146,7 @@ def test_prefix_snapshots_give_the_same_outputs_as_recomputing(backend):
     warm = LlamaCppBackend(MODEL)  # its own cache, so the restores counted are these calls'
     try:
         got = [warm.generate([p], settings)[0].text for p, _ in calls]
-        assert warm._prefixes.restored == len(calls) - 2  # all but the first of each set
+        assert warm.snapshot_restores == len(calls) - 2  # all but the first of each set
         got += [warm.generate([p], settings, [r])[0].text for p, r in calls]
     finally:
         warm.close()
@@ -172,6 +172,6 @@ def test_a_full_snapshot_cache_never_evicts_the_snapshot_it_is_about_to_load():
     try:
         assert [small.generate([p], settings)[0].text for p in prompts] == expected
         # A again restores A (the oldest, kept while C is saved); B was evicted by then; C restores
-        assert small._prefixes.restored == 2
+        assert small.snapshot_restores == 2
     finally:
         small.close()

@@ -66,15 +66,16 @@ class LlamaCppBackend:
         hub_file: file name inside hub repo `model` (downloaded once, then read from the cache).
         verbose: let llama.cpp print its load and timing logs.
 
-    Access to the one `Llama` is serialized: `generate` holds it per prompt, and a `stream` holds
-    it until the stream is exhausted or closed (so a thread must finish or `close()` its stream
-    before it starts another generation on the same backend). Each call reuses the KV cache of
-    the prefix it shares with the previous one, or with an earlier prompt kept by `prefix_cache`
-    (the objectives preamble). When greedy with `settings.drafting` and given the response,
-    tokens copied from the response are drafted and checked several per forward pass;
-    `Generation.stats` then counts drafted and accepted tokens. On the CPU, flash attention and
-    32-token batches make every path give the tokens of one-at-a-time greedy decoding (a GPU
-    build batches prompts by 512 and does not promise this to the last bit).
+    Access to the one `Llama` is serialized: `generate` holds it per prompt, a `stream` holds it
+    until the stream is exhausted or closed (so a thread must finish or `close()` its stream
+    before it starts another generation on the same backend), and so does a `locked_llama()`
+    block. Each call reuses the KV cache of the prefix it shares with the previous one, or with an
+    earlier prompt kept by `prefix_cache` (the objectives preamble; `snapshot_restores` counts
+    these). When greedy with `settings.drafting` and given the response, tokens copied from the
+    response are drafted and checked several per forward pass; `Generation.stats` then counts
+    drafted and accepted tokens. On the CPU, flash attention and 32-token batches make every path
+    give the tokens of one-at-a-time greedy decoding (a GPU build batches prompts by 512 and does
+    not promise this to the last bit).
 
     Example:
         >>> backend = LlamaCppBackend("aligner.Q4_K_M.gguf")
@@ -123,7 +124,7 @@ class LlamaCppBackend:
             header.get("tokenizer.ggml.add_space_prefix", True)
         )
         self._options = {
-            "n_threads": n_threads or _default_threads(),
+            "n_threads": n_threads or default_threads(),
             "n_gpu_layers": n_gpu_layers,
             "verbose": verbose,
         }
@@ -145,6 +146,12 @@ class LlamaCppBackend:
         """The context window allocated now (at most `context_length`; 0 once closed)."""
         return 0 if self._llama is None else self._llama.n_ctx()
 
+    @property
+    def snapshot_restores(self) -> int:
+        """Calls so far that started from a `prefix_cache` snapshot of an earlier prompt rather
+        than from the live KV cache."""
+        return self._prefixes.restored
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -164,7 +171,7 @@ class LlamaCppBackend:
         generations = []
         for i, prompt in enumerate(prompts):
             tally = _Tally()
-            with self._using():
+            with self.locked_llama():
                 response = None if responses is None else responses[i]
                 text = "".join(self._decode(prompt, settings, tally, response))
             generations.append(tally.generation(text))
@@ -176,11 +183,28 @@ class LlamaCppBackend:
         """Yield the new text as it is decoded (pieces never split a UTF-8 character); return
         the finished `Generation`."""
         tally, pieces = _Tally(), []
-        with self._using():
+        with self.locked_llama():
             for piece in self._decode(prompt, settings, tally, response):
                 pieces.append(piece)
                 yield piece
         return tally.generation("".join(pieces))
+
+    @contextmanager
+    def locked_llama(self) -> Iterator[Any]:
+        """The loaded `llama_cpp.Llama`, held for this caller alone until the block ends.
+
+        For what the backend does not wrap: tokenizing, or timing llama.cpp itself. The next call
+        reuses the KV cache the block leaves for the prefix it shares with its prompt, so a block
+        that evaluates tokens of its own leaves `input_ids[:n_tokens]` true to the cache, or calls
+        `reset()`.
+        """
+        with self._lock:
+            if self._llama is None:
+                raise RuntimeError(
+                    f"{self!r} was closed. Load the model again (`clear_backends()` first when "
+                    "it came from `get_backend`)."
+                )
+            yield self._llama
 
     def close(self) -> None:
         """Free the model and its context now; the backend cannot generate afterwards."""
@@ -226,16 +250,6 @@ class LlamaCppBackend:
                 "adapter converted from a LoRA trained on this base model."
             )
         return llama
-
-    @contextmanager
-    def _using(self):
-        with self._lock:
-            if self._llama is None:
-                raise RuntimeError(
-                    f"{self!r} was closed. Load the model again (`clear_backends()` first when "
-                    "it came from `get_backend`)."
-                )
-            yield self._llama
 
     def _decode(
         self,
@@ -423,7 +437,9 @@ def _check_vocabulary(header: dict[str, Any], path: Path) -> None:
         )
 
 
-def _default_threads() -> int:
+def default_threads() -> int:
+    """CPU threads a backend uses when `n_threads` is not given: the CPUs this process may use,
+    at most `MAX_DEFAULT_THREADS`."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(available or 1, MAX_DEFAULT_THREADS))
 
