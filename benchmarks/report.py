@@ -161,6 +161,33 @@ def train_allocator(data: dict) -> list[str]:
     ]
 
 
+def prefix_cache(data: dict) -> list[str]:
+    variants = list(data["variants"])
+    rows = [
+        [pattern, p["preamble_tokens"], p["prompt_tokens_median"],
+         *(f"{p['ttft_ms'][v]} ({p['ttft_vs_cold'][v]:.2f}×)" for v in variants),
+         p["ram_cache_save_ms"], p["identical_outputs"]]
+        for pattern, p in data["patterns"].items()
+    ]
+    held = "; ".join(
+        f"{pattern} {p['ram_cache_entries']} states, {p['ram_cache_mb']} MB"
+        for pattern, p in data["patterns"].items()
+    )
+    return [
+        *_header("Prefix reuse in the llama.cpp backend: KV snapshots vs LlamaRAMCache vs none", data),
+        f"Model: {data['model']}, {data['machine'].get('n_threads', '?')} llama.cpp thread(s), "
+        f"{data['settings']['max_new_tokens']} new tokens a call, {data['settings']['calls_per_pattern']} "
+        "calls a pattern (the first of each objective set untimed). Variants: "
+        + "; ".join(f"`{v}` = {text}" for v, text in data["variants"].items()) + ".",
+        "",
+        *_table(rows, ["pattern", "preamble tokens", "prompt tokens", *(f"{v} TTFT ms" for v in variants),
+                       "LlamaRAMCache save ms", "identical outputs"]),
+        f"Held by LlamaRAMCache after the calls: {held}; the snapshots keep at most `prefix_cache` "
+        "(4) preambles.",
+        "",
+    ]
+
+
 #: Rewrites keeping at least this share of their tokens from the response count as copying.
 KEPT_AT_LEAST = 0.9
 
@@ -206,6 +233,8 @@ def main() -> None:
         lines += default_aligner(data)
     if data := _load("drafting_llamacpp"):
         lines += drafting(data, "Copy-aware drafting and prefix reuse: llama.cpp")
+    if data := _load("prefix_cache"):
+        lines += prefix_cache(data)
     if data := _load("drafting_transformers"):
         lines += drafting(data, "Copy-aware drafting, prefix reuse and batching: transformers")
     if data := _load("train_allocator"):
