@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# llama.cpp's own HF→GGUF converter, from the sdist of the installed llama-cpp-python, cached
 	# once under ~/.cache/metaaligner-chain so export runs (and their tests) need no network.
 	$(BIN)/ma-train export fetch-converter
-	# tcmalloc makes CPU training ~1.6x faster (benchmarks/RESULTS.md; trainer/allocator.py).
+	# tcmalloc makes CPU training ~1.6x faster (benchmarks/RESULTS.md; trainer/train/allocator.py).
 	# Best effort: only where apt-get runs as root; everything works without it.
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! ldconfig -p | grep -q libtcmalloc_minimal; then \
 		apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \

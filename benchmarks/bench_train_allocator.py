@@ -3,7 +3,7 @@
 The whole command a user runs is timed (start-up, tokenizing, the steps, saving), on the
 preference rows that `ma-train data build` makes from the committed default-aligner corpus,
 with the default aligner's LoRA settings and bf16 autocast. Each allocator is chosen with
-``MA_TRAIN_ALLOCATOR`` (see `trainer/allocator.py`); runs are interleaved so that a change in the
+``MA_TRAIN_ALLOCATOR`` (see `trainer/train/allocator.py`); runs are interleaved so that a change in the
 machine's load falls on every variant. Kernel (system) CPU time is recorded beside the wall
 time: it is where glibc loses (page faults on freshly mapped logits buffers).
 Writes `benchmarks/results/train_allocator.json`.
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import ROOT, run_header
-from trainer.allocator import find_allocator
+from trainer.train.allocator import find_allocator
 
 RESULTS = Path(__file__).parent / "results" / "train_allocator.json"
 CORPUS = ROOT / "examples" / "default_aligner" / "corpus" / "train"

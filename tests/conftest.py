@@ -8,6 +8,6 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random llama model + byte-level BPE tokenizer, saved with `save_pretrained`."""
-    from trainer.tiny import build_tiny_llama
+    from trainer.train.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

@@ -1,18 +1,24 @@
-"""Settings for `ma-train`, one frozen dataclass per step; YAML recipes and CLI flags map onto them.
+"""Every `ma-train` setting, declared once: one pydantic model per verb.
 
-A recipe file has one section per step (`data`, `score`, `train`); each key is a field below.
-Flags override the file: `merge(config, **flags)` replaces only the flags that were given.
+A field's name is its recipe key and its command-line option (`learning_rate` → `--learning-rate`),
+its docstring is the option's help, and its type and bounds are checked by pydantic when a recipe
+or the flags are read (`trainer.options` builds the Typer commands from these models). A recipe
+file has one section per verb (`score`, `data`, `train`, `export`, `eval`); `ma-train run` runs the
+sections it finds in that order.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
-DATA_FORMATS = ("ultrafeedback", "hh-rlhf", "helpsteer", "generic")
-STAGES = ("warmup", "equal", "preference")
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trainer.train.run_dir import STAGES
+
+DataFormat = Literal["ultrafeedback", "hh-rlhf", "helpsteer", "generic"]
+PromptFormat = Literal["hh-rlhf", "ultrafeedback", "imhi"]
+DATA_FORMATS: tuple[str, ...] = DataFormat.__args__
 #: `base: default` trains on the built-in default aligner's model (SmolLM2-135M-Instruct).
 DEFAULT_BASE = "default"
 #: The prompt format each dataset format is written with, unless `prompt_format` is given.
@@ -24,82 +30,66 @@ DEFAULT_PROMPT_FORMAT = {
 }
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class Settings(BaseModel):
+    """Frozen, unknown keys refused, attribute docstrings as help."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class DataConfig(Settings):
     """`ma-train data build`: raw preference data → warm-up / equal / preference rows."""
 
-    input: str
-    """A local JSONL/JSON/CSV/Parquet file, or a dataset id loaded with `datasets`."""
-    format: str
+    input: str = Field(json_schema_extra={"argument": True})
+    """A local JSONL/JSON/CSV/Parquet file, a folder of *.jsonl, or a dataset id loaded with `datasets`."""
+    format: DataFormat
     """How the input is shaped: ultrafeedback, hh-rlhf, helpsteer or generic."""
     out: str
     """Folder for warmup.jsonl, equal.jsonl, preference.jsonl, val/ and summary.json."""
-    prompt_format: str | None = None
-    """Prompt format of the rows; defaults to the dataset format's own (see DEFAULT_PROMPT_FORMAT)."""
+    prompt_format: Optional[PromptFormat] = None
+    """Prompt format of the rows; default: the dataset format's own (generic → ultrafeedback)."""
     seed: int = 0
     """Seeds the objective order of every row, the warm-up sample and the validation split."""
-    warmup_fraction: float = 0.2
+    warmup_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     """Share of the equal rows copied into warm-up rows whose target is the input answer."""
-    tie_tolerance: float = 0.0
+    tie_tolerance: float = Field(0.0, ge=0.0)
     """Two scores within this distance are a tie for that objective."""
-    val_fraction: float = 0.05
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     """Share of the distinct queries held out for validation (split by query)."""
     objectives: tuple[str, ...] = ()
-    """Objective keys to use; empty = every objective the data scores."""
-    descriptions: dict[str, str] = field(default_factory=dict)
-    """Descriptions ('Name: description') for objective keys the prompt format does not know."""
+    """Objective keys to use (repeatable); empty = every objective the data scores."""
+    descriptions: dict[str, str] = {}
+    """KEY='Name: description' for objective keys the prompt format does not know (repeatable)."""
     split: str = "train"
     """Split to read when `input` is a dataset id."""
-
-    def __post_init__(self) -> None:
-        if self.format not in DATA_FORMATS:
-            raise ValueError(
-                f"`format` is {self.format!r}; choose one of {', '.join(DATA_FORMATS)}."
-            )
-        for name in ("warmup_fraction", "val_fraction"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"`{name}` is {value}; give a fraction in [0, 1), e.g. 0.1.")
-        if self.tie_tolerance < 0:
-            raise ValueError(f"`tie_tolerance` is {self.tie_tolerance}; give 0 or more.")
 
     @property
     def resolved_prompt_format(self) -> str:
         return self.prompt_format or DEFAULT_PROMPT_FORMAT[self.format]
 
 
-@dataclass(frozen=True)
-class ScoreConfig:
+class ScoreConfig(Settings):
     """`ma-train data score`: label every response per objective with a reward model."""
 
-    input: str
+    input: str = Field(json_schema_extra={"argument": True})
     """Raw data in one of the dataset formats (scores may be missing)."""
-    format: str
+    format: DataFormat
     """How the input is shaped: ultrafeedback, hh-rlhf, helpsteer or generic."""
     out: str
     """A generic-format JSONL with the new scores (build it with `--format generic`)."""
-    models: dict[str, str] = field(default_factory=dict)
-    """Objective key → sequence-classification reward model (hub id or local folder)."""
-    round_to: float = 0.1
+    models: dict[str, str] = Field(min_length=1)
+    """OBJECTIVE=MODEL: a sequence-classification reward model (hub id or folder) per objective,
+    e.g. harmlessness=OpenAssistant/reward-model-deberta-v3-large-v2 (repeatable)."""
+    round_to: float = Field(0.1, gt=0.0)
     """Rewards are rounded to this step before z-normalisation, as the paper did for HH-RLHF."""
-    batch_size: int = 8
-    max_length: int = 512
+    batch_size: int = Field(8, ge=1)
+    """Responses scored per forward pass."""
+    max_length: int = Field(512, ge=1)
+    """Tokens of query + response given to the reward model."""
     split: str = "train"
-
-    def __post_init__(self) -> None:
-        if self.format not in DATA_FORMATS:
-            raise ValueError(
-                f"`format` is {self.format!r}; choose one of {', '.join(DATA_FORMATS)}."
-            )
-        if not self.models:
-            raise ValueError(
-                "`models` is empty; name one reward model per objective, e.g. "
-                "--objective harmlessness=OpenAssistant/reward-model-deberta-v3-large-v2."
-            )
+    """Split to read when `input` is a dataset id."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """`ma-train train`: the three SFT stages, each continuing from the previous one.
 
     Defaults follow the paper where they fit one device (lr 1e-5 for full fine-tuning, 2 epochs,
@@ -112,46 +102,54 @@ class TrainConfig:
     """The folder written by `ma-train data build`."""
     out: str
     """RUN_DIR: final merged model + tokenizer + metaaligner.json; stages/<stage>/ per stage."""
-    stage: str = "all"
+    stage: Literal["warmup", "equal", "preference", "all"] = "all"
     """warmup, equal, preference, or all (in that order)."""
     lora: bool = True
-    """LoRA (one adapter trained through all stages) instead of full fine-tuning."""
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    """LoRA (one adapter trained through all stages); --no-lora for full fine-tuning."""
+    lora_r: int = Field(16, ge=1)
+    """LoRA rank."""
+    lora_alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA branch."""
     lora_targets: tuple[str, ...] = ("all-linear",)
-    """Module names LoRA wraps; 'all-linear' wraps every linear layer but the output head."""
-    learning_rate: float | None = None
-    """None = 2e-4 with LoRA, 1e-5 (the paper's) for full fine-tuning."""
-    epochs: float = 2.0
+    """Module names LoRA wraps (repeatable); 'all-linear' wraps every linear layer but the output head."""
+    learning_rate: Optional[float] = Field(None, gt=0.0)
+    """Peak learning rate; default 2e-4 with LoRA, 1e-5 (the paper's) for full fine-tuning."""
+    epochs: float = Field(2.0, gt=0.0)
+    """Epochs per stage."""
     max_steps: int = -1
     """Stop each stage after this many optimizer steps (-1: run the epochs)."""
-    batch_size: int = 4
+    batch_size: int = Field(4, ge=1)
     """Per-device batch size; effective batch = batch_size × grad_accum × devices."""
-    grad_accum: int = 1
-    max_length: int = 2048
-    warmup_ratio: float = 0.05
+    grad_accum: int = Field(1, ge=1)
+    """Gradient accumulation steps."""
+    max_length: int = Field(2048, ge=1)
+    """Rows are cut to this many tokens."""
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    """Share of each stage's steps spent warming the learning rate up."""
     lr_scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    bf16: bool | None = None
-    """None = bf16 when a CUDA device supports it, else fp32."""
-    gradient_checkpointing: bool = False
+    """A transformers scheduler name (cosine, linear, constant, ...)."""
+    weight_decay: float = Field(0.0, ge=0.0)
+    """AdamW weight decay."""
+    bf16: Optional[bool] = None
+    """bf16 autocast; default: on when a CUDA device supports it (on CPUs with AMX/AVX512-BF16 it
+    is 1.5-2x faster too)."""
+    activation_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, slower)."""
     resume: bool = False
     """Skip finished stages and resume the unfinished one from its last checkpoint."""
-    save_steps: int = 500
-    save_total_limit: int = 2
-    logging_steps: int = 10
+    save_steps: int = Field(500, ge=1)
+    """Checkpoint every this many steps (what --resume continues from)."""
+    save_total_limit: int = Field(2, ge=1)
+    """Checkpoints kept per stage."""
+    logging_steps: int = Field(10, ge=1)
+    """Log the loss every this many steps."""
     seed: int = 0
-    sampling: str = "random"
+    """Seeds initialisation and batch order."""
+    sampling: Literal["random", "group_by_length"] = "random"
     """Batch order: random, or group_by_length (rows of similar length together: less padding,
     faster on CPU; the order is still seeded)."""
-
-    def __post_init__(self) -> None:
-        if self.stage not in (*STAGES, "all"):
-            raise ValueError(f"`stage` is {self.stage!r}; choose one of {', '.join(STAGES)}, all.")
-        for name in ("batch_size", "grad_accum", "max_length", "lora_r", "save_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` is {getattr(self, name)}; give a positive integer.")
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -164,26 +162,24 @@ class TrainConfig:
         return 2e-4 if self.lora else 1e-5
 
 
-@dataclass(frozen=True)
-class ExportConfig:
-    """The `export` step of a recipe: a finished LoRA run as a folder to ship."""
+class ExportConfig(Settings):
+    """`ma-train export adapter`: a finished LoRA run as a folder to ship."""
 
-    run: str
+    run: str = Field(json_schema_extra={"argument": True})
     """RUN_DIR of the finished run."""
     adapter_dir: str
     """Folder for the fp16 peft adapter, `adapter.gguf` and `metaaligner.json` (replaced files)."""
-    base: str | None = None
+    base: Optional[str] = None
     """The base model folder the adapter was trained on; default: the run's `base_model`."""
-    base_name: str | None = None
+    base_name: Optional[str] = None
     """Name written in place of the training machine's base path."""
-    recipe: str | None = None
+    recipe: Optional[str] = None
     """Recorded in `metaaligner.json` as the recipe that made the adapter."""
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """The `eval` step of a recipe: written rewrite items (with gold rewrites and checks) aligned
-    and judged per objective (`trainer.rewrite_eval`)."""
+class EvalConfig(Settings):
+    """`ma-train eval`'s rewrite-item mode: written items (with gold rewrites and checks) aligned
+    and judged per objective (`trainer.evaluate.rewrites`)."""
 
     data: str
     """A JSONL file, or a folder of them, in the corpus format (examples/eval/heldout/)."""
@@ -191,79 +187,74 @@ class EvalConfig:
     """Folder for results.json, items.jsonl, aligned.jsonl (resumable) and runs.jsonl."""
     aligner: str = "default"
     """'default' (the built-in aligner) or a model path."""
-    prompt_format: str | None = None
-    max_new_tokens: int = 384
+    prompt_format: Optional[PromptFormat] = None
+    """The aligner's prompt format; default: the one its files record."""
+    max_new_tokens: int = Field(384, ge=1)
+    """Aligner output cap."""
     label: str = "held-out"
     """Recorded with every run in runs.jsonl (how often this set was looked at)."""
 
 
-@dataclass(frozen=True)
-class Recipe:
+class Recipe(Settings):
     """A whole `ma-train run`: optional scoring, data build, training, export, evaluation."""
 
-    data: DataConfig | None = None
-    score: ScoreConfig | None = None
-    train: TrainConfig | None = None
-    export: ExportConfig | None = None
-    eval: EvalConfig | None = None
+    score: Optional[ScoreConfig] = None
+    data: Optional[DataConfig] = None
+    train: Optional[TrainConfig] = None
+    export: Optional[ExportConfig] = None
+    eval: Optional[EvalConfig] = None
 
 
-_SECTIONS = {"data": DataConfig, "score": ScoreConfig, "train": TrainConfig,
-             "export": ExportConfig, "eval": EvalConfig}
+SECTIONS: dict[str, type[Settings]] = {
+    name: field.annotation.__args__[0] for name, field in Recipe.model_fields.items()
+}
 
 
-def build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """`cls(**values)` with an error naming unknown or missing keys and the file section."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+def build(cls: type[Settings], values: dict[str, Any], where: str) -> Any:
+    """`cls(**values)`, with pydantic's findings as one error naming each key, its value and the fix."""
+    try:
+        return cls.model_validate(values)
+    except ValidationError as err:
+        raise ValueError(f"{where}: " + "; ".join(_problem(e, cls) for e in err.errors())) from None
+
+
+def _problem(error: dict, cls: type[Settings]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "missing":
+        return f"`{key}` is missing (required)"
+    if error["type"] == "extra_forbidden":
+        return f"`{key}` is not a setting; known keys: {', '.join(cls.model_fields)}"
+    message = error["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+    return f"`{key}` is {error['input']!r}; it should be {message}"
+
+
+def read_recipe(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The raw sections of a YAML recipe, each a mapping of settings."""
+    import yaml
+
+    content = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} must be a mapping with sections {', '.join(SECTIONS)}.")
+    unknown = sorted(set(content) - set(SECTIONS))
     if unknown:
         raise ValueError(
-            f"{where} has unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}."
+            f"{path} has unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}."
         )
-    missing = [
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.name not in values
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ValueError(f"{where} is missing required key(s): {', '.join(missing)}.")
-    coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**coerced)
-
-
-def merge(config: Any, **flags: Any) -> Any:
-    """A copy of `config` with the flags that were given (not None) replacing its values."""
-    return dataclasses.replace(config, **{k: v for k, v in flags.items() if v is not None})
+    for name, value in content.items():
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{path}: section `{name}` must be a mapping of settings.")
+    return {name: value for name, value in content.items() if value}
 
 
 def read_section(path: str | Path, section: str) -> dict[str, Any]:
     """The raw `section` mapping of a YAML recipe (empty when the file has no such section)."""
-    import yaml
-
-    text = Path(path).read_text()
-    content = yaml.safe_load(text) or {}
-    if not isinstance(content, dict):
-        raise ValueError(f"{path} must be a mapping with sections data/score/train.")
-    unknown = sorted(set(content) - set(_SECTIONS))
-    if unknown:
-        raise ValueError(
-            f"{path} has unknown section(s) {', '.join(unknown)}; known: {', '.join(_SECTIONS)}."
-        )
-    value = content.get(section) or {}
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: section `{section}` must be a mapping of settings.")
-    return value
+    return read_recipe(path).get(section, {})
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and check a YAML recipe; every key must be a field of its section's dataclass."""
-    sections = {
-        name: build(cls, read_section(path, name), f"{path} section `{name}`")
-        for name, cls in _SECTIONS.items()
-        if read_section(path, name)
-    }
+    """Read and check a YAML recipe; every key must be a setting of its section's verb."""
+    sections = {name: build(SECTIONS[name], values, f"{path} section `{name}`")
+                for name, values in read_recipe(path).items()}
     if not sections:
-        raise ValueError(f"{path} has no {', '.join(f'`{s}`' for s in _SECTIONS)} section; nothing to run.")
+        raise ValueError(f"{path} has no {', '.join(f'`{s}`' for s in SECTIONS)} section; nothing to run.")
     return Recipe(**sections)

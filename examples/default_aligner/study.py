@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from trainer.config import DataConfig, TrainConfig
-from trainer.corpus import Item, load
-from trainer.data import load_groups
-from trainer.reformulate import reformulate, summarize, write_splits
+from trainer.data.corpus import Item, load
+from trainer.data.formats import load_groups
+from trainer.data.reformulate import reformulate, summarize, write_splits
 from validate import validation_items  # beside this script
 
 HERE = Path(__file__).resolve().parent
@@ -112,9 +112,9 @@ def artifact_mb(run: Path, lora: bool) -> float:
 
 
 def run_candidate(name: str, val: list[Item]) -> dict:
-    from trainer.export import export_gguf
-    from trainer.rewrite_eval import default_aligner, evaluate
-    from trainer.stages import run_training
+    from trainer.export.gguf import export_gguf
+    from trainer.evaluate.rewrites import default_aligner, evaluate
+    from trainer.train.stages import run_training
 
     spec = dict(CANDIDATES[name])
     if spec["base"] == "gemma":
@@ -157,7 +157,7 @@ def write_table(results: dict[str, dict]) -> None:
 
 
 def _allocator(result: dict) -> str:
-    """tcmalloc / jemalloc / glibc: training time depends on it about twofold (trainer/allocator.py)."""
+    """tcmalloc / jemalloc / glibc: training time depends on it about twofold (trainer/train/allocator.py)."""
     preload = result.get("allocator", "glibc malloc")
     return next((name for name in ("tcmalloc", "jemalloc") if name in preload), "glibc")
 
@@ -173,9 +173,9 @@ def _pct(x: float | None) -> str:
 
 
 def main() -> None:
-    from trainer.allocator import reexec_with_fast_allocator
+    from trainer.train.allocator import reexec_with_fast_allocator
 
-    reexec_with_fast_allocator()  # about twice the training speed on CPU (trainer/allocator.py)
+    reexec_with_fast_allocator()  # about twice the training speed on CPU (trainer/train/allocator.py)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=list(CANDIDATES))
     args = parser.parse_args()

@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 from trainer.config import load_recipe
-from trainer.corpus import load
-from trainer.data import load_groups
-from trainer.reformulate import split_queries
+from trainer.data.corpus import load
+from trainer.data.formats import load_groups
+from trainer.data.reformulate import split_queries
 
 HERE = Path(__file__).resolve().parent
 TRAINED = ("harmlessness", "helpfulness", "factuality", "readability", "length", "humour")
@@ -32,8 +32,8 @@ def validation_items(data_config) -> list:
 
 
 def main() -> None:
-    from trainer.export import export_gguf
-    from trainer.rewrite_eval import default_aligner, evaluate, write_report
+    from trainer.export.gguf import export_gguf
+    from trainer.evaluate.rewrites import default_aligner, evaluate, write_report
 
     recipe = load_recipe(HERE / "recipe.yaml")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

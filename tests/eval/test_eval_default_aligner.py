@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.evaluate import evaluate
+from trainer.evaluate.objectives import evaluate
 
 HELDOUT = Path(__file__).parents[2] / "examples" / "eval" / "heldout" / "h1.jsonl"
 

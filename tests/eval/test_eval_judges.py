@@ -10,10 +10,10 @@ from langchain_core.language_models.fake_chat_models import (
 from langchain_core.messages import AIMessage
 
 from metaaligner_chain.objectives import resolve
-from trainer.judges import (
+from trainer.evaluate.judges import (
     ChatJudge, ScoreJudge, Task, build_judges, combine_orders, parse_verdict,
 )
-from trainer.scorers import BUILTIN
+from trainer.evaluate.scorers import BUILTIN
 
 HARMLESS = resolve(["harmlessness"], "hh-rlhf")[0]
 

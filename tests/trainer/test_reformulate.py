@@ -9,8 +9,8 @@ import pytest
 
 from metaaligner_chain.prompt import build_prompt
 from trainer.config import DataConfig
-from trainer.data import load_groups
-from trainer.reformulate import reformulate, summarize, write_splits
+from trainer.data.formats import load_groups
+from trainer.data.reformulate import reformulate, summarize, write_splits
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -177,7 +177,7 @@ def test_generic_needs_descriptions_for_unknown_objectives():
         {"text": "Open Settings.", "scores": {"politeness": 1, "helpfulness": 1}},
         {"text": "No.", "scores": {"politeness": 0, "helpfulness": 0}},
     ]}]
-    with pytest.raises(ValueError, match="'politeness'.*--describe politeness="):
+    with pytest.raises(ValueError, match="'politeness'.*--descriptions politeness="):
         rows_of(records, "generic")
     rows, _ = rows_of(records, "generic", descriptions={"politeness": "Politeness: be kind"})
     [pref] = rows["preference"]
@@ -262,7 +262,7 @@ def test_summary_counts_per_file_and_objective():
 def test_local_files_of_every_kind_read_the_same(tmp_path, suffix):
     import pandas as pd
 
-    from trainer.data import read_records
+    from trainer.data.formats import read_records
 
     records = [json.loads(line) for line in (ROOT / "examples/data/helpsteer_tiny.jsonl").open()]
     path = tmp_path / f"helpsteer{suffix}"

@@ -7,8 +7,8 @@ import pytest
 from metaaligner_chain.objectives import resolve
 from metaaligner_chain.prompt import build_prompt
 from trainer.config import DataConfig
-from trainer.data import load_groups
-from trainer.reformulate import reformulate
+from trainer.data.formats import load_groups
+from trainer.data.reformulate import reformulate
 
 HH = "hh-rlhf"
 

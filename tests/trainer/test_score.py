@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from trainer.cli import app
 from trainer.config import ScoreConfig
-from trainer.score import normalise, score_texts
+from trainer.data.score import normalise, score_texts
 
 RECORDS = [
     {"chosen": "\n\nHuman: How do I bake bread?\n\nAssistant: Mix flour, water and yeast, then bake.",
@@ -25,7 +25,7 @@ def reward_model_dir(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from trainer.tiny import build_tokenizer
+    from trainer.train.tiny import build_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-rm")
     tokenizer = build_tokenizer()
@@ -66,7 +66,7 @@ def test_data_score_labels_each_response_then_builds(reward_model_dir, tmp_path)
     scored = tmp_path / "scored.jsonl"
     result = CliRunner().invoke(app, [
         "data", "score", str(raw), "--format", "hh-rlhf", "--out", str(scored),
-        "--objective", f"harmlessness={reward_model_dir}", "--objective", f"humour={reward_model_dir}",
+        "--models", f"harmlessness={reward_model_dir}", "--models", f"humour={reward_model_dir}",
     ])
     assert result.exit_code == 0, result.output
     groups = [json.loads(line) for line in scored.read_text().splitlines()]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from trainer.config import DataConfig, TrainConfig
-from trainer.data import load_groups
-from trainer.reformulate import reformulate, summarize, write_splits
-from trainer.stages import DONE_FILE, run_training
+from trainer.data.formats import load_groups
+from trainer.data.reformulate import reformulate, summarize, write_splits
+from trainer.train.stages import DONE_FILE, run_training
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["warmup", "equal", "preference"]
@@ -194,9 +194,7 @@ def test_resume_after_an_interruption_ends_at_the_same_step(tiny_model_dir, data
     stage_dir = tmp_path / "run" / "stages" / "warmup"
     assert (stage_dir / "checkpoint-2").is_dir() and not (stage_dir / DONE_FILE).exists()
     resumed = Interrupt(at=None)
-    from dataclasses import replace
-
-    metadata = run_training(replace(config, resume=True), callbacks=[resumed])
+    metadata = run_training(config.model_copy(update={"resume": True}), callbacks=[resumed])
     assert resumed.steps == [3, 4, 5, 6]  # continued from checkpoint-2
     assert metadata["metrics"]["warmup"]["steps"] == 6
 
@@ -208,9 +206,14 @@ def test_torchrun_two_processes_gloo(tiny_model_dir, data_dir, tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "trainer.cli", "train", "--base", str(tiny_model_dir), "--data", str(data_dir),
         "--out", str(out), "--stage", "warmup", "--max-steps", "2", "--batch-size", "2",
+        "--logging-steps", "1",
     ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    # a log, not a terminal: plain step lines, and no warning the user did not cause
+    assert done.stderr.count("[warmup] step 1/2 loss") == 1  # from the main process only
+    assert "[warmup] done: 2 steps" in done.stderr
+    assert "Warning" not in done.stderr, done.stderr
     metrics = json.loads((out / "stages" / "warmup" / DONE_FILE).read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 2
     assert json.loads((out / "metaaligner.json").read_text())["stages"] == ["warmup"]

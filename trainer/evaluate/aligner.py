@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer import ledger
+from trainer.evaluate import ledger
 
 _TOKEN_KEYS = ("completion_tokens", "generated_tokens", "output_tokens", "new_tokens", "tokens")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from metaaligner_chain.objectives import Objective, resolve
-from trainer import ledger
+from trainer.evaluate import ledger
 
 #: Comparisons judged per objective, as (name, x field, y field); golden ones need a golden.
 COMPARISONS = (
@@ -46,13 +46,13 @@ def evaluate(
     `MetaAlignerRunnable`), or any Runnable/callable mapping `{"query", "response"}` to the
     aligned answer (a str, a message, or a dict whose `response` is the aligned answer).
     `judge`: "offline", "provider:model", a chat model or a Judge, for every objective;
-    `scorers`: per-objective overrides (see `trainer.judges.build_judges`). `policy`: a
+    `scorers`: per-objective overrides (see `trainer.evaluate.judges.build_judges`). `policy`: a
     "provider:model" string or chat model that writes `response` for every row first.
     Judges read the objectives worded for `prompt_format`, else the aligner's own, else
     "hh-rlhf".
     """
-    from trainer.eval_aligner import align, as_aligner
-    from trainer.judges import build_judges
+    from trainer.evaluate.aligner import align, as_aligner
+    from trainer.evaluate.judges import build_judges
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +77,7 @@ def evaluate(
         "seed": seed,
     }
     results = aggregate(items, judgements, resolved, judges, settings, bootstrap_rounds, seed)
-    from trainer.report import write_markdown, write_plot
+    from trainer.evaluate.report import write_markdown, write_plot
 
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(results, out / "report.md")
@@ -152,7 +152,7 @@ def judge_items(
 
     Identical texts are a tie without asking the judge.
     """
-    from trainer.judges import Task
+    from trainer.evaluate.judges import Task
 
     done = ledger.read(cache)
     task_bar = bar.add_task("judging", total=len(items) * len(objectives))
@@ -194,7 +194,7 @@ def aggregate(
     judges: Mapping[str, Any], settings: dict, rounds: int, seed: int,
 ) -> dict:
     """The results dict: per objective and comparison, then the do-no-harm figures."""
-    from trainer.metrics import (
+    from trainer.evaluate.metrics import (
         edit_distance, gain, harm_flags, loss_flags, mean_with_ci, resample_indices, speed,
         summarize,
     )

@@ -2,7 +2,7 @@
 
 Built-in scorers are offline *proxies* that text statistics can measure, each serving one
 objective (`BUILTIN`); `HFScorer` wraps a Hugging Face reward or classifier model. A scorer never
-decides a winner itself: `trainer.judges.ScoreJudge` compares two scores with the scorer's `margin`.
+decides a winner itself: `trainer.evaluate.judges.ScoreJudge` compares two scores with the scorer's `margin`.
 """
 
 from __future__ import annotations

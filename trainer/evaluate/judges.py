@@ -213,7 +213,7 @@ def _by_key(specs: Mapping[str, Any], objectives: Sequence[Objective], flag: str
 
 
 def _judge_for(objective: Objective, spec: Any, made: dict, hf: bool) -> Judge:
-    from trainer.scorers import BUILTIN, HFScorer
+    from trainer.evaluate.scorers import BUILTIN, HFScorer
 
     if spec == "offline":
         if objective.key not in BUILTIN:

@@ -10,7 +10,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from trainer.console import friendly
 
+
+@friendly
 def eval_command(
     data: Annotated[Path, typer.Option(help="TEST JSONL: {\"query\", \"response\", \"golden\"?}; "
                                        "without --objectives, written rewrite items (a file or "
@@ -38,7 +41,7 @@ def eval_command(
 ) -> None:
     """Per-objective win rates of the aligned answers, do-no-harm figures, report and plot."""
     from trainer.config import EvalConfig
-    from trainer.evaluate import evaluate
+    from trainer.evaluate.objectives import evaluate
 
     if objectives is None:
         run_rewrite_eval(EvalConfig(data=str(data), out=str(out), aligner=aligner,
@@ -46,16 +49,12 @@ def eval_command(
                                     max_new_tokens=max_new_tokens or 384, label="cli"))
         return
     keys = _split(objectives)
-    try:
-        results = evaluate(
-            data, aligner, keys, out, judge=_judges(judge or [], keys),
-            scorers=_pairs(scorer or [], "--scorer"),
-            prompt_format=prompt_format, policy=policy, max_new_tokens=max_new_tokens,
-            limit=limit, bootstrap_rounds=bootstrap_rounds, seed=seed,
-        )
-    except (ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    results = evaluate(
+        data, aligner, keys, out, judge=_judges(judge or [], keys),
+        scorers=_pairs(scorer or [], "--scorer"),
+        prompt_format=prompt_format, policy=policy, max_new_tokens=max_new_tokens,
+        limit=limit, bootstrap_rounds=bootstrap_rounds, seed=seed,
+    )
     harm = results["do_no_harm"]
     for key, block in results["objectives"].items():
         r = block["comparisons"]["aligned_vs_original"]
@@ -105,19 +104,15 @@ def _pct(x: float | None) -> str:
 
 def run_rewrite_eval(config: Any) -> dict:
     """Align written rewrite items (each naming its objectives) and judge them; print a summary."""
-    from trainer.corpus import load
-    from trainer.rewrite_eval import KNOWN_OBJECTIVES, default_aligner, evaluate, write_report
+    from trainer.data.corpus import load
+    from trainer.evaluate.rewrites import KNOWN_OBJECTIVES, default_aligner, evaluate, write_report
 
     source = Path(config.data)
     files = sorted(source.glob("*.jsonl")) if source.is_dir() else [source]
-    try:
-        items = load(files, KNOWN_OBJECTIVES)
-        model = None if config.aligner == "default" else config.aligner
-        run, name = default_aligner(model, config.prompt_format, config.max_new_tokens)
-        results = evaluate(items, run, name, config.out, config.label, progress=typer.echo)
-    except (ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    items = load(files, KNOWN_OBJECTIVES)
+    model = None if config.aligner == "default" else config.aligner
+    run, name = default_aligner(model, config.prompt_format, config.max_new_tokens)
+    results = evaluate(items, run, name, config.out, config.label, progress=typer.echo)
     report = write_report(results, Path(config.out))
     typer.echo(report.read_text())
     return results

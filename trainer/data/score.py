@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import ScoreConfig
-from trainer.data import Group, load_groups, write_groups
+from trainer.data.formats import Group, load_groups, write_groups
 
 
 def reward_texts(groups: list[Group]) -> list[str]:

@@ -12,7 +12,6 @@ Runs unchanged under `torchrun` / `accelerate launch` (DDP, FSDP, DeepSpeed via 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from collections.abc import Sequence
@@ -20,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from metaaligner_chain.models.metadata import write_metadata
-from trainer.config import DEFAULT_BASE, STAGES, TrainConfig
-
-DONE_FILE = "stage_done.json"
-LOG_FILE = "log_history.json"
+from trainer.config import DEFAULT_BASE, TrainConfig
+from trainer.train.run_dir import DONE_FILE, LOG_FILE, STAGES, final_model
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -67,7 +64,7 @@ def resolve_base(config: TrainConfig) -> TrainConfig:
         return config
     from metaaligner_chain.models.defaults import default_hf_model_dir
 
-    return dataclasses.replace(config, base=str(default_hf_model_dir()))
+    return config.model_copy(update={"base": str(default_hf_model_dir())})
 
 
 def load_tokenizer(base: str) -> Any:
@@ -123,7 +120,7 @@ def sft_args(config: TrainConfig, stage_dir: Path) -> Any:
         completion_only_loss=True,
         bf16=bool(bf16),
         use_cpu=not cuda,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.activation_checkpointing,
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
@@ -144,12 +141,16 @@ def run_stage(
     config: TrainConfig,
     init_from: Path | None,
     callbacks: Sequence[Any] = (),
+    console: Any = None,
 ) -> dict[str, Any]:
     """Train one stage into RUN_DIR/stages/<stage>/; return its metrics."""
+    import warnings
+
     from transformers.trainer_callback import PrinterCallback
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
-    from trl.trainer.callbacks import RichProgressCallback
+
+    from trainer.train.progress import progress_callback
 
     stage_dir = Path(config.out) / "stages" / stage
     tokenizer = load_tokenizer(config.base)
@@ -158,15 +159,17 @@ def run_stage(
     resume = config.resume and stage_dir.is_dir() and get_last_checkpoint(str(stage_dir)) is not None
     if not resume:
         fresh_dir(stage_dir)
+    # trl 1.x reads `model.is_gradient_checkpointing`, deprecated in transformers 5: not the user's doing
+    warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
     trainer = SFTTrainer(
         model=load_model(config, init_from),
         args=sft_args(config, stage_dir),
         train_dataset=tokenize_rows(train_rows, tokenizer),
         eval_dataset=tokenize_rows(val_rows, tokenizer) if val_rows else None,
         processing_class=tokenizer,
-        callbacks=[RichProgressCallback(), *callbacks],
+        callbacks=[progress := progress_callback(stage, console), *callbacks],
     )
-    trainer.remove_callback(PrinterCallback)  # the rich bar shows the logs
+    trainer.remove_callback(PrinterCallback)  # the progress callback shows the logs
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     metrics = {
         "rows": len(train_rows),
@@ -180,7 +183,7 @@ def run_stage(
         last_loss=losses[-1] if losses else result.metrics.get("train_loss"),
     )
     if val_rows:
-        trainer.remove_callback(RichProgressCallback)  # its bars are closed after training
+        trainer.remove_callback(progress)  # its bars are closed after training
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     trainer.save_model(str(stage_dir))
     if trainer.is_world_process_zero():
@@ -211,30 +214,10 @@ def previous_stage(config: TrainConfig, stage: str) -> Path | None:
     return None
 
 
-def base_dtype(base: str) -> Any:
-    """The dtype the base model is stored in (training ran in fp32; the result is saved like the base)."""
-    import torch
-    from transformers import AutoConfig
-
-    dtype = getattr(AutoConfig.from_pretrained(base), "dtype", None)
-    dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
-    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
-
-
 def finalize(config: TrainConfig, last: Path, metadata: dict[str, Any]) -> None:
     """Save the final model (LoRA merged into the base) and tokenizer in RUN_DIR root."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     out = Path(config.out)
-    if config.lora:
-        from peft import PeftModel
-
-        base = AutoModelForCausalLM.from_pretrained(config.base, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, str(last)).merge_and_unload()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(str(last), dtype=torch.float32)
-    model.to(base_dtype(config.base)).save_pretrained(str(out))
+    final_model(last, config.base).save_pretrained(str(out))
     load_tokenizer(config.base).save_pretrained(str(out))
     write_metadata(out, **metadata)
     write_metadata(last, **metadata)
@@ -242,6 +225,9 @@ def finalize(config: TrainConfig, last: Path, metadata: dict[str, Any]) -> None:
 
 def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: Any = None) -> dict:
     """Run the configured stages in order; return per-stage metrics and the saved metadata."""
+    from trainer.train.progress import quiet_library_bars
+
+    quiet_library_bars(console)
     config = resolve_base(config)
     summary = read_data_summary(config.data)
     done: dict[str, dict] = {}
@@ -256,7 +242,7 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: An
         if config.resume and (stage_dir / DONE_FILE).is_file():
             done[stage] = json.loads((stage_dir / DONE_FILE).read_text())
         else:
-            done[stage] = run_stage(stage, config, previous_stage(config, stage), callbacks)
+            done[stage] = run_stage(stage, config, previous_stage(config, stage), callbacks, console)
         last = stage_dir
     if last is None:
         raise ValueError(

@@ -27,7 +27,7 @@ from metaaligner_chain.coerce import context_text
 from metaaligner_chain.objectives import Objective, catalogue
 from metaaligner_chain.prompt import build_prompt
 from trainer.config import DataConfig, STAGES
-from trainer.data import HELPSTEER_DESCRIPTIONS, Group, default_objectives, history_messages
+from trainer.data.formats import HELPSTEER_DESCRIPTIONS, Group, default_objectives, history_messages
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def objective_table(
                 f"objective {key!r} in the data has no description for prompt format "
                 f"{prompt_format!r}; known keys: {', '.join(known)}. Describe it, e.g. "
                 f"descriptions: {{{key}: '{key.capitalize()}: the response should ...'}} in the "
-                f"recipe or --describe {key}='{key.capitalize()}: the response should ...'."
+                f"recipe or --descriptions {key}='{key.capitalize()}: the response should ...'."
             )
     return table
 
@@ -162,7 +162,7 @@ def reformulate(
     if not keys:
         raise ValueError(
             f"`input` {config.input!r} has no per-objective scores; label it first with "
-            "`ma-train data score ... --objective KEY=REWARD_MODEL`."
+            "`ma-train data score ... --models KEY=REWARD_MODEL`."
         )
     table = objective_table(keys, prompt_format, dict(config.descriptions))
     rng = random.Random(config.seed)

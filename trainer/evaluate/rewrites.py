@@ -19,8 +19,8 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
-from trainer import ledger
-from trainer.corpus import Item, checks_passed
+from trainer.evaluate import ledger
+from trainer.data.corpus import Item, checks_passed
 
 #: chrF points (0-100) by which the aligned answer must be closer to the gold than the original.
 CHRF_MARGIN = 1.0
@@ -44,7 +44,7 @@ def default_aligner(model: str | None = None, prompt_format: str | None = None,
     from langchain_core.messages import AIMessage
 
     from metaaligner_chain import MetaAlignerRunnable
-    from trainer.data import history_messages, parse_history
+    from trainer.data.formats import history_messages, parse_history
 
     runnable = MetaAlignerRunnable(objectives=["helpfulness"], model=model,
                                    prompt_format=prompt_format, max_new_tokens=max_new_tokens)
@@ -124,8 +124,8 @@ def _sign(delta: float, margin: float) -> str:
 
 
 def offline_scorers() -> dict[str, Any]:
-    """The built-in text scorers per objective (`trainer.scorers`); empathy reads tone like humour."""
-    from trainer.scorers import BUILTIN
+    """The built-in text scorers per objective (`trainer.evaluate.scorers`); empathy reads tone like humour."""
+    from trainer.evaluate.scorers import BUILTIN
 
     found = {key: BUILTIN[key] for key in ("harmlessness", "readability", "length", "humour")
              if key in BUILTIN}
@@ -225,7 +225,7 @@ def write_report(results: dict, out: Path) -> Path:
               "Win rates exclude ties. chrF: the aligned answer is closer to the gold rewrite than "
               f"the original by more than {CHRF_MARGIN} point. Checks: more of the item's "
               "must-drop / must-keep phrases satisfied; on a tie, the objective's offline scorer "
-              "(trainer/scorers.py) decides with its margin."]
+              "(trainer/evaluate/scorers.py) decides with its margin."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -1,8 +1,8 @@
 """Dataset adapters: raw preference data → `Group`s (one query, its responses, per-objective scores).
 
-Every response of a group is compared with every other one by `trainer.reformulate`. Adapters
+Every response of a group is compared with every other one by `trainer.data.reformulate`. Adapters
 know the shapes of the paper's datasets (UltraFeedback, Anthropic HH-RLHF with score columns,
-HelpSteer) and a generic JSONL; they score nothing themselves (see `trainer.score`).
+HelpSteer) and a generic JSONL; they score nothing themselves (see `trainer.data.score`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Group:
 
     `history` holds earlier turns as (role, text) pairs, role "human" or "assistant".
     `keep` names objectives the first response already meets: it is trained to come back
-    unchanged under them in "better" mode (a clean answer; see `trainer.reformulate`).
+    unchanged under them in "better" mode (a clean answer; see `trainer.data.reformulate`).
     """
 
     query: str

@@ -1,17 +1,20 @@
-"""`ma-train merge` and `ma-train export gguf | gguf-lora | fetch-converter`: parse, then delegate.
+"""`ma-train merge` and `ma-train export gguf | gguf-lora | adapter | fetch-converter`.
 
-The command-line face of `trainer.export` and `trainer.convert`. Imports nothing heavy: torch,
+The command-line face of `trainer.export` (merge, gguf, package, convert). Imports nothing heavy: torch,
 transformers and llama-cpp-python load when a command runs, so `ma-train --help` stays fast.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from trainer.config import ExportConfig
+from trainer.console import console, friendly
+from trainer.options import command
 
 export_app = typer.Typer(help="Export a trained aligner to GGUF (llama.cpp's own converter).",
                          no_args_is_help=True)
@@ -21,25 +24,21 @@ LlamaCppDir = Annotated[Optional[Path], typer.Option(
     "(default: the cache filled by `ma-train export fetch-converter`).")]
 
 
-def _friendly(func):
-    """Show a user error or a failed conversion as `error: ...` and exit 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError, ImportError, RuntimeError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from err
-
-    return wrapper
-
-
 def _done(path: Path, start: float) -> None:
-    typer.echo(f"wrote {path} ({time.time() - start:.1f}s)")
+    console.print(f"wrote {path} ({time.time() - start:.1f}s)")
 
 
-@_friendly
+def run_export(config: ExportConfig) -> Path:
+    """Package a LoRA run as a shippable adapter folder (`trainer.export.package`)."""
+    from trainer.export.package import export_adapter
+
+    start = time.time()
+    out = export_adapter(config.run, config.adapter_dir, config.base, config.base_name, config.recipe)
+    _done(out, start)
+    return out
+
+
+@friendly
 def merge_command(
     run_dir: Annotated[Path, typer.Argument(help="RUN_DIR from `ma-train train`.")],
     out: Annotated[Path, typer.Option(help="MERGED_DIR to write (replaced if it is an earlier merge).")],
@@ -47,14 +46,14 @@ def merge_command(
         help="Base the LoRA was trained on (default: the run's recorded base_model).")] = None,
 ) -> None:
     """Merge a run's LoRA adapter into its base (or copy a full run) as a standalone model folder."""
-    from trainer.export import merge
+    from trainer.export.merge import merge
 
     start = time.time()
     _done(merge(run_dir, out, base=base), start)
 
 
 @export_app.command("gguf")
-@_friendly
+@friendly
 def gguf_command(
     model_dir: Annotated[Path, typer.Argument(help="Model folder: MERGED_DIR, RUN_DIR or a base.")],
     out: Annotated[Path, typer.Option(help="FILE.gguf to write.")],
@@ -65,14 +64,14 @@ def gguf_command(
         help="llama.cpp BPE pre-tokenizer name for a tokenizer the converter does not know.")] = None,
 ) -> None:
     """Convert a model folder to GGUF, with our prompt format and objectives in its metadata."""
-    from trainer.export import export_gguf
+    from trainer.export.gguf import export_gguf
 
     start = time.time()
     _done(export_gguf(model_dir, out, quant, llama_cpp_dir=llama_cpp_dir, pre_tokenizer=pre_tokenizer), start)
 
 
 @export_app.command("gguf-lora")
-@_friendly
+@friendly
 def gguf_lora_command(
     run_dir: Annotated[Path, typer.Argument(help="RUN_DIR of a LoRA run.")],
     base: Annotated[Path, typer.Option(help="BASE_DIR (Hugging Face folder) the adapter was trained on.")],
@@ -81,19 +80,22 @@ def gguf_lora_command(
     llama_cpp_dir: LlamaCppDir = None,
 ) -> None:
     """Convert the run's LoRA adapter to a GGUF LoRA: Llama(model_path=BASE.gguf, lora_path=OUT)."""
-    from trainer.export import export_gguf_lora
+    from trainer.export.gguf import export_gguf_lora
 
     start = time.time()
     _done(export_gguf_lora(run_dir, base, out, llama_cpp_dir=llama_cpp_dir, outtype=outtype), start)
 
 
 @export_app.command("fetch-converter")
-@_friendly
+@friendly
 def fetch_converter_command(
     sdist: Annotated[Optional[Path], typer.Option(
         help="A local llama-cpp-python sdist (.tar.gz) of the installed version; default: pip download.")] = None,
 ) -> None:
     """Cache llama.cpp's converter for the installed llama-cpp-python (once, while online)."""
-    from trainer.convert import fetch_converter
+    from trainer.export.convert import fetch_converter
 
-    typer.echo(f"llama.cpp converter ready: {fetch_converter(sdist)}")
+    console.print(f"llama.cpp converter ready: {fetch_converter(sdist)}")
+
+
+export_app.command("adapter")(friendly(command(ExportConfig, "export", "export adapter", run_export)))

@@ -1,0 +1,48 @@
+"""`ma-train data build | score`: options generated from `DataConfig` / `ScoreConfig`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from trainer.config import DataConfig, ScoreConfig
+from trainer.console import console, friendly, show_table
+from trainer.options import command
+
+data_app = typer.Typer(help="Turn preference data into training rows.", no_args_is_help=True)
+
+
+def run_build(config: DataConfig) -> dict:
+    """Read, reformulate, write; print and return the summary."""
+    from rich.progress import track
+
+    from trainer.data.formats import load_groups
+    from trainer.data.reformulate import reformulate, summarize, write_splits
+
+    start = time.time()
+    with console.status(f"reading {config.input}"):
+        groups = load_groups(config.input, config.format, config.split)
+    splits = reformulate(groups, config, lambda items: track(items, "reformulating", console=console))
+    summary = summarize(splits, config, len(groups))
+    out = write_splits(splits, summary, config.out)
+    rows = [(name, info["rows"], ", ".join(f"{k} {v}" for k, v in info["objectives"].items()))
+            for name, info in summary["files"].items()]
+    show_table(f"{out} ({len(groups)} queries, {time.time() - start:.1f}s)", rows, ("file", "rows", "objectives"))
+    return summary
+
+
+def run_score(config: ScoreConfig) -> Path:
+    """Score every response with the reward models; print the raw score statistics."""
+    from trainer.data.score import score_file
+
+    start = time.time()
+    out, stats = score_file(config, console=console)
+    rows = [(key, s["model"], s["responses"], f"{s['mean']:.3f}", f"{s['std']:.3f}") for key, s in stats.items()]
+    show_table(f"{out} ({time.time() - start:.1f}s)", rows, ("objective", "model", "responses", "raw mean", "raw std"))
+    return out
+
+
+data_app.command("build")(friendly(command(DataConfig, "data", "data build", run_build)))
+data_app.command("score")(friendly(command(ScoreConfig, "score", "data score", run_score)))
