@@ -154,7 +154,7 @@ def train_allocator(data: dict) -> list[str]:
     return [
         *_header("CPU training: glibc malloc vs tcmalloc vs jemalloc (`ma-train train`)", data),
         f"Workload: {data['workload']}; {data['repeats']} run(s) per allocator, interleaved. "
-        "`ma-train` preloads the first one installed (`trainer/allocator.py`).",
+        "`ma-train` preloads the first one installed (`trainer/train/allocator.py`).",
         "",
         *_table(rows, ["allocator", "wall s", "user CPU s", "kernel CPU s", "speed-up vs glibc"]),
         *([f"Not installed, not measured: {', '.join(missing)}.", ""] if missing else []),
