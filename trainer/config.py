@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from trainer.train.run_dir import STAGES
 
@@ -151,6 +151,22 @@ class TrainConfig(Settings):
     """Batch order: random, or group_by_length (rows of similar length together: less padding,
     faster on CPU; the order is still seeded)."""
 
+    @model_validator(mode="after")
+    def _out_apart(self) -> "TrainConfig":
+        """RUN_DIR is emptied per stage: it must not hold, or be inside, the base or the data."""
+        out = Path(self.out).expanduser().resolve()
+        for name in ("base", "data"):
+            other = Path(getattr(self, name)).expanduser()
+            if not other.exists():
+                continue  # a hub id, or data still to be built
+            other = other.resolve()
+            if out == other or out in other.parents or other in out.parents:
+                raise ValueError(
+                    f"`out` {self.out!r} overlaps `{name}` {getattr(self, name)!r}; training would "
+                    f"overwrite it. Give RUN_DIR a folder of its own, e.g. --out runs/my-aligner."
+                )
+        return self
+
     @property
     def stages(self) -> tuple[str, ...]:
         return STAGES if self.stage == "all" else (self.stage,)
@@ -224,7 +240,9 @@ def _problem(error: dict, cls: type[Settings]) -> str:
         return f"`{key}` is missing (required)"
     if error["type"] == "extra_forbidden":
         return f"`{key}` is not a setting; known keys: {', '.join(cls.model_fields)}"
-    message = error["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+    if error["type"] == "value_error":  # our own checks write the whole sentence
+        return error["msg"].removeprefix("Value error, ")
+    message = error["msg"].removeprefix("Input should be ")
     return f"`{key}` is {error['input']!r}; it should be {message}"
 
 

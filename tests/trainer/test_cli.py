@@ -168,3 +168,32 @@ def test_data_build_bad_format_is_a_clean_error(tmp_path):
     result = runner.invoke(app, ["data", "build", "x.jsonl", "--format", "alpaca", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "`format` is 'alpaca'; it should be 'ultrafeedback', 'hh-rlhf', 'helpsteer' or 'generic'" in result.output
+
+
+@pytest.mark.parametrize("content, fmt, expected", [
+    (b'{"query": "q", "responses": [{"text": "a", "scores": {"x": 1}}]}\n\n'
+     b'{"query": "q2", "responses": [{"scores": {"x": 1}}]}\n', "generic",
+     r"bad\.jsonl:3: the generic row lacks the field 'text'; each row should be \{\"query\""),
+    (b'{"instruction": "q"}\n{"completions": []}\n', "ultrafeedback",
+     r"bad\.jsonl:2: the ultrafeedback row lacks the field 'instruction'"),
+    (b'{"query": "q"}\n{"query": 2,\n', "generic", r"bad\.jsonl:2: not JSON \(.* at column \d+\); write one JSON object"),
+    (b'{"query": "q"}\n\xff\n', "generic", r"bad\.jsonl:2: not UTF-8"),
+])
+def test_data_build_errors_name_the_file_and_line(tmp_path, content, fmt, expected):
+    import re
+
+    (tmp_path / "bad.jsonl").write_bytes(content)
+    result = runner.invoke(app, ["data", "build", str(tmp_path / "bad.jsonl"), "--format", fmt,
+                                 "--out", str(tmp_path / "out")], terminal_width=400)
+    assert result.exit_code == 2
+    assert re.search(expected, " ".join(result.output.split())), result.output
+
+
+def test_train_refuses_to_write_over_its_base(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    for out in (base, base / "run"):
+        result = runner.invoke(app, ["train", "--base", str(base), "--data", "d", "--out", str(out)],
+                               terminal_width=400)
+        assert result.exit_code == 2
+        assert "overlaps `base`" in result.output and "training would overwrite it" in result.output

@@ -8,7 +8,6 @@ The rules are in examples/default_aligner/corpus/GUIDELINES.md.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
+
+from trainer.jsonl import numbered
 
 KINDS = ("rewrite", "clean", "chain")
 _WORD = re.compile(r"[a-z0-9']+")
@@ -35,24 +36,7 @@ class Item:
 
 def read_jsonl(path: str | Path) -> list[Item]:
     """Every non-blank line of a JSONL file as an Item; bad JSON names its file and line."""
-    path = Path(path)
-    items = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 ({exc.reason}); save the file as UTF-8.") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not JSON ({exc.msg} at column {exc.colno}).") from exc
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: a line must be a JSON object, got {type(row).__name__}.")
-        items.append(Item(row, f"{path}:{number}"))
-    return items
+    return [Item(row, where) for where, row in numbered(path)]
 
 
 def load(paths: Iterable[str | Path], objectives: Sequence[str]) -> list[Item]:

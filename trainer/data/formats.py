@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainer.jsonl import numbered, read_jsonl
+
 ULTRAFEEDBACK_OBJECTIVES = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 HELPSTEER_OBJECTIVES = ("helpfulness", "correctness", "coherence")
 HELPSTEER_COLUMNS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
@@ -63,8 +65,7 @@ def read_records(source: str, split: str = "train") -> list[dict[str, Any]]:
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
-            lines = path.read_text().splitlines()
-            return [json.loads(line) for line in lines if line.strip()]
+            return read_jsonl(path)
         if suffix == ".json":
             content = json.loads(path.read_text())
             return content if isinstance(content, list) else content.get("data", [content])
@@ -88,12 +89,34 @@ def read_records(source: str, split: str = "train") -> list[dict[str, Any]]:
 def load_groups(
     source: str, data_format: str, split: str = "train", records: Iterable[dict] | None = None
 ) -> list[Group]:
-    """Read `source` (or the given `records`) with the adapter for `data_format`."""
+    """Read `source` (or the given `records`) with the adapter for `data_format`; a row that
+    lacks a field the format needs is named (file and line for JSONL) with the shape expected."""
     rows = list(records) if records is not None else read_records(source, split)
     adapter = ADAPTERS.get(data_format)
     if adapter is None:
         raise ValueError(f"`format` is {data_format!r}; choose one of {', '.join(ADAPTERS)}.")
-    return list(adapter(rows))
+    at = [0]
+
+    def counted() -> Iterator[dict]:
+        for at[0], row in enumerate(rows, 1):
+            yield row
+
+    try:
+        return list(adapter(counted()))
+    except (KeyError, TypeError, AttributeError) as err:
+        what = f"lacks the field {err}" if isinstance(err, KeyError) else f"has a field of the wrong type ({err})"
+        raise ValueError(
+            f"{_locate(source, at[0]) if records is None else f'row {at[0]}'}: the {data_format} "
+            f"row {what}; each row should be {SHAPES[data_format]}."
+        ) from err
+
+
+def _locate(source: str, index: int) -> str:
+    """`FILE:LINE` of the index-th row of a JSONL file or folder; `row N` for other sources."""
+    path = Path(source).expanduser()
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path] if path.suffix.lower() == ".jsonl" else []
+    wheres = [where for file in files for where, _ in numbered(file)]
+    return wheres[index - 1] if 0 < index <= len(wheres) else f"row {index} of {source}"
 
 
 def number(value: Any) -> float | None:
@@ -244,4 +267,12 @@ ADAPTERS = {
     "hh-rlhf": hh_rlhf,
     "helpsteer": helpsteer,
     "generic": generic,
+}
+#: What one row of each format looks like (named in errors; the adapters' docstrings say more).
+SHAPES = {
+    "ultrafeedback": '{"instruction", "completions": [{"response", "annotations": {OBJECTIVE: {"Rating"}}}]}',
+    "hh-rlhf": '{"chosen", "rejected", "<objective>_chosen", "<objective>_rejected"}',
+    "helpsteer": '{"prompt", "response", "helpfulness", "correctness", ...}',
+    "generic": '{"query", "responses": [{"text", "scores": {OBJECTIVE: number}}]} or '
+               '{"query", "answer", "objectives", "rewrite"}',
 }

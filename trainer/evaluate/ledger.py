@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainer.jsonl import read_jsonl
+
 
 def stable_hash(*parts: Any) -> str:
     """20 hex digits of SHA-256 over the JSON of `parts`: same parts, same key, any machine."""
@@ -20,8 +22,7 @@ def read(path: Path) -> dict[str, dict]:
     """All records of `path` by their "key" (later lines win); `{}` when the file is missing."""
     if not path.exists():
         return {}
-    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {r["key"]: r for r in records}
+    return {r["key"]: r for r in read_jsonl(path, torn_tail_ok=True)}  # a killed run may cut the last line
 
 
 def append(path: Path, record: dict) -> None:

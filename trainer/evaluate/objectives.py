@@ -15,6 +15,7 @@ from typing import Any
 
 from metaaligner_chain.objectives import Objective, resolve
 from trainer.evaluate import ledger
+from trainer.jsonl import read_jsonl
 
 #: Comparisons judged per objective, as (name, x field, y field); golden ones need a golden.
 COMPARISONS = (
@@ -97,7 +98,7 @@ def load_rows(
         path = Path(data)
         if not path.is_file():
             raise FileNotFoundError(f"`data` is {str(data)!r}, which is not a file; pass a JSONL.")
-        raw = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        raw = read_jsonl(path)
     else:
         raw = [dict(r) for r in data]
     rows = []

@@ -20,6 +20,7 @@ from typing import Any
 
 from metaaligner_chain.models.metadata import write_metadata
 from trainer.config import DEFAULT_BASE, TrainConfig
+from trainer.jsonl import read_jsonl
 from trainer.train.run_dir import DONE_FILE, LOG_FILE, STAGES, final_model
 
 
@@ -27,7 +28,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of one stage file; [] when the file is missing."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def read_data_summary(data_dir: str | Path) -> dict[str, Any]:
