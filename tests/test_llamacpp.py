@@ -351,3 +351,28 @@ def test_default_hf_copy_matches_the_gguf(tmp_path, backend):
     out = model.generate(ids, max_new_tokens=GREEDY.max_new_tokens, do_sample=False)
     text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     assert text == backend.generate([PROMPTS[0]], GREEDY)[0].text  # fp32 vs Q4_1: equal here
+
+
+def test_an_abandoned_stream_never_blocks_other_callers(backend, expected):
+    """A stream read once and then neither read nor closed (a client that went away while its
+    iterator is still referenced) must not hold the model: other calls go on."""
+    kept = backend.stream(PROMPTS[1], GenerationSettings(max_new_tokens=48))
+    next(kept)
+    with ThreadPoolExecutor(1) as pool:  # the guard against a hang, not a timing check
+        assert pool.submit(backend.generate, [PROMPTS[0]], GREEDY).result(timeout=300)[0].text == expected[0]
+    kept.close()
+    assert backend.generate([PROMPTS[2]], GREEDY)[0].text == expected[2]
+
+
+async def test_an_abandoned_async_stream_never_blocks_other_callers(expected):
+    from metaaligner_chain import MetaAlignerRunnable
+
+    aligner = MetaAlignerRunnable(model=MODEL, objectives=OBJECTIVES, prompt_format="hh-rlhf",
+                                  max_new_tokens=48)
+    kept = aligner.astream({"query": "How do I bake bread?", "response": "Mix flour and water."})
+    async for _ in kept:
+        break  # leave the loop, keep the iterator referenced
+    done = await asyncio.wait_for(
+        aligner.ainvoke({"query": "Is coffee bad for me?", "response": "Coffee is poison."}), 300)
+    assert set(done) >= {"query", "response", "original_response"}
+    await kept.aclose()

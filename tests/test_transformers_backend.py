@@ -95,3 +95,17 @@ def test_real_smollm2_batch_stream_and_aligner_prompt(smollm2):
     assert [g.text for g in batched] == [smollm2.generate([p], settings)[0].text for p in PROMPTS[:2]]
     assert all(g.text.strip() for g in batched)
     assert "".join(smollm2.stream(PROMPTS[0], settings)) == batched[0].text
+
+
+@pytest.mark.parametrize("drafting", [True, False])
+def test_an_abandoned_stream_never_blocks_other_callers(tiny, drafting):
+    """Read once, then neither read nor closed: the model is free for other calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = GenerationSettings(max_new_tokens=200, drafting=drafting)
+    want = tiny.generate([PROMPTS[0]], GREEDY)[0].text
+    kept = tiny.stream(PROMPTS[1], settings)
+    next(kept)
+    with ThreadPoolExecutor(1) as pool:  # the guard against a hang, not a timing check
+        assert pool.submit(tiny.generate, [PROMPTS[0]], GREEDY).result(timeout=300)[0].text == want
+    kept.close()

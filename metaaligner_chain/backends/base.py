@@ -7,7 +7,9 @@ A backend knows nothing about objectives or LangChain: it turns prompt strings i
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+import queue
+import threading
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -82,3 +84,41 @@ class Backend(Protocol):
         using ``result = yield from backend.stream(...)`` learn the finish reason and counts.
         """
         ...
+
+
+_END = object()
+
+
+def stream_in_worker(
+    produce: Callable[[Callable[[str], None], threading.Event], Generation],
+    name: str = "metaaligner-stream",
+) -> Generator[str, None, Generation]:
+    """Run `produce(emit, stop)` in its own thread and yield each piece it emits as it comes.
+
+    The worker, not the consumer, holds the engine while it decodes, so a stream the caller
+    abandons never blocks other callers: closing or cancelling it sets `stop` (the producer
+    ends at its next token); one merely dropped, or kept but no longer read, runs to its token
+    limit and lets go. The pieces wait in an unbounded queue, at most one generation's worth.
+    The generator returns the producer's `Generation`; its exception is raised here.
+    """
+    pieces: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["generation"] = produce(pieces.put, stop)
+        except BaseException as exc:  # surfaced in the consumer's thread below
+            outcome["error"] = exc
+        finally:
+            pieces.put(_END)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    try:
+        while (piece := pieces.get()) is not _END:
+            yield piece
+    finally:
+        stop.set()  # closed, cancelled or garbage-collected early: the producer stops
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["generation"]

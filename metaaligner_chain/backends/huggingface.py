@@ -242,9 +242,11 @@ class TransformersBackend:
         errors: list[BaseException] = []
         drafted: list[Generation] = []
 
-        def run() -> None:
+        stop = threading.Event()
+
+        def run() -> None:  # the worker holds the model, so an abandoned stream never blocks others
             try:
-                with self._torch.inference_mode():
+                with self._lock, self._torch.inference_mode():
                     if settings.greedy and settings.drafting:  # verified tokens stream as they come
                         streamer.next_tokens_are_prompt = False
                         drafted.extend(self._drafted([ids], settings, [response], streamer.put_ids))
@@ -254,24 +256,37 @@ class TransformersBackend:
                         input_ids=inputs,
                         attention_mask=self._torch.ones_like(inputs),
                         streamer=streamer,
+                        stopping_criteria=_stopped_by(stop),
                         **kwargs,
                     )
             except BaseException as exc:  # surfaced in the consumer's thread below
                 errors.append(exc)
                 streamer.end()
 
-        with self._lock:
-            worker = threading.Thread(target=run, daemon=True)
-            worker.start()
-            try:
-                for piece in streamer:
-                    if piece:
-                        yield piece
-            finally:
-                worker.join()
+        worker = threading.Thread(target=run, name="metaaligner-stream", daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            stop.set()  # closed, cancelled or collected early: generation ends at the next token
+        worker.join()  # the streamer has ended: so has the generation
         if errors:
             raise errors[0]
         return drafted[0] if drafted else self._finish(ids, streamer.new_ids)
+
+
+def _stopped_by(event: threading.Event) -> Any:
+    """A stopping criterion that ends generation once `event` is set."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Stopped(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Stopped()])
 
 
 def _token_streamer(tokenizer: Any) -> Any:

@@ -15,13 +15,18 @@ import ctypes
 import os
 import threading
 import weakref
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metaaligner_chain.backends.base import Generation, GenerationSettings, PromptTooLongError
+from metaaligner_chain.backends.base import (
+    Generation,
+    GenerationSettings,
+    PromptTooLongError,
+    stream_in_worker,
+)
 from metaaligner_chain.backends.llamacpp_drafting import DraftTally, drafted_greedy, response_span
 from metaaligner_chain.backends.llamacpp_prefix import PrefixCache
 from metaaligner_chain.drafting import CopyDrafter
@@ -66,10 +71,10 @@ class LlamaCppBackend:
         hub_file: file name inside hub repo `model` (downloaded once, then read from the cache).
         verbose: let llama.cpp print its load and timing logs.
 
-    Access to the one `Llama` is serialized: `generate` holds it per prompt, a `stream` holds it
-    until the stream is exhausted or closed (so a thread must finish or `close()` its stream
-    before it starts another generation on the same backend), and so does a `locked_llama()`
-    block. Each call reuses the KV cache of the prefix it shares with the previous one, or with an
+    Access to the one `Llama` is serialized: `generate` holds it per prompt, a `stream` decodes
+    in a worker thread that holds it while decoding (an abandoned stream stops at its next token
+    when closed, or at its token limit when merely dropped: it never blocks other callers), and
+    so does a `locked_llama()` block. Each call reuses the KV cache of the prefix it shares with the previous one, or with an
     earlier prompt kept by `prefix_cache` (the objectives preamble; `snapshot_restores` counts
     these). When greedy with `settings.drafting` and given the response, tokens copied from the
     response are drafted and checked several per forward pass; `Generation.stats` then counts
@@ -182,12 +187,19 @@ class LlamaCppBackend:
     ) -> Generator[str, None, Generation]:
         """Yield the new text as it is decoded (pieces never split a UTF-8 character); return
         the finished `Generation`."""
-        tally, pieces = _Tally(), []
-        with self.locked_llama():
-            for piece in self._decode(prompt, settings, tally, response):
-                pieces.append(piece)
-                yield piece
-        return tally.generation("".join(pieces))
+        def produce(emit: Callable[[str], None], stop: threading.Event) -> Generation:
+            tally, pieces = _Tally(), []
+            with self.locked_llama():
+                decoding = self._decode(prompt, settings, tally, response)
+                for piece in decoding:
+                    if stop.is_set():  # the consumer went away: free the model now
+                        decoding.close()
+                        break
+                    pieces.append(piece)
+                    emit(piece)
+            return tally.generation("".join(pieces))
+
+        return (yield from stream_in_worker(produce))
 
     @contextmanager
     def locked_llama(self) -> Iterator[Any]:
