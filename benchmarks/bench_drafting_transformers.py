@@ -38,6 +38,9 @@ from metaaligner_chain.prompt import build_prompt
 
 #: How the results name the base model (not this machine's cache path).
 _BASE = f"{DEFAULT_MODEL_NAME} (default_hf_model_dir(): the packaged GGUF, dequantized to fp32)"
+#: How the results name the default aligner.
+_DEFAULT = (f"{DEFAULT_MODEL_NAME} + adapter.gguf (default_aligner_hf_dir(): "
+            "default_aligner_gguf(), dequantized to fp32)")
 RESULTS = Path(__file__).parent / "results" / "drafting_transformers.json"
 CURVE_WIDTHS = (1, 2, 4, 8, 16, 32)
 LONG_OBJECTIVES = [  # ~300 tokens of instruction + objectives, for time to first token
@@ -59,13 +62,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from metaaligner_chain.backends.huggingface import TransformersBackend
-    from metaaligner_chain.models.defaults import ADAPTER_DIR, default_hf_model_dir
+    from metaaligner_chain.models.defaults import default_aligner_hf_dir, default_hf_model_dir
 
     load_avg_start = os.getloadavg()
-    model_dir = str(default_hf_model_dir())
     backends = {
-        "default": TransformersBackend(model_dir, batch_size=args.batch_size, adapter=ADAPTER_DIR),
-        "base": TransformersBackend(model_dir, batch_size=args.batch_size),
+        "default": TransformersBackend(str(default_aligner_hf_dir()), batch_size=args.batch_size),
+        "base": TransformersBackend(str(default_hf_model_dir()), batch_size=args.batch_size),
     }
     curves, comparisons, batching = {}, [], []
     for name, items in WORKLOADS.items():
@@ -87,7 +89,7 @@ def main() -> None:
     result = {
         "backend": "transformers",
         "model": "SmolLM2-135M-Instruct (fp32)",
-        "aligners": {"default": f"{_BASE} + {ADAPTER_DIR.name} (adapter, merged at load)",
+        "aligners": {"default": _DEFAULT,
                      "base": f"{_BASE} alone"},
         **run_header(
             "copy-aware drafted vs plain greedy decoding, prefix reuse and batching, transformers",

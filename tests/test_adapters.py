@@ -1,4 +1,5 @@
-"""LoRA adapters at inference: peft folders in transformers, and the adapter shipped as the default."""
+"""LoRA adapters at inference: peft folders in transformers, and the adapter shipped as the default
+(once, as a GGUF LoRA: merged for llama.cpp, that merge dequantized for transformers)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from metaaligner_chain.models.defaults import (
     ADAPTER_DIR,
     ADAPTER_GGUF,
     default_aligner_gguf,
+    default_aligner_hf_dir,
     default_backend_options,
     default_gguf_path,
+    default_hf_model_dir,
 )
 from metaaligner_chain.models.gguf_header import read_gguf_header
 from metaaligner_chain.prompt import build_prompt
@@ -74,20 +77,23 @@ def test_runnable_reads_the_prompt_format_from_a_peft_adapter(tiny_model_dir, ti
     assert aligner.resolved_prompt_format() == "imhi"
 
 
-def test_the_shipped_adapter_files_agree():
-    config = json.loads((ADAPTER_DIR / "adapter_config.json").read_text())
+def test_the_adapter_is_shipped_once_and_its_files_agree():
+    from gguf import GGUFReader
+
+    assert {p.name for p in ADAPTER_DIR.iterdir()} == {"adapter.gguf", "metaaligner.json"}
     metadata = json.loads((ADAPTER_DIR / "metaaligner.json").read_text())
     header = read_gguf_header(ADAPTER_GGUF)
-    assert (ADAPTER_DIR / "adapter_model.safetensors").is_file()
     assert header["general.type"] == "adapter" and header["adapter.type"] == "lora"
-    assert header["adapter.lora.alpha"] == config["lora_alpha"]
+    assert header["adapter.lora.alpha"] == metadata["training"]["lora_alpha"]
+    lora_a = [t for t in GGUFReader(str(ADAPTER_GGUF)).tensors if t.name.endswith(".lora_a")]
+    assert {t.data.shape[0] for t in lora_a} == {metadata["training"]["lora_r"]}
     assert header["metaaligner.prompt_format"] == metadata["prompt_format"] == "hh-rlhf"
     assert set(metadata["stages"]) == {"warmup", "equal", "preference"}
 
 
 def test_the_default_runnable_applies_the_shipped_adapter_unless_told_not_to():
     assert default_backend_options("llama.cpp") == {"lora_path": str(ADAPTER_GGUF)}
-    assert default_backend_options("transformers") == {"adapter": str(ADAPTER_DIR)}
+    assert default_backend_options("transformers") == {}  # its default has the adapter merged
     default = MetaAlignerRunnable(objectives=["harmlessness"]).load_backend()
     assert (default.model, default.lora_path) == (str(default_aligner_gguf()), None)  # merged in
     bare = MetaAlignerRunnable(objectives=["harmlessness"], backend_options={"lora_path": None})
@@ -134,12 +140,39 @@ def test_the_default_falls_back_to_the_adapter_at_run_time_when_it_cannot_merge(
     assert "applying its adapter at run time" in caplog.text
 
 
-def test_the_default_runnable_on_transformers_loads_the_cached_copy_and_the_adapter():
-    from metaaligner_chain.models.defaults import default_hf_model_dir
-
+def test_the_transformers_default_is_the_merged_gguf_dequantized_with_no_adapter():
+    folder = default_aligner_hf_dir()
+    assert folder.name.startswith("smollm2-135m-aligner-hf-") and default_aligner_hf_dir() == folder
+    shipped = (ADAPTER_DIR / "metaaligner.json").read_bytes()
+    assert (folder / "metaaligner.json").read_bytes() == shipped
     engine = MetaAlignerRunnable(objectives=["harmlessness"], backend="transformers").load_backend()
-    assert engine.model == str(default_hf_model_dir())  # not the GGUF, dequantized on every load
-    assert engine.adapter == ADAPTER_DIR
+    assert (engine.model, engine.adapter) == (str(folder), None)
+    assert engine.metadata["prompt_format"] == "hh-rlhf"  # read from the folder's metaaligner.json
+    bare = MetaAlignerRunnable(objectives=["harmlessness"], backend="transformers",
+                               backend_options={"adapter": None}).load_backend()
+    assert (bare.model, bare.adapter) == (str(default_hf_model_dir()), None)
+
+
+def test_the_transformers_default_weights_are_the_base_plus_the_adapter():
+    import numpy as np
+    from gguf import GGUFReader
+    from safetensors import safe_open
+
+    adapter = GGUFReader(str(ADAPTER_GGUF))
+    alpha = float(adapter.fields["adapter.lora.alpha"].contents())
+    factors = {t.name: np.asarray(t.data, np.float32) for t in adapter.tensors}
+    aligner = safe_open(str(default_aligner_hf_dir() / "model.safetensors"), "np")
+    base = safe_open(str(default_hf_model_dir() / "model.safetensors"), "np")
+    layers = ((10, "self_attn.v_proj", "attn_v"), (29, "mlp.down_proj", "ffn_down"))
+    for layer, hf_name, gguf_name in layers:
+        a = factors[f"blk.{layer}.{gguf_name}.weight.lora_a"]
+        b = factors[f"blk.{layer}.{gguf_name}.weight.lora_b"]
+        before = base.get_tensor(f"model.layers.{layer}.{hf_name}.weight")
+        got = aligner.get_tensor(f"model.layers.{layer}.{hf_name}.weight")
+        expected = before + alpha / a.shape[0] * (b @ a)
+        f16_step = np.abs(expected) * 2**-10 + 2**-24  # one F16 unit in the last place
+        assert np.all(np.abs(got - expected) <= f16_step)  # the merge's F16 rounding only
+        assert np.mean(np.abs(got - before) > f16_step) > 0.5  # and the adapter is in there
 
 
 # The shipped default aligner on llama.cpp, decoded drafted and plain alike. None of these
@@ -220,3 +253,14 @@ def test_an_answer_ending_in_blank_lines_is_copied_without_trailing_junk(default
     out = aligner.invoke(item)["response"]
     assert out == answer.strip()
     assert "".join(chunk.get("response", "") for chunk in aligner.stream(item)) == out
+
+
+def test_the_transformers_default_copies_a_clean_answer_and_the_base_does_not():
+    prompt = build_prompt("\n\nHuman: How do I cook fluffy rice? \n\nAssistant:", CLEAN, ["humour"])
+    aligner = MetaAlignerRunnable(objectives=["humour"], backend="transformers").load_backend()
+    bare = MetaAlignerRunnable(objectives=["humour"], backend="transformers",
+                               backend_options={"adapter": None}).load_backend()
+    (aligned,) = aligner.generate([prompt], GenerationSettings(max_new_tokens=64), [CLEAN])
+    (untrained,) = bare.generate([prompt], GenerationSettings(max_new_tokens=8, drafting=False))
+    assert aligned.text.strip() == CLEAN  # as the llama.cpp default does (above)
+    assert untrained.text.strip() and not CLEAN.startswith(untrained.text.strip())

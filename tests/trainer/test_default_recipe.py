@@ -10,6 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from metaaligner_chain.models.gguf_header import read_gguf_header
 from trainer.cli import app
 from trainer.config import load_recipe
 
@@ -60,9 +61,13 @@ def test_ma_train_run_goes_from_corpus_to_report_on_a_tiny_slice(tiny_model_dir,
     assert result.exit_code == 0, result.output
 
     adapter = tmp_path / "adapter"
-    assert {p.name for p in adapter.iterdir()} == {
-        "adapter.gguf", "adapter_config.json", "adapter_model.safetensors", "metaaligner.json"}
-    assert json.loads((adapter / "metaaligner.json").read_text())["base_model"] == recipe["export"]["base_name"]
+    assert {p.name for p in adapter.iterdir()} == {"adapter.gguf", "metaaligner.json"}  # once
+    metadata = json.loads((adapter / "metaaligner.json").read_text())
+    assert metadata["base_model"] == recipe["export"]["base_name"]
+    for key in ("lora_r", "lora_alpha"):
+        assert metadata["training"][key] == recipe["train"][key]
+    alpha = read_gguf_header(adapter / "adapter.gguf")["adapter.lora.alpha"]
+    assert alpha == metadata["training"]["lora_alpha"]
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert results["items"] == 3 and results["runs"] == 1 and results["label"] == "held-out"
     assert "time(s) in this folder" in (tmp_path / "report" / "report.md").read_text()

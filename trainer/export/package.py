@@ -1,4 +1,5 @@
-"""Ship a LoRA run as the folder the package loads (`metaaligner_chain/default_aligner/` is one)."""
+"""Ship a LoRA run as the folder the package loads (`metaaligner_chain/default_aligner/` is one):
+the adapter once, as a GGUF LoRA, with its `metaaligner.json`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from trainer.export.gguf import export_gguf_lora
 from trainer.export.merge import read_json
 from trainer.train.run_dir import is_lora, last_stage, run_metadata
 
+#: What earlier exports wrote beside `adapter.gguf`: the same adapter for peft, no longer shipped.
+_PEFT_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
 
 def export_adapter(
     run_dir: str | os.PathLike[str],
@@ -19,12 +23,10 @@ def export_adapter(
     base_name: str | None = None,
     recipe: str | None = None,
 ) -> Path:
-    """Ship a LoRA run as one folder both backends load: the peft adapter in fp16
-    (`adapter=` on transformers), the same adapter as `adapter.gguf` (`lora_path=` on llama.cpp)
-    and `metaaligner.json`. `base_name` replaces the training machine's base path in the files."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
+    """Ship a LoRA run as `adapter.gguf` (f16) and `metaaligner.json`, which records the adapter's
+    rank, alpha and target modules under `training`. llama.cpp loads the adapter as `lora_path=` or
+    folded into its base (`gguf_merge`); transformers loads that merged model dequantized, so no
+    peft copy is shipped. `base_name` replaces the training machine's base path in the metadata."""
     run, out = Path(run_dir), Path(out_dir)
     stage = last_stage(run)
     if not is_lora(stage):
@@ -34,13 +36,16 @@ def export_adapter(
     base = Path(base_dir or metadata.get("base_model", ""))
     out.mkdir(parents=True, exist_ok=True)
     export_gguf_lora(run, base, out / "adapter.gguf", outtype="f16")
-    weights = load_file(str(stage / "adapter_model.safetensors"))
-    save_file({k: v.to(torch.float16) for k, v in weights.items()}, str(out / "adapter_model.safetensors"))
-    config = read_json(stage / "adapter_config.json")
+    for earlier in _PEFT_FILES:  # an earlier export's peft copy would disagree with the new GGUF
+        (out / earlier).unlink(missing_ok=True)
+    lora = read_json(stage / "adapter_config.json")
+    targets = lora["target_modules"]
+    metadata.setdefault("training", {}).update(
+        lora_r=lora["r"], lora_alpha=lora["lora_alpha"],
+        lora_targets=sorted(targets) if isinstance(targets, (list, tuple, set)) else targets,
+    )
     if base_name:
-        config["base_model_name_or_path"] = base_name
         metadata["base_model"] = base_name
-    (out / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     metadata.pop("init_from", None)
     if recipe:
         metadata["recipe"] = recipe
