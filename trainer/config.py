@@ -49,8 +49,9 @@ class DataConfig(Settings):
     """Prompt format of the rows; default: the dataset format's own (generic → ultrafeedback)."""
     seed: int = 0
     """Seeds the objective order of every row, the warm-up sample and the validation split."""
-    warmup_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    """Share of the equal rows copied into warm-up rows whose target is the input answer."""
+    warmup_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    """Share of the equal rows copied into warm-up rows whose target is the input answer (1.0:
+    warm up on every equal row)."""
     tie_tolerance: float = Field(0.0, ge=0.0)
     """Two scores within this distance are a tie for that objective."""
     val_fraction: float = Field(0.05, ge=0.0, lt=1.0)
@@ -184,7 +185,7 @@ class ExportConfig(Settings):
     run: str = Field(json_schema_extra={"argument": True})
     """RUN_DIR of the finished run."""
     adapter_dir: str
-    """Folder for the fp16 peft adapter, `adapter.gguf` and `metaaligner.json` (replaced files)."""
+    """Folder for `adapter.gguf` (f16 GGUF LoRA) and `metaaligner.json` (replaced files)."""
     base: Optional[str] = None
     """The base model folder the adapter was trained on; default: the run's `base_model`."""
     base_name: Optional[str] = None

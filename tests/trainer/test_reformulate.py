@@ -278,3 +278,11 @@ def test_local_files_of_every_kind_read_the_same(tmp_path, suffix):
 def test_a_missing_local_file_is_named(tmp_path):
     with pytest.raises(ValueError, match="is not a readable file"):
         load_groups(str(tmp_path / "nope.jsonl"), "generic")
+
+
+def test_warmup_fraction_one_warms_up_on_every_equal_row():
+    rows, _ = rows_of([UF_RECORD], "ultrafeedback", warmup_fraction=1.0)
+    assert rows["equal"] and len(rows["warmup"]) == len(rows["equal"])
+    assert all(r["completion"] in r["prompt"] for r in rows["warmup"])  # the identity map
+    with pytest.raises(ValueError):
+        config("ultrafeedback", warmup_fraction=1.5)

@@ -57,7 +57,19 @@ def default_aligner(model: str | None = None, prompt_format: str | None = None,
             value["chat_history"] = history
         return runnable.invoke(value)["response"]
 
-    return run, f"{model or 'default'}|{prompt_format or 'auto'}|{max_new_tokens}"
+    return run, f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}"
+
+
+def _identity(model: str | None) -> str:
+    """What names an aligner in the cache: its path, or for the built-in default the content of
+    its shipped adapter (a new default must not reuse the outputs of the old one)."""
+    if model is not None:
+        return model
+    import hashlib
+
+    from metaaligner_chain.models.defaults import ADAPTER_GGUF
+
+    return "default:" + hashlib.sha256(ADAPTER_GGUF.read_bytes()).hexdigest()[:12]
 
 
 def align_items(items: Sequence[Item], run: Callable[[dict], Any], name: str, out: Path,

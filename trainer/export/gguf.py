@@ -75,6 +75,7 @@ def export_gguf_lora(
     out_file: str | os.PathLike[str],
     llama_cpp_dir: str | os.PathLike[str] | None = None,
     outtype: str = "f16",
+    base_name: str | None = None,
 ) -> Path:
     """Convert the run's last-stage LoRA adapter to a GGUF LoRA for `Llama(model_path=base.gguf,
     lora_path=out_file)`; `base_dir` is the Hugging Face folder the adapter was trained on."""
@@ -89,7 +90,10 @@ def export_gguf_lora(
             f"{stage}); export its model with `ma-train export gguf {run} --out FILE.gguf`."
         )
     _check_model_dir(base, source="base")
-    metadata = gguf_metadata(run_metadata(run, stage))
+    recorded = run_metadata(run, stage)
+    if base_name:  # not the training machine's path
+        recorded["base_model"] = base_name
+    metadata = gguf_metadata(recorded)
     with staging_dir(out) as staging:
         converted = staging / "adapter.gguf"
         args = [str(stage), "--base", str(base), "--outfile", str(converted), "--outtype", outtype]

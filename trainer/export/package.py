@@ -26,7 +26,7 @@ def export_adapter(
     """Ship a LoRA run as `adapter.gguf` (f16) and `metaaligner.json`, which records the adapter's
     rank, alpha and target modules under `training`. llama.cpp loads the adapter as `lora_path=` or
     folded into its base (`gguf_merge`); transformers loads that merged model dequantized, so no
-    peft copy is shipped. `base_name` replaces the training machine's base path in the metadata."""
+    peft copy is shipped. `base_name` replaces the training machine's base path in both files' metadata."""
     run, out = Path(run_dir), Path(out_dir)
     stage = last_stage(run)
     if not is_lora(stage):
@@ -35,7 +35,7 @@ def export_adapter(
     metadata = run_metadata(run, stage)
     base = Path(base_dir or metadata.get("base_model", ""))
     out.mkdir(parents=True, exist_ok=True)
-    export_gguf_lora(run, base, out / "adapter.gguf", outtype="f16")
+    export_gguf_lora(run, base, out / "adapter.gguf", outtype="f16", base_name=base_name)
     for earlier in _PEFT_FILES:  # an earlier export's peft copy would disagree with the new GGUF
         (out / earlier).unlink(missing_ok=True)
     lora = read_json(stage / "adapter_config.json")
