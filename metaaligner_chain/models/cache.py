@@ -64,14 +64,18 @@ def _single_flight(target: Path) -> Iterator[None]:
     `flock` on `.<name>.lock` beside it across processes (where the OS has one)."""
     with _locks_guard:
         lock = _locks.setdefault(target.resolve(), threading.Lock())
-    with lock, open(target.parent / f".{target.name}.lock", "a") as handle:
+    path = target.parent / f".{target.name}.lock"
+    with lock, open(path, "a") as handle:
         try:
             import fcntl
-        except ImportError:  # Windows: the rename below still keeps the folder whole
+        except ImportError:  # Windows: the rename in `_build` still keeps the folder whole
             yield
             return
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
+            # Leave no file behind. A process already waiting on this one then builds only if
+            # the build failed (it re-checks first), and the rename keeps that safe too.
+            path.unlink(missing_ok=True)
             fcntl.flock(handle, fcntl.LOCK_UN)
