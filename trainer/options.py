@@ -62,9 +62,7 @@ def _annotation(name: str, field: FieldInfo) -> Any:
 
 def _plain(annotation: Any) -> Any:
     """The command-line type of a field: Optional unwrapped, Literal → str, tuple/dict → list[str]."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union:
-        return _plain(next(a for a in typing.get_args(annotation) if a is not type(None)))
+    origin = typing.get_origin(annotation := _unwrap(annotation))
     if origin is typing.Literal:
         return str
     if origin in (tuple, dict, list):
@@ -93,6 +91,7 @@ def _given(cls: type[Settings], flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unwrap(annotation: Any) -> Any:
+    """`X` from `Optional[X]`; anything else as it is."""
     if typing.get_origin(annotation) is typing.Union:
         return next(a for a in typing.get_args(annotation) if a is not type(None))
     return annotation

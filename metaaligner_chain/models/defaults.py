@@ -116,6 +116,12 @@ def default_aligner_hf_dir(cache_dir: str | os.PathLike[str] | None = None) -> P
     return cached_dir(root / f"{_ALIGNER_HF_DIR_NAME}-{digest}", build, complete)
 
 
+def default_aligner_id() -> str:
+    """Names the built-in default by what it is made of (base file, shipped adapter): a new
+    adapter gives a new id. The merged GGUF's cache folder carries the same digest."""
+    return f"default:{_digest(default_gguf_path().name, ADAPTER_GGUF)}"
+
+
 @functools.lru_cache(maxsize=4)
 def _digest(base_name: str, *files: Path) -> str:
     """Names a derived model after what went into it; read once, not on every engine lookup."""

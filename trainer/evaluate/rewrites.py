@@ -65,11 +65,9 @@ def _identity(model: str | None) -> str:
     its shipped adapter (a new default must not reuse the outputs of the old one)."""
     if model is not None:
         return model
-    import hashlib
+    from metaaligner_chain.models.defaults import default_aligner_id
 
-    from metaaligner_chain.models.defaults import ADAPTER_GGUF
-
-    return "default:" + hashlib.sha256(ADAPTER_GGUF.read_bytes()).hexdigest()[:12]
+    return default_aligner_id()
 
 
 def align_items(items: Sequence[Item], run: Callable[[dict], Any], name: str, out: Path,
