@@ -10,7 +10,7 @@ sections it finds in that order.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -119,6 +119,10 @@ class TrainConfig(Settings):
     """Peak learning rate; default 2e-4 with LoRA, 1e-5 (the paper's) for full fine-tuning."""
     epochs: float = Field(2.0, gt=0.0)
     """Epochs per stage."""
+    stage_epochs: dict[Literal["warmup", "equal", "preference"], Annotated[float, Field(gt=0.0)]] = {}
+    """STAGE=EPOCHS: epochs for one stage in place of `epochs` (repeatable), e.g. preference=2."""
+    stage_learning_rate: dict[Literal["warmup", "equal", "preference"], Annotated[float, Field(gt=0.0)]] = {}
+    """STAGE=LR: peak learning rate for one stage in place of `learning_rate` (repeatable)."""
     max_steps: int = -1
     """Stop each stage after this many optimizer steps (-1: run the epochs)."""
     batch_size: int = Field(4, ge=1)
@@ -178,6 +182,12 @@ class TrainConfig(Settings):
             return self.learning_rate
         return 2e-4 if self.lora else 1e-5
 
+    def epochs_for(self, stage: str) -> float:
+        return self.stage_epochs.get(stage, self.epochs)
+
+    def lr_for(self, stage: str) -> float:
+        return self.stage_learning_rate.get(stage, self.lr)
+
 
 class ExportConfig(Settings):
     """`ma-train export adapter`: a finished LoRA run as a folder to ship."""
@@ -236,7 +246,10 @@ def build(cls: type[Settings], values: dict[str, Any], where: str) -> Any:
 
 
 def _problem(error: dict, cls: type[Settings]) -> str:
-    key = ".".join(str(part) for part in error["loc"])
+    loc = [str(part) for part in error["loc"]]
+    if loc[-1] == "[key]":  # a mapping's key, e.g. a stage name in stage_epochs
+        loc = [loc[0], "key"]
+    key = ".".join(loc)
     if error["type"] == "missing":
         return f"`{key}` is missing (required)"
     if error["type"] == "extra_forbidden":

@@ -197,3 +197,10 @@ def test_train_refuses_to_write_over_its_base(tmp_path):
                                terminal_width=400)
         assert result.exit_code == 2
         assert "overlaps `base`" in result.output and "training would overwrite it" in result.output
+
+
+def test_a_misspelt_stage_in_per_stage_settings_is_named():
+    result = runner.invoke(app, ["train", "--base", "b", "--data", "d", "--out", "o",
+                                 "--stage-epochs", "prefrence=2"], terminal_width=200)
+    assert result.exit_code == 2
+    assert "`stage_epochs.key` is 'prefrence'; it should be 'warmup', 'equal' or 'preference'" in result.output

@@ -239,3 +239,20 @@ def test_the_tiny_recipe_runs_through_the_cli(tiny_model_dir, tmp_path):
     meta = json.loads((tmp_path / "run" / "metaaligner.json").read_text())
     assert meta["stages"] == STAGES and meta["method"] == "full"
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "run").config.model_type == "llama"
+
+
+def test_per_stage_epochs_and_learning_rate(tiny_model_dir, data_dir, tmp_path):
+    """stage_epochs / stage_learning_rate replace the shared values for the stages they name only."""
+    config = TrainConfig(
+        base=str(tiny_model_dir), data=str(data_dir), out=str(tmp_path / "run"), epochs=1.0,
+        learning_rate=1e-3, stage_epochs={"preference": 2.0}, stage_learning_rate={"equal": 5e-3}, **FAST,
+    )
+    run_training(config)
+    steps, peak = {}, {}
+    for stage in STAGES:
+        rows = sum(1 for _ in open(data_dir / f"{stage}.jsonl"))
+        steps[stage] = json.loads((Path(config.out) / "stages" / stage / DONE_FILE).read_text())["steps"]
+        log = json.loads((Path(config.out) / "stages" / stage / "log_history.json").read_text())
+        peak[stage] = max(entry["learning_rate"] for entry in log if "learning_rate" in entry)
+        assert steps[stage] == -(-rows // 4) * (2 if stage == "preference" else 1), stage
+    assert peak == {"warmup": pytest.approx(1e-3), "equal": pytest.approx(5e-3), "preference": pytest.approx(1e-3)}

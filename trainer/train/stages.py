@@ -100,7 +100,7 @@ def load_model(config: TrainConfig, init_from: Path | None) -> Any:
     return get_peft_model(base, lora)
 
 
-def sft_args(config: TrainConfig, stage_dir: Path) -> Any:
+def sft_args(config: TrainConfig, stage: str, stage_dir: Path) -> Any:
     import torch
     from trl import SFTConfig
 
@@ -108,12 +108,12 @@ def sft_args(config: TrainConfig, stage_dir: Path) -> Any:
     bf16 = config.bf16 if config.bf16 is not None else cuda and torch.cuda.is_bf16_supported()
     return SFTConfig(
         output_dir=str(stage_dir),
-        num_train_epochs=config.epochs,
+        num_train_epochs=config.epochs_for(stage),
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.lr,
+        learning_rate=config.lr_for(stage),
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps
         weight_decay=config.weight_decay,
@@ -164,7 +164,7 @@ def run_stage(
     warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
     trainer = SFTTrainer(
         model=load_model(config, init_from),
-        args=sft_args(config, stage_dir),
+        args=sft_args(config, stage, stage_dir),
         train_dataset=tokenize_rows(train_rows, tokenizer),
         eval_dataset=tokenize_rows(val_rows, tokenizer) if val_rows else None,
         processing_class=tokenizer,
