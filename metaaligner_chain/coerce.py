@@ -4,18 +4,21 @@ Accepted inputs: a `str` (the response, no context); a LangChain message (string
 content); a dict with the query under ``query``/``question``/``input`` (text, a message, a list of
 messages or a prompt value), an optional chat history under ``chat_history``/``history``, an
 optional per-call ``objectives``, and the response under ``response``/``answer``/``output`` (text
-or a message). Outputs mirror the input: str → str, message → same message type, dict → same dict
-with the response replaced and the original kept under ``original_response``.
+or a message); an agent's state ``{"messages": [...]}`` (the last AI message is the response, the
+messages before it the context). Outputs mirror the input: str → str, message → same message type,
+dict → same dict with the response replaced and the original kept under ``original_response``;
+agent state → the same state with that AI message replaced (the original in its metadata).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import AIMessageChunk, BaseMessage, BaseMessageChunk, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk, HumanMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables.utils import AddableDict
 
@@ -24,6 +27,8 @@ from metaaligner_chain.prompt import format_context
 QUERY_KEYS = ("query", "question", "input")
 HISTORY_KEYS = ("chat_history", "history")
 RESPONSE_KEYS = ("response", "answer", "output")
+#: Where an agent (`langchain.agents.create_agent`, LangGraph) keeps its conversation.
+MESSAGES_KEY = "messages"
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,15 @@ class AlignRequest:
     context: Any = ""
     response_key: str | None = None
     objectives: Any = None
+    #: For an agent state: the index of the AI message to align in ``raw["messages"]``.
+    message_index: int | None = None
+    #: Why this item is returned untouched without a model call (e.g. its AI message calls tools).
+    untouched: str | None = None
 
     @property
     def response_value(self) -> Any:
+        if self.message_index is not None:
+            return self.raw[MESSAGES_KEY][self.message_index]
         return self.raw[self.response_key] if self.response_key else self.raw
 
     @property
@@ -105,6 +116,8 @@ def coerce(value: Any) -> AlignRequest:
         return AlignRequest(raw=value, response=_response_text(value, "input"))
     if isinstance(value, dict):
         key = _first_key(value, RESPONSE_KEYS)
+        if key is None and is_agent_state(value):
+            return _agent_request(value)
         if key is None:
             raise ValueError(
                 f"input dict has keys {sorted(value)}; put the response to align under one of "
@@ -124,6 +137,34 @@ def coerce(value: Any) -> AlignRequest:
     raise TypeError(
         f"input is a {type(value).__name__}; pass a str, a LangChain message, or a dict such as "
         "{'query': ..., 'response': ...}."
+    )
+
+
+def is_agent_state(value: Any) -> bool:
+    """Whether `value` looks like an agent's state: a dict with a list of messages."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get(MESSAGES_KEY), (list, tuple))
+        and all(isinstance(m, BaseMessage) for m in value[MESSAGES_KEY])
+    )
+
+
+def _agent_request(state: dict) -> AlignRequest:
+    """The last message of an agent state is the response when it is an AI answer; everything
+    before it is the context. A last message that calls tools (or is not an AI message) is
+    left untouched: it is not an answer to the user."""
+    messages = list(state[MESSAGES_KEY])
+    if not messages:
+        raise ValueError("the agent state's `messages` is empty; there is no answer to align.")
+    last = messages[-1]
+    untouched = None
+    if not isinstance(last, AIMessage):
+        untouched = f"the last message is a {last.type} message, not an AI answer"
+    elif last.tool_calls:
+        untouched = "the last AI message calls tools; only final answers are aligned"
+    return AlignRequest(
+        raw=state, response=last.text, context=messages[:-1], message_index=len(messages) - 1,
+        objectives=_objectives(state.get("objectives")), untouched=untouched,
     )
 
 
@@ -147,8 +188,17 @@ def context_text(context: Any, prompt_format: str) -> str:
     """The context string for `prompt_format` (HH-RLHF transcript form for `hh-rlhf`)."""
     if isinstance(context, str) and (prompt_format != "hh-rlhf" or context.startswith("\n\nHuman:")):
         return context
-    messages = as_messages(context)
+    messages = [_as_text_turn(m) for m in as_messages(context)]
     return format_context(messages, prompt_format=prompt_format) if messages else ""
+
+
+def _as_text_turn(message: BaseMessage) -> BaseMessage:
+    """An AI turn that called tools, written out so the aligner reads what was asked for."""
+    calls = getattr(message, "tool_calls", None)
+    if not calls:
+        return message
+    called = "; ".join(f"{c['name']}({json.dumps(c['args'], ensure_ascii=False)})" for c in calls)
+    return AIMessage(" ".join(filter(None, [message.text.strip(), f"[called {called}]"])))
 
 
 def _with_text(message: BaseMessage, text: str, info: dict[str, Any]) -> BaseMessage:
@@ -160,6 +210,10 @@ def render(request: AlignRequest, text: str, info: dict[str, Any]) -> Any:
     """The output for `request`: `text` in the shape of the input that came in."""
     value = request.response_value
     out = _with_text(value, text, info) if isinstance(value, BaseMessage) else text
+    if request.message_index is not None:
+        messages = list(request.raw[MESSAGES_KEY])
+        messages[request.message_index] = out
+        return {**request.raw, MESSAGES_KEY: messages}
     if request.response_key is None:
         return out
     return {**request.raw, request.response_key: out, "original_response": value}
@@ -200,6 +254,14 @@ def join_chunks(chunks: Sequence[Any]) -> Any:
     """Concatenate streamed input chunks (str, message chunks or dicts of them) into one input."""
     if not chunks:
         raise ValueError("the upstream stream produced nothing to align.")
+    if all(is_agent_state(c) for c in chunks):  # an agent streams whole states: the last is final
+        return chunks[-1]
+    if any(isinstance(c, dict) and c and all(is_agent_state(v) for v in c.values()) for c in chunks):
+        raise ValueError(
+            "the upstream agent streamed per-node updates, which do not hold the whole "
+            "conversation. Stream `aligner.wrap(agent)` instead of `agent | aligner`, or align "
+            "inside the agent with MetaAlignerMiddleware."
+        )
     total = chunks[0]
     for chunk in chunks[1:]:
         if isinstance(total, dict) and isinstance(chunk, dict):

@@ -187,6 +187,9 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         for i, request in enumerate(requests):
             if isinstance(request, Exception):
                 continue
+            if request.untouched:  # e.g. an agent state ending in a tool call: not an answer
+                results[i] = request.raw
+                continue
             if not request.quoted:  # nothing to align: returned as it is, no model call
                 results[i] = render(request, request.response, self._info(request, prompt_format, EMPTY))
                 continue
@@ -238,7 +241,16 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         return outcomes
 
     def _stream(self, request: AlignRequest) -> Iterator[Any]:
-        """Aligned pieces of one request as they are generated, shaped like its input."""
+        """Aligned pieces of one request as they are generated, shaped like its input.
+
+        An agent state comes back whole, as one chunk: its messages are not addable pieces (for
+        token streaming inside an agent use `MetaAlignerMiddleware`)."""
+        if request.message_index is not None:
+            (result,) = self._align([request])
+            if isinstance(result, Exception):
+                raise result
+            yield result
+            return
         prompt_format = self._prompt_format()
         prompt = self._prompt(request, prompt_format)
 

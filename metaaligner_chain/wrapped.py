@@ -2,6 +2,8 @@
 
 The result takes what the chain takes and returns what the chain returns, aligned; it streams the
 aligned tokens, batches through both the chain's and the aligner's batch, and traces as one run.
+An agent (its output a state ``{"messages": [...]}``) gets its last AI message aligned, with the
+conversation before it as the context; its state comes back whole.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict
 
-from metaaligner_chain.coerce import QUERY_KEYS
+from metaaligner_chain.coerce import QUERY_KEYS, is_agent_state
 
 
 class AlignedChain(RunnableSerializable[Any, Any]):
@@ -40,13 +42,20 @@ class AlignedChain(RunnableSerializable[Any, Any]):
         return value[key] if key else "\n".join(f"{k}: {v}" for k, v in value.items())
 
     def _request(self, value: Any, response: Any) -> dict[str, Any]:
+        if is_agent_state(response):  # the agent's own conversation is the context
+            return response
         return {"query": self.context_of(value), "response": response}
+
+    @staticmethod
+    def _answer(aligned: Any, response: Any) -> Any:
+        """The aligned output in the chain's own output type."""
+        return aligned if is_agent_state(response) else aligned["response"]
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
             child = patch_config(config, callbacks=run_manager.get_child())
             response = self.chain.invoke(value, child)
-            return self.aligner.invoke(self._request(value, response), child)["response"]
+            return self._answer(self.aligner.invoke(self._request(value, response), child), response)
 
         return self._call_with_config(run, input, config, **kwargs)
 
@@ -54,7 +63,7 @@ class AlignedChain(RunnableSerializable[Any, Any]):
         async def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
             child = patch_config(config, callbacks=run_manager.get_child())
             response = await self.chain.ainvoke(value, child)
-            return (await self.aligner.ainvoke(self._request(value, response), child))["response"]
+            return self._answer(await self.aligner.ainvoke(self._request(value, response), child), response)
 
         return await self._acall_with_config(run, input, config, **kwargs)
 
@@ -77,7 +86,7 @@ class AlignedChain(RunnableSerializable[Any, Any]):
         )
         results = list(responses)
         for i, out in zip(ok, aligned):
-            results[i] = out if isinstance(out, Exception) else out["response"]
+            results[i] = out if isinstance(out, Exception) else self._answer(out, responses[i])
         return results
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
@@ -86,8 +95,8 @@ class AlignedChain(RunnableSerializable[Any, Any]):
             child = patch_config(config, callbacks=run_manager.get_child())
             response = self.chain.invoke(value, child)
             for chunk in self.aligner.stream(self._request(value, response), child):
-                if "response" in chunk:
-                    yield chunk["response"]
+                if is_agent_state(response) or "response" in chunk:
+                    yield self._answer(chunk, response)
 
         yield from self._transform_stream_with_config(iter([input]), run, config, **kwargs)
 
@@ -100,8 +109,8 @@ class AlignedChain(RunnableSerializable[Any, Any]):
             child = patch_config(config, callbacks=run_manager.get_child())
             response = await self.chain.ainvoke(value, child)
             async for chunk in self.aligner.astream(self._request(value, response), child):
-                if "response" in chunk:
-                    yield chunk["response"]
+                if is_agent_state(response) or "response" in chunk:
+                    yield self._answer(chunk, response)
 
         async for chunk in self._atransform_stream_with_config(single(), run, config, **kwargs):
             yield chunk
