@@ -62,6 +62,9 @@ class DataConfig(Settings):
     """KEY='Name: description' for objective keys the prompt format does not know (repeatable)."""
     split: str = "train"
     """Split to read when `input` is a dataset id."""
+    skip_bad_rows: bool = False
+    """Leave out rows that cannot be read or lack a field (each named, counted in summary.json)
+    instead of stopping at the first."""
 
     @property
     def resolved_prompt_format(self) -> str:
@@ -247,7 +250,7 @@ def build(cls: type[Settings], values: dict[str, Any], where: str) -> Any:
 
 def _problem(error: dict, cls: type[Settings]) -> str:
     loc = [str(part) for part in error["loc"]]
-    if loc[-1] == "[key]":  # a mapping's key, e.g. a stage name in stage_epochs
+    if loc and loc[-1] == "[key]":  # a mapping's key, e.g. a stage name in stage_epochs
         loc = [loc[0], "key"]
     key = ".".join(loc)
     if error["type"] == "missing":

@@ -204,3 +204,19 @@ def test_a_misspelt_stage_in_per_stage_settings_is_named():
                                  "--stage-epochs", "prefrence=2"], terminal_width=200)
     assert result.exit_code == 2
     assert "`stage_epochs.key` is 'prefrence'; it should be 'warmup', 'equal' or 'preference'" in result.output
+
+
+def test_skip_bad_rows_leaves_them_out_and_counts_them(tmp_path):
+    good = '{"query": "q%d", "answer": "a bad answer", "objectives": ["length"], "rewrite": "better"}\n'
+    content = (good % 1 + '{"query": "q2", "answer": "x"}\n' + "{oops\n" + good % 2).encode() + b"\xff\n"
+    (tmp_path / "bad.jsonl").write_bytes(content)
+    args = ["data", "build", str(tmp_path / "bad.jsonl"), "--format", "generic", "--out", str(tmp_path / "out"),
+            "--val-fraction", "0"]
+    stopped = runner.invoke(app, args, terminal_width=400)
+    assert stopped.exit_code == 2 and "bad.jsonl:2: the generic row has neither" in " ".join(stopped.output.split())
+    assert "--skip-bad-rows" in stopped.output
+    result = runner.invoke(app, [*args, "--skip-bad-rows"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["groups"] == 2
+    assert [s.split(": ")[0].rsplit("/", 1)[-1] for s in summary["skipped_rows"]] == ["bad.jsonl:2", "bad.jsonl:3", "bad.jsonl:5"]

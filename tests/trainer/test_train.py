@@ -256,3 +256,57 @@ def test_per_stage_epochs_and_learning_rate(tiny_model_dir, data_dir, tmp_path):
         peak[stage] = max(entry["learning_rate"] for entry in log if "learning_rate" in entry)
         assert steps[stage] == -(-rows // 4) * (2 if stage == "preference" else 1), stage
     assert peak == {"warmup": pytest.approx(1e-3), "equal": pytest.approx(5e-3), "preference": pytest.approx(1e-3)}
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(tiny_model_dir, data_dir, tmp_path, capsys):
+    """A save killed halfway leaves a torn checkpoint: resume warns and continues from the one before."""
+    config = TrainConfig(
+        base=str(tiny_model_dir), data=str(data_dir), out=str(tmp_path / "run"), stage="warmup",
+        max_steps=6, learning_rate=1e-2, **{**FAST, "save_steps": 2, "save_total_limit": 3},
+    )
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, callbacks=[Interrupt(at=5)])
+    stage_dir = tmp_path / "run" / "stages" / "warmup"
+    torn = stage_dir / "checkpoint-4" / "optimizer.pt"
+    torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+    resumed = Interrupt(at=None)
+    run_training(config.model_copy(update={"resume": True}), callbacks=[resumed])
+    assert resumed.steps == [3, 4, 5, 6]  # from checkpoint-2, not the torn checkpoint-4
+    assert "checkpoint-4 is damaged (optimizer.pt unreadable" in capsys.readouterr().err
+    assert (stage_dir / "checkpoint-4.damaged").is_dir()
+
+
+def test_a_rerun_without_resume_says_it_replaces_checkpoints(tiny_model_dir, data_dir, tmp_path, capsys):
+    config = TrainConfig(
+        base=str(tiny_model_dir), data=str(data_dir), out=str(tmp_path / "run"), stage="warmup",
+        max_steps=2, learning_rate=1e-2, **{**FAST, "save_steps": 2},
+    )
+    run_training(config)
+    capsys.readouterr()
+    run_training(config)
+    assert "stage warmup: replacing 1 checkpoint(s)" in capsys.readouterr().err
+
+
+def test_out_holding_a_foreign_model_is_refused(tiny_model_dir, data_dir, tmp_path):
+    import shutil
+
+    foreign = tmp_path / "someone-elses-model"
+    shutil.copytree(tiny_model_dir, foreign)
+    config = TrainConfig(base=str(tiny_model_dir), data=str(data_dir), out=str(foreign), max_steps=1, **FAST)
+    with pytest.raises(ValueError, match="holds a model this trainer did not make"):
+        run_training(config)
+
+
+def test_continuing_a_run_made_from_another_base_is_refused(tiny_model_dir, data_dir, tmp_path):
+    import shutil
+
+    config = TrainConfig(
+        base=str(tiny_model_dir), data=str(data_dir), out=str(tmp_path / "run"), stage="warmup",
+        max_steps=1, **FAST,
+    )
+    run_training(config)
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_model_dir, other)
+    follow = config.model_copy(update={"base": str(other), "stage": "equal"})
+    with pytest.raises(ValueError, match=rf"stages/warmup trained with base_model '{tiny_model_dir}'.*this run's is '{other}'"):
+        run_training(follow)

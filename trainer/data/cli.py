@@ -22,10 +22,15 @@ def run_build(config: DataConfig) -> dict:
     from trainer.data.reformulate import reformulate, summarize, write_splits
 
     start = time.time()
+    skipped: list[tuple[str, str]] | None = [] if config.skip_bad_rows else None
     with console.status(f"reading {config.input}"):
-        groups = load_groups(config.input, config.format, config.split)
+        groups = load_groups(config.input, config.format, config.split, skipped=skipped)
+    for where, problem in skipped or []:
+        console.print(f"[yellow]skipped {where}: {problem}")
     splits = reformulate(groups, config, lambda items: track(items, "reformulating", console=console))
     summary = summarize(splits, config, len(groups))
+    if skipped is not None:
+        summary["skipped_rows"] = [f"{where}: {problem}" for where, problem in skipped]
     out = write_splits(splits, summary, config.out)
     rows = [(name, info["rows"], ", ".join(f"{k} {v}" for k, v in info["objectives"].items()))
             for name, info in summary["files"].items()]

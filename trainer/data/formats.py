@@ -56,67 +56,87 @@ class Group:
 def read_records(source: str, split: str = "train") -> list[dict[str, Any]]:
     """Rows of a local JSONL/JSON/CSV/Parquet file, of every `*.jsonl` in a folder (in name
     order), or of a dataset id loaded with `datasets`."""
+    return [row for _, row in read_located(source, split)]
+
+
+def read_located(
+    source: str, split: str = "train", bad: list[tuple[str, str]] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """`(where, row)` for every row of `source` (see `read_records`): `FILE:LINE` for JSONL,
+    `row N of SOURCE` otherwise. Unreadable JSONL lines go to `bad` when it is given."""
     path = Path(source).expanduser()
     if path.is_dir():
         files = sorted(path.glob("*.jsonl"))
         if not files:
             raise ValueError(f"`input` {source!r} is a folder without .jsonl files.")
-        return [row for file in files for row in read_records(str(file))]
+        return [located for file in files for located in numbered(file, bad=bad)]
+    if path.is_file() and path.suffix.lower() == ".jsonl":
+        return numbered(path, bad=bad)
     if path.is_file():
         suffix = path.suffix.lower()
-        if suffix == ".jsonl":
-            return read_jsonl(path)
         if suffix == ".json":
             content = json.loads(path.read_text())
-            return content if isinstance(content, list) else content.get("data", [content])
-        if suffix in (".csv", ".parquet"):
+            rows = content if isinstance(content, list) else content.get("data", [content])
+        elif suffix in (".csv", ".parquet"):
             import pandas as pd
 
             frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
-            return frame.to_dict(orient="records")
-        raise ValueError(
-            f"`input` {source!r} has suffix {suffix!r}; give a .jsonl, .json, .csv or .parquet file."
-        )
-    if path.exists() or source.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_SUFFIXES:
+            rows = frame.to_dict(orient="records")
+        else:
+            raise ValueError(
+                f"`input` {source!r} has suffix {suffix!r}; give a .jsonl, .json, .csv or .parquet file."
+            )
+    elif path.exists() or source.startswith((".", "/", "~")) or path.suffix.lower() in _FILE_SUFFIXES:
         raise ValueError(f"`input` {source!r} is not a readable file.")
-    try:
-        import datasets
-    except ImportError as err:
-        raise ImportError('Loading a dataset id needs `pip install "metaaligner-chain[train]"`.') from err
-    return list(datasets.load_dataset(source, split=split))
+    else:
+        try:
+            import datasets
+        except ImportError as err:
+            raise ImportError('Loading a dataset id needs `pip install "metaaligner-chain[train]"`.') from err
+        rows = list(datasets.load_dataset(source, split=split))
+    return [(f"row {n} of {source}", row) for n, row in enumerate(rows, 1)]
 
 
 def load_groups(
-    source: str, data_format: str, split: str = "train", records: Iterable[dict] | None = None
+    source: str,
+    data_format: str,
+    split: str = "train",
+    records: Iterable[dict] | None = None,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[Group]:
-    """Read `source` (or the given `records`) with the adapter for `data_format`; a row that
-    lacks a field the format needs is named (file and line for JSONL) with the shape expected."""
-    rows = list(records) if records is not None else read_records(source, split)
+    """Read `source` (or the given `records`) with the adapter for `data_format`.
+
+    A row that cannot be read, or lacks a field the format needs, is named (file and line for
+    JSONL) with the shape expected. With a `skipped` list such rows are recorded there as
+    `(where, problem)` and left out instead (`--skip-bad-rows`).
+    """
     adapter = ADAPTERS.get(data_format)
     if adapter is None:
         raise ValueError(f"`format` is {data_format!r}; choose one of {', '.join(ADAPTERS)}.")
-    at = [0]
-
-    def counted() -> Iterator[dict]:
-        for at[0], row in enumerate(rows, 1):
-            yield row
-
-    try:
-        return list(adapter(counted()))
-    except (KeyError, TypeError, AttributeError) as err:
-        what = f"lacks the field {err}" if isinstance(err, KeyError) else f"has a field of the wrong type ({err})"
-        raise ValueError(
-            f"{_locate(source, at[0]) if records is None else f'row {at[0]}'}: the {data_format} "
-            f"row {what}; each row should be {SHAPES[data_format]}."
-        ) from err
-
-
-def _locate(source: str, index: int) -> str:
-    """`FILE:LINE` of the index-th row of a JSONL file or folder; `row N` for other sources."""
-    path = Path(source).expanduser()
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path] if path.suffix.lower() == ".jsonl" else []
-    wheres = [where for file in files for where, _ in numbered(file)]
-    return wheres[index - 1] if 0 < index <= len(wheres) else f"row {index} of {source}"
+    if records is not None:
+        located = [(f"row {n}", row) for n, row in enumerate(records, 1)]
+    else:
+        located = read_located(source, split, skipped)
+    good = []
+    for where, row in located:
+        try:
+            list(adapter([row]))  # each row alone first, so a problem is named by its own line
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            if isinstance(err, KeyError):
+                problem = f"the {data_format} row lacks the field {err}"
+            elif isinstance(err, ValueError):
+                problem = str(err)
+            else:
+                problem = f"the {data_format} row has a field of the wrong type ({err})"
+            if skipped is None:
+                fix = "" if isinstance(err, ValueError) else f"; each row should be {SHAPES[data_format]}"
+                raise ValueError(
+                    f"{where}: {problem}{fix} (or pass --skip-bad-rows to leave such rows out, counted)."
+                ) from err
+            skipped.append((where, problem))
+            continue
+        good.append(row)
+    return list(adapter(good))
 
 
 def number(value: Any) -> float | None:
@@ -184,8 +204,8 @@ def generic(rows: Iterable[dict]) -> Iterator[Group]:
       the answer on every named objective; a rewrite equal to the answer marks a clean answer,
       to be kept as it is under those objectives.
     """
-    for number_, row in enumerate(rows, 1):
-        history = parse_history(row.get("context"), number_)
+    for row in rows:
+        history = parse_history(row.get("context"))
         if "responses" in row:
             responses = []
             for item in row["responses"]:
@@ -197,7 +217,7 @@ def generic(rows: Iterable[dict]) -> Iterator[Group]:
         missing = [k for k in ("query", "answer", "objectives", "rewrite") if k not in row]
         if missing:
             raise ValueError(
-                f"row {number_} of the generic data has neither `responses` (a graded chain) "
+                f"the generic row has neither `responses` (a graded chain) "
                 f"nor {', '.join(f'`{k}`' for k in missing)} (a rewrite); write "
                 '{"query", "responses": [{"text", "scores"}]} or '
                 '{"query", "answer", "objectives", "rewrite"}.'
@@ -205,7 +225,7 @@ def generic(rows: Iterable[dict]) -> Iterator[Group]:
         keys = row["objectives"]
         if isinstance(keys, str) or not keys:
             raise ValueError(
-                f"row {number_}: `objectives` is {keys!r}; give a non-empty list of objective "
+                f"`objectives` is {keys!r}; give a non-empty list of objective "
                 'keys, e.g. ["harmlessness", "length"].'
             )
         answer, rewrite = row["answer"].strip(), row["rewrite"].strip()
@@ -216,7 +236,7 @@ def generic(rows: Iterable[dict]) -> Iterator[Group]:
             yield Group(row["query"], (better, Response(answer, {k: 0.0 for k in keys})), history)
 
 
-def parse_history(context: Any, row: int) -> tuple[tuple[str, str], ...]:
+def parse_history(context: Any) -> tuple[tuple[str, str], ...]:
     """`context` as (role, text) turns; roles "human"/"user" and "assistant"/"ai"."""
     if not context:
         return ()
@@ -226,7 +246,7 @@ def parse_history(context: Any, row: int) -> tuple[tuple[str, str], ...]:
         role = roles.get(str(turn[0]).lower()) if isinstance(turn, (list, tuple)) and len(turn) == 2 else None
         if role is None:
             raise ValueError(
-                f"row {row}: `context` has the turn {turn!r}; write each earlier turn as "
+                f"`context` has the turn {turn!r}; write each earlier turn as "
                 '["human", text] or ["assistant", text].'
             )
         turns.append((role, str(turn[1])))

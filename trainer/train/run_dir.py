@@ -71,3 +71,85 @@ def final_model(stage: Path, base: str | None) -> Any:
     warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     return PeftModel.from_pretrained(model, str(stage)).merge_and_unload().to(stored_dtype(base))
+
+
+_MODEL_FILES = ("config.json", "adapter_config.json", "model.safetensors", "pytorch_model.bin")
+
+
+def check_run_dir(out: Path, base: str, prompt_format: str, reuse: bool) -> None:
+    """Refuse a RUN_DIR this trainer did not make, and, when earlier stages are to be reused
+    (`--resume`, or one `--stage` continuing a previous one), stages made from another base model
+    or prompt format."""
+    if not out.is_dir():
+        return
+    foreign = [p.name for p in out.iterdir() if p.name in _MODEL_FILES or p.suffix == ".gguf"]
+    if foreign and not (out / "stages").is_dir():
+        raise ValueError(
+            f"`out` {str(out)!r} holds a model this trainer did not make ({', '.join(sorted(foreign))}, "
+            "no stages/ folder); training would write over it. Give RUN_DIR a folder of its own, "
+            "e.g. --out runs/my-aligner."
+        )
+    if not reuse:
+        return
+    for stage in STAGES:
+        path = out / "stages" / stage / METADATA_FILE
+        if not path.is_file():
+            continue
+        made = json.loads(path.read_text())
+        for key, now in (("base_model", base), ("prompt_format", prompt_format)):
+            if made.get(key) not in (None, now):
+                raise ValueError(
+                    f"`out` {str(out)!r} holds stages/{stage} trained with {key} {made[key]!r}, but "
+                    f"this run's is {now!r}; continuing would mix the two. Use the run's own "
+                    f"{'--base' if key == 'base_model' else 'data'}, or a new --out."
+                )
+
+
+def checkpoints(stage_dir: Path) -> list[Path]:
+    """The trainer's `checkpoint-<step>` folders of a stage, newest first."""
+    found = [p for p in stage_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from (a killed save leaves one half-written), or None."""
+    import zipfile
+
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"trainer_state.json unreadable ({exc.__class__.__name__})"
+    weights = [p for p in checkpoint.glob("*.safetensors")]
+    if not weights:
+        return "no weights (*.safetensors)"
+    from safetensors import safe_open
+
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors raises its own error types for a torn file
+            return f"{file.name} unreadable ({exc})"
+    for name in ("optimizer.pt", "scheduler.pt"):
+        file = checkpoint / name
+        try:
+            with zipfile.ZipFile(file) as archive:  # torch.save writes a zip archive
+                bad = archive.testzip()
+        except (OSError, zipfile.BadZipFile) as exc:
+            return f"{name} unreadable ({exc.__class__.__name__})"
+        if bad is not None:
+            return f"{name} damaged ({bad})"
+    return None
+
+
+def resumable_checkpoint(stage_dir: Path, say: Any) -> Path | None:
+    """The newest checkpoint of a stage that can be resumed from. Damaged newer ones are renamed
+    `<name>.damaged` (so the trainer never picks them) and reported through `say`."""
+    for checkpoint in checkpoints(stage_dir):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        aside = checkpoint.with_name(checkpoint.name + ".damaged")
+        checkpoint.rename(aside)
+        say(f"{checkpoint} is damaged ({problem}); moved to {aside.name}, trying the one before")
+    return None

@@ -14,14 +14,24 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from metaaligner_chain.models.metadata import write_metadata
 from trainer.config import DEFAULT_BASE, TrainConfig
 from trainer.jsonl import read_jsonl
-from trainer.train.run_dir import DONE_FILE, LOG_FILE, STAGES, final_model
+from trainer.train.run_dir import (
+    DONE_FILE,
+    LOG_FILE,
+    STAGES,
+    check_run_dir,
+    checkpoints,
+    final_model,
+    resumable_checkpoint,
+)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -148,7 +158,6 @@ def run_stage(
     import warnings
 
     from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
     from trainer.train.progress import progress_callback
@@ -157,8 +166,14 @@ def run_stage(
     tokenizer = load_tokenizer(config.base)
     train_rows = read_rows(Path(config.data) / f"{stage}.jsonl")
     val_rows = read_rows(Path(config.data) / "val" / f"{stage}.jsonl")
-    resume = config.resume and stage_dir.is_dir() and get_last_checkpoint(str(stage_dir)) is not None
-    if not resume:
+    say = partial(_say, console, stage)
+    checkpoint = resumable_checkpoint(stage_dir, say) if config.resume and stage_dir.is_dir() else None
+    if checkpoint is None:
+        if config.resume and stage_dir.is_dir():
+            say("no checkpoint to resume from; the stage starts over")
+        elif stage_dir.is_dir() and checkpoints(stage_dir):
+            say(f"replacing {len(checkpoints(stage_dir))} checkpoint(s) in {stage_dir} "
+                "(pass --resume to continue from the newest instead)")
         fresh_dir(stage_dir)
     # trl 1.x reads `model.is_gradient_checkpointing`, deprecated in transformers 5: not the user's doing
     warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
@@ -171,7 +186,7 @@ def run_stage(
         callbacks=[progress := progress_callback(stage, console), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # the progress callback shows the logs
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     metrics = {
         "rows": len(train_rows),
         "steps": trainer.state.global_step,
@@ -191,9 +206,18 @@ def run_stage(
         tokenizer.save_pretrained(str(stage_dir))
         (stage_dir / LOG_FILE).write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
         (stage_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-        write_metadata(stage_dir, stage=stage, base_model=config.base, init_from=str(init_from or config.base))
+        write_metadata(stage_dir, stage=stage, base_model=config.base, init_from=str(init_from or config.base),
+                       prompt_format=read_data_summary(config.data).get("prompt_format"))
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _say(console: Any, stage: str, message: str) -> None:
+    """A warning about the stage's folder, on the run's console (stderr without one)."""
+    if console is not None:
+        console.print(f"[yellow]stage {stage}: {message}")
+    else:
+        print(f"stage {stage}: {message}", file=sys.stderr)
 
 
 def fresh_dir(path: Path) -> None:
@@ -231,6 +255,7 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: An
     quiet_library_bars(console)
     config = resolve_base(config)
     summary = read_data_summary(config.data)
+    check_run_dir(Path(config.out), config.base, summary["prompt_format"], config.resume or config.stage != "all")
     done: dict[str, dict] = {}
     last: Path | None = None
     for stage in config.stages:
