@@ -32,7 +32,7 @@ from benchmarks.workloads import (
     targets,
 )
 from metaaligner_chain.backends.base import GenerationSettings
-from metaaligner_chain.backends.hf_drafting import PrefixCache
+from metaaligner_chain.backends.transformers.drafting import PrefixCache
 from metaaligner_chain.models.defaults import DEFAULT_MODEL_NAME
 from metaaligner_chain.prompt import build_prompt
 
@@ -61,7 +61,7 @@ def main() -> None:
     from transformers import __version__ as transformers_version
 
     torch.set_num_threads(args.threads)
-    from metaaligner_chain.backends.huggingface import TransformersBackend
+    from metaaligner_chain.backends.transformers import TransformersBackend
     from metaaligner_chain.models.defaults import default_aligner_hf_dir, default_hf_model_dir
 
     load_avg_start = os.getloadavg()

@@ -8,6 +8,7 @@ cache, so configured calls (`configurable_fields`) and several runnables share o
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, model_validator
 
 from metaaligner_chain import gate
-from metaaligner_chain.backends import GenerationSettings, choose_backend
+from metaaligner_chain.backends import Capabilities, GenerationSettings, choose_backend
 from metaaligner_chain.backends.base import Backend
 from metaaligner_chain.coerce import (
     AlignRequest,
@@ -212,8 +213,9 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     ) -> list[Any]:
         """One generation or exception per prompt; a failing item does not fail the others.
 
-        llama.cpp decodes one prompt at a time: each is streamed and cut short once its start
-        echoes the prompt, which the gate would reject anyway.
+        A backend with the `early_stop` capability (one sequence or request per prompt: llama.cpp,
+        a server) streams each prompt, `concurrency` at once, and is cut short once its start
+        echoes the prompt, which the gate would reject anyway; others batch in `generate`.
         """
         if not prompts:
             return []
@@ -222,11 +224,17 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             backend = self.load_backend()
         except Exception as exc:  # the model would not load: every item keeps its response
             return [exc] * len(prompts)
-        if backend.name == "llama.cpp":
-            return [
-                gate.watch(gate.until_template(backend.stream(p, settings, r), r), original=r, scaffold=s)
-                for p, r, s in zip(prompts, responses, scaffolds)
-            ]
+        capabilities = getattr(backend, "capabilities", None) or Capabilities()
+        if capabilities.early_stop:
+            def watched(prompt: str, response: str, scaffold: str) -> Any:
+                stream = backend.stream(prompt, settings, response)
+                return gate.watch(gate.until_template(stream, response), original=response, scaffold=scaffold)
+
+            workers = min(len(prompts), capabilities.concurrency)
+            if workers <= 1:
+                return list(map(watched, prompts, responses, scaffolds))
+            with ThreadPoolExecutor(workers, thread_name_prefix="metaaligner") as pool:
+                return list(pool.map(watched, prompts, responses, scaffolds))
         try:
             return list(backend.generate(prompts, settings, responses))
         except Exception as exc:

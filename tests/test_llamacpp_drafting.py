@@ -7,7 +7,7 @@ import pytest
 
 from metaaligner_chain.backends.base import GenerationSettings
 from metaaligner_chain.backends.llamacpp import LlamaCppBackend
-from metaaligner_chain.backends.llamacpp_drafting import response_span
+from metaaligner_chain.backends.llamacpp.drafting import response_span
 from metaaligner_chain.models.defaults import default_gguf_path
 from metaaligner_chain.prompt import build_prompt
 from streams import drain

@@ -69,7 +69,7 @@ def test_sampling_with_a_seed_is_reproducible(tiny):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    from metaaligner_chain.backends.huggingface import TransformersBackend
+    from metaaligner_chain.backends.transformers import TransformersBackend
 
     with pytest.raises(OSError, match="could not load aligner model"):
         TransformersBackend(str(tmp_path))

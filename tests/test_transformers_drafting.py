@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from metaaligner_chain.backends import GenerationSettings, get_backend
-from metaaligner_chain.backends.hf_drafting import PrefixCache, decode_greedy
+from metaaligner_chain.backends.transformers.drafting import PrefixCache, decode_greedy
 from metaaligner_chain.prompt import build_prompt
 from streams import drain
 

@@ -55,13 +55,36 @@ class PromptTooLongError(ValueError):
         self.context_length = context_length
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine does beyond completing prompts; the runnable asks these, never its name.
+
+    A new engine gets a behaviour by implementing it and declaring it here.
+    """
+
+    #: Align each prompt through `stream`, so the gate stops an answer that starts by echoing its
+    #: prompt (or goes on into a second template round) as soon as it shows. For engines that
+    #: decode one sequence at a time (llama.cpp) or one request per prompt (a server); an engine
+    #: that batches prompts in one `generate` call leaves it off.
+    early_stop: bool = False
+    #: How many of those streams may run at once (a server's request bound; 1: one at a time).
+    concurrency: int = 1
+    #: Drafts from `response` when `settings.drafting` is on (copy-aware speculative decoding, the
+    #: engine's own loop around the shared `metaaligner_chain.drafting.CopyDrafter`); same tokens.
+    drafting: bool = False
+    #: Keeps the KV cache of earlier prompts' shared prefix (the objectives preamble) in process.
+    prefix_reuse: bool = False
+
+
 @runtime_checkable
 class Backend(Protocol):
     """An engine that completes raw prompts. Implementations must be safe to call from threads."""
 
     name: str
     model: str
-    #: The model's trained context window in tokens.
+    capabilities: Capabilities
+    #: The model's trained context window in tokens (0 when the engine cannot tell: a server
+    #: that does not report it).
     context_length: int
     #: `metaaligner.*` metadata found with the model (prompt format, objectives, base model).
     metadata: dict[str, Any]

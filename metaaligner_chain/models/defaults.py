@@ -70,9 +70,9 @@ def default_backend_options(backend: str) -> dict[str, str]:
     """The option that applies the shipped adapter to the base at run time: `lora_path` on
     llama.cpp (the runnable's fallback when `default_aligner_gguf()` cannot be built). None on
     transformers, which loads `default_aligner_hf_dir()`, the adapter already in its weights."""
-    if backend == "llama.cpp":
-        return {"lora_path": str(ADAPTER_GGUF)}
-    return {}
+    from metaaligner_chain.backends import engine_package
+
+    return engine_package(backend).adapter_options()
 
 
 def default_aligner_gguf(cache_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -1,25 +1,38 @@
 """From a runnable's model settings to its prompt format and its loaded engine.
 
-`model=None` means the built-in default aligner: on llama.cpp the shipped adapter folded into one
-F16 GGUF, on transformers that GGUF dequantized to a plain folder (each built once, no adapter at
-load). Any other model is loaded as given; its prompt format comes from its own metadata (or its
-adapter's), else from the released checkpoints' naming.
+`model=None` means the built-in default aligner, in the form its engine loads (each engine's
+`default_aligner`: on llama.cpp the shipped adapter folded into one F16 GGUF, on transformers that
+GGUF dequantized to a plain folder). Any other model is loaded as given; its prompt format comes
+from its own metadata (or its adapter's), else from the released checkpoints' naming. A served
+model (`base_url`, or an http(s) URL as `model`) has no files here: only its served name can tell.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from metaaligner_chain.backends import choose_backend, get_backend
+from metaaligner_chain.backends import choose_backend, engine_package, get_backend, is_url
 from metaaligner_chain.backends.base import Backend
 from metaaligner_chain.models.metadata import prompt_format_from_name, read_metadata
 
-logger = logging.getLogger("metaaligner_chain")
-
 
 def prompt_format_of(model: str | None, backend_options: dict[str, Any]) -> str | None:
-    """The prompt format `model` was trained with, as far as its files or name tell; else None."""
+    """The prompt format `model` was trained with, as far as its files or name tell; else None.
+
+    For a server, the served model's name alone tells (``MetaAligner-HH-RLHF-1.1B`` → hh-rlhf);
+    a name that does not raises `ValueError` saying to pass `prompt_format`.
+    """
+    base_url = backend_options.get("base_url")
+    if base_url or is_url(model):
+        found = None if model is None or is_url(model) else prompt_format_from_name(model)
+        if found is None:
+            raise ValueError(
+                f"the aligner is served (`model` is {model!r}, `base_url` is {base_url!r}) and "
+                "its prompt format cannot be read from a server: pass prompt_format='hh-rlhf', "
+                "'ultrafeedback' or 'imhi' (the format the served checkpoint was trained with), "
+                "or serve it under its released name (e.g. MetaAligner/MetaAligner-HH-RLHF-1.1B)."
+            )
+        return found
     if model is None:
         from metaaligner_chain.models.defaults import DEFAULT_PROMPT_FORMAT
 
@@ -33,30 +46,9 @@ def prompt_format_of(model: str | None, backend_options: dict[str, Any]) -> str 
 
 
 def load_engine(model: str | None, backend: str, backend_options: dict[str, Any]) -> Backend:
-    """The shared, loaded engine for these settings (`model=None`: the built-in default)."""
-    if model is not None:
-        return get_backend(choose_backend(model, backend), model, **backend_options)
-    from metaaligner_chain.models.defaults import (
-        default_aligner_gguf,
-        default_aligner_hf_dir,
-        default_backend_options,
-        default_gguf_path,
-        default_hf_model_dir,
-    )
-
-    base = str(default_gguf_path())
-    kind = choose_backend(base, backend)
-    if kind == "transformers":  # dequantized copies, built once, not a GGUF every load
-        if "adapter" in backend_options:  # the base with the caller's adapter, or none
-            return get_backend(kind, str(default_hf_model_dir()), **backend_options)
-        return get_backend(kind, str(default_aligner_hf_dir()), **backend_options)
-    if "lora_path" not in backend_options:  # the adapter merged into one F16 model
-        try:
-            merged = default_aligner_gguf()
-        except Exception as exc:  # e.g. no `gguf` package: apply the adapter at run time
-            logger.warning("could not build the merged default aligner (%s); applying its "
-                           "adapter at run time instead", exc)
-        else:
-            return get_backend(kind, str(merged), **backend_options)
-    # the shipped adapter, unless the options say otherwise
-    return get_backend(kind, base, **{**default_backend_options(kind), **backend_options})
+    """The shared, loaded engine for these settings (`model=None`: the built-in default, or the
+    one model a server at `base_url` serves)."""
+    kind = choose_backend(model, backend, backend_options.get("base_url"))
+    if model is None and not backend_options.get("base_url"):
+        model, backend_options = engine_package(kind).default_aligner(backend_options)
+    return get_backend(kind, model, **backend_options)

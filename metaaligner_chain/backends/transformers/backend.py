@@ -4,7 +4,7 @@ One model per (path, dtype, device) per process, shared through `get_backend`. P
 strings tokenized with the tokenizer's special tokens (BOS), as in the released inference; batches
 are length-bucketed and left-padded; only new tokens are decoded, up to the first EOS. Greedy calls
 with `settings.drafting` (the default) on one prompt (and `stream`) go through
-`hf_drafting.decode_greedy`: drafts copied from the response, prompt prefixes reused; same tokens as
+`drafting.decode_greedy`: drafts copied from the response, prompt prefixes reused; same tokens as
 `generate`. Greedy batches are verified in the same drafted loop (`draft_batches=False` sends them
 to `generate`); sampling and `drafting=False` use transformers' `generate`.
 """
@@ -17,8 +17,13 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
-from metaaligner_chain.backends.base import Generation, GenerationSettings, PromptTooLongError
-from metaaligner_chain.backends.hf_drafting import PrefixCache, decode_greedy
+from metaaligner_chain.backends.base import (
+    Capabilities,
+    Generation,
+    GenerationSettings,
+    PromptTooLongError,
+)
+from metaaligner_chain.backends.transformers.drafting import PrefixCache, decode_greedy
 from metaaligner_chain.models.metadata import read_metadata
 
 _EXTRA = 'pip install "metaaligner-chain[hf]"'
@@ -75,6 +80,8 @@ class TransformersBackend:
     """A causal LM through Hugging Face transformers. Thread-safe: calls are serialized."""
 
     name = "transformers"
+    #: Batches prompts in one `generate`, drafts and reuses prefixes in its own loop (`drafting`).
+    capabilities = Capabilities(drafting=True, prefix_reuse=True)
 
     def __init__(
         self,
@@ -188,7 +195,7 @@ class TransformersBackend:
         responses: Sequence[str | None] | None,
         on_tokens: Any = None,
     ) -> list[Generation]:
-        """Greedy decoding drafted from `responses` (one batch); see `hf_drafting`."""
+        """Greedy decoding drafted from `responses` (one batch); see `drafting`."""
         sources = [
             self.tokenizer(r, add_special_tokens=False)["input_ids"] if r else None
             for r in (responses or [None] * len(encoded))

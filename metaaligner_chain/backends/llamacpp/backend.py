@@ -3,7 +3,7 @@
 The prompt is tokenized as is (no chat template) with the special tokens the model's tokenizer adds
 by default (BOS for the Llama-family MetaAligner checkpoints), decoded greedily when temperature is
 0, and stopped at end-of-generation. One `Llama` per backend, used by one caller at a time.
-Greedy calls given the response draft from it (`llamacpp_drafting`); earlier prompts' KV caches
+Greedy calls given the response draft from it (`drafting`); earlier prompts' KV caches
 are kept per objective preamble (`PrefixCache`). Neither changes a single output token.
 """
 
@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from metaaligner_chain.backends.base import (
+    Capabilities,
     Generation,
     GenerationSettings,
     PromptTooLongError,
     stream_in_worker,
 )
-from metaaligner_chain.backends.llamacpp_drafting import DraftTally, drafted_greedy, response_span
-from metaaligner_chain.backends.llamacpp_prefix import PrefixCache
+from metaaligner_chain.backends.llamacpp.drafting import DraftTally, drafted_greedy, response_span
+from metaaligner_chain.backends.llamacpp.prefix import PrefixCache
 from metaaligner_chain.drafting import CopyDrafter
 from metaaligner_chain.models.gguf_header import BYTE_TOKENS, read_gguf_header
 from metaaligner_chain.models.metadata import metaaligner_keys
@@ -89,6 +90,8 @@ class LlamaCppBackend:
     """
 
     name = "llama.cpp"
+    #: One sequence at a time, so each prompt is streamed and stopped early on a prompt echo.
+    capabilities = Capabilities(early_stop=True, drafting=True, prefix_reuse=True)
 
     def __init__(
         self,
