@@ -15,10 +15,10 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import run_in_executor
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from metaaligner_chain import gate
-from metaaligner_chain.backends import Capabilities, GenerationSettings, choose_backend
+from metaaligner_chain.backends import Capabilities, GenerationSettings, choose_backend, is_url
 from metaaligner_chain.backends.base import Backend
 from metaaligner_chain.coerce import (
     AlignRequest,
@@ -86,11 +86,29 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     """``hh-rlhf``, ``ultrafeedback`` or ``imhi``. Detected from the model's metadata or name
     (``HH-RLHF``/``UltraFeedback``/``IMHI``) when not given."""
     backend: str = "auto"
-    """``auto`` (llama.cpp for ``.gguf``, else transformers), ``transformers`` or ``llama.cpp``."""
+    """``auto`` (the endpoint when `base_url` is given or `model` is an http(s) URL, llama.cpp for
+    ``.gguf`` and the built-in default, else transformers), ``transformers``, ``llama.cpp`` or
+    ``endpoint`` (names from `metaaligner_chain.backends`' registry)."""
     backend_options: dict[str, Any] = Field(default_factory=dict)
     """Passed to the backend: e.g. ``dtype``, ``device``, ``batch_size`` (transformers);
     ``adapter`` (a peft LoRA folder, merged at load) (transformers); ``n_ctx``, ``n_threads``,
-    ``n_gpu_layers``, ``lora_path`` (a GGUF LoRA) (llama.cpp)."""
+    ``n_gpu_layers``, ``lora_path`` (a GGUF LoRA) (llama.cpp); ``extra_body`` (request fields)
+    (endpoint)."""
+    base_url: str | None = None
+    """API root of an OpenAI-compatible server that serves the aligner (vLLM, TGI, llama.cpp's
+    server), e.g. ``http://127.0.0.1:8000/v1``: raw prompts go to its ``/completions``. `model`
+    is then the served model's name (``None``: its only model), and `prompt_format` is required
+    unless that name tells it (``...HH-RLHF...``). An http(s) URL passed as `model` is taken as
+    `base_url`."""
+    api_key: SecretStr | None = None
+    """Bearer token for `base_url`; default: the ``METAALIGNER_API_KEY`` environment variable,
+    else none (a server started without a key)."""
+    timeout: float = Field(default=60.0, gt=0)
+    """Seconds to wait for the server on each request (served aligners)."""
+    max_retries: int = Field(default=2, ge=0)
+    """Retries of a server request that failed to connect, timed out or got 429/5xx."""
+    max_concurrency: int = Field(default=8, ge=1)
+    """Requests in flight at once to the server (batch, abatch and concurrent calls together)."""
     max_new_tokens: int = Field(default=1024, gt=0)
     """Most tokens the aligned answer may have; also bounded by the model's context."""
     temperature: float = Field(default=0.0, ge=0.0)
@@ -105,7 +123,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
 
     @model_validator(mode="after")
     def _check(self) -> MetaAlignerRunnable:
-        choose_backend(self.model or "default.gguf", self.backend)
+        choose_backend(self.model, self.backend, self.base_url)
         if self.model is not None and _looks_local(self.model) and not Path(self.model).expanduser().exists():
             raise ValueError(
                 f"`model` is {self.model!r}, which does not exist. Pass an existing model directory "
@@ -122,7 +140,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         """The prompt format in use: given, from the model's metadata or name, else `None`."""
         if self.prompt_format is not None:
             return check_prompt_format(self.prompt_format)
-        found = prompt_format_of(self.model, self.backend_options)
+        found = prompt_format_of(self.model, self._engine_options())
         return check_prompt_format(found) if found else None
 
     def _prompt_format(self) -> str:
@@ -143,7 +161,18 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
 
     def load_backend(self) -> Backend:
         """The shared, loaded engine for this runnable's model and options."""
-        return load_engine(self.model, self.backend, self.backend_options)
+        return load_engine(self.model, self.backend, self._engine_options())
+
+    def _engine_options(self) -> dict[str, Any]:
+        """`backend_options`, plus the connection fields when the aligner is served."""
+        if not (self.base_url or is_url(self.model)):
+            return self.backend_options
+        return {
+            **self.backend_options, "base_url": self.base_url,
+            "api_key": self.api_key.get_secret_value() if self.api_key else None,
+            "timeout": self.timeout, "max_retries": self.max_retries,
+            "max_concurrency": self.max_concurrency,
+        }
 
     # -- core ------------------------------------------------------------------------------
 

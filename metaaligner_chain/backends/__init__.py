@@ -43,6 +43,7 @@ __all__ = [
 _REGISTRY: dict[str, str] = {
     "transformers": "metaaligner_chain.backends.transformers",
     "llama.cpp": "metaaligner_chain.backends.llamacpp",
+    "endpoint": "metaaligner_chain.backends.endpoint",
 }
 #: The names `backend=` accepts besides "auto".
 BACKENDS = tuple(_REGISTRY)
