@@ -213,6 +213,23 @@ def copying_items(c: dict) -> dict | None:
     }
 
 
+def endpoint(data: dict) -> list[str]:
+    rate, settings = data["answers_per_s"], data["settings"]
+    return _header("Served aligner (llama.cpp's server) vs in process", data) + _table(
+        [[v, r, data["seconds"][v]] for v, r in rate.items()],
+        ["variant", "aligned answers/s (median round)", "seconds per round"],
+    ) + [
+        f"Model: {data['model']}. {settings['items']} {settings['workload']} items a round, "
+        f"{settings['rounds']} rounds, {settings['max_new_tokens']} new tokens at most, "
+        f"max_concurrency {settings['max_concurrency']}, {data['machine'].get('n_threads')} "
+        "llama.cpp thread(s) on each side. Served / in process: "
+        f"{data['served_vs_in_process']:.2f}× (drafting on in process), "
+        f"{data['served_vs_in_process_plain']:.2f}× (drafting off: the same decoding); identical "
+        f"answers: {data['identical_answers']}.",
+        "",
+    ]
+
+
 def _ideal_note(subset: dict) -> str:
     ideal = subset.get("ideal_speedup")
     if not ideal:
@@ -235,6 +252,8 @@ def main() -> None:
         lines += drafting(data, "Copy-aware drafting and prefix reuse: llama.cpp")
     if data := _load("prefix_cache"):
         lines += prefix_cache(data)
+    if data := _load("endpoint"):
+        lines += endpoint(data)
     if data := _load("drafting_transformers"):
         lines += drafting(data, "Copy-aware drafting, prefix reuse and batching: transformers")
     if data := _load("train_allocator"):
