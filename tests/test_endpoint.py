@@ -4,7 +4,6 @@ merged GGUF, compared with the in-process llama.cpp backend on the same file. No
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -223,9 +222,3 @@ def test_backend_choice_by_name():
     with pytest.raises(ValidationError, match="backend='endpoint'"):
         MetaAlignerRunnable(objectives=OBJECTIVES, model="m", base_url="http://h/v1", backend="llama.cpp",
                             prompt_format="hh-rlhf")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_thread_count():
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    yield
