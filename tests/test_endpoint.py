@@ -157,7 +157,10 @@ def test_server_stopped_mid_run(model_file, tmp_path, strict):
 
         worker = threading.Thread(target=run)
         worker.start()
-        time.sleep(1.0)
+        log = tmp_path / "log.txt"
+        deadline = time.monotonic() + 60
+        while "/v1/completions" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)  # uvicorn logs a streamed request as its answer starts
         process.kill()
         worker.join(120)
     if strict:
