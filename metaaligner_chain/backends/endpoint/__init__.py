@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from metaaligner_chain.backends.endpoint.backend import API_KEY_ENV, NEUTRAL_SAMPLING, EndpointBackend
+from metaaligner_chain.backends.endpoint.backend import (
+    API_KEY_ENV,
+    NEUTRAL_SAMPLING,
+    EndpointBackend,
+)
 
 __all__ = ["API_KEY_ENV", "NEUTRAL_SAMPLING", "EndpointBackend", "default_aligner", "load"]
 

@@ -38,7 +38,7 @@ _SERVE = ("`vllm serve MetaAligner/MetaAligner-HH-RLHF-1.1B` or "
 
 
 class EndpointBackend:
-    """An aligner served behind an OpenAI-compatible `/v1/completions`, safe to share between threads.
+    """An aligner behind an OpenAI-compatible `/v1/completions`, safe to share between threads.
 
     Args:
         model: the served model's name (as `GET /v1/models` lists it); `None` takes the server's
@@ -94,7 +94,9 @@ class EndpointBackend:
         served = self._served_models()
         self.model = _pick_model(model, served, self.base_url)
         self.context_length = int(served[self.model].get("max_model_len") or 0)
-        self.metadata: dict[str, Any] = {"base_url": self.base_url, "context_length": self.context_length}
+        self.metadata: dict[str, Any] = {
+            "base_url": self.base_url, "context_length": self.context_length,
+        }
 
     def __repr__(self) -> str:
         return f"EndpointBackend({self.model!r}, base_url={self.base_url!r})"
@@ -177,7 +179,9 @@ class EndpointBackend:
         import openai
 
         if settings.max_new_tokens < 1:
-            raise ValueError(f"`max_new_tokens` is {settings.max_new_tokens}; it must be at least 1.")
+            raise ValueError(
+                f"`max_new_tokens` is {settings.max_new_tokens}; it must be at least 1."
+            )
         greedy = settings.greedy
         request = {
             "model": self.model, "prompt": prompt, "max_tokens": settings.max_new_tokens,
@@ -271,10 +275,10 @@ def _pick_model(model: str | None, served: dict[str, dict[str, Any]], base_url: 
 
 
 def _context_overflow(message: str) -> tuple[int | None, int | None]:
-    """(context length, prompt tokens) from a server's context-overflow message; Nones if it is not one.
+    """(context length, prompt tokens) from a server's context-overflow message; else Nones.
 
     llama.cpp: "maximum context length is 2048 tokens, however you requested 2100 tokens (1900 in
-    your prompt; ...)"; vLLM: "... (1900 in the messages, ...)" or "your request has 1900 input tokens".
+    your prompt; ...)"; vLLM: "... (1900 in the messages, ...)" or "... has 1900 input tokens".
     """
     context = re.search(r"maximum context length is (\d+)", message)
     if context is None:
