@@ -14,7 +14,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 from metaaligner_chain.backends.base import Generation
-from metaaligner_chain.prompt import PROMPT_MARKERS
+from metaaligner_chain.prompt import BROKEN_BAR, PROMPT_MARKERS
 
 logger = logging.getLogger("metaaligner_chain")
 
@@ -103,6 +103,14 @@ def until_template(
             sent = len(text) - hold
 
 
+def restore_bars(text: str, original: str) -> str:
+    """Bars the prompt turned into broken bars (`prompt.neutralize`) given back, when the
+    original had bars and no broken bars of its own."""
+    if BROKEN_BAR in text and "|" in original and BROKEN_BAR not in original:
+        return text.replace(BROKEN_BAR, "|")
+    return text
+
+
 def _fallback(original: str, reason: str, strict: bool, cause: BaseException | None = None) -> Verdict:
     if strict:
         raise AlignerError(reason) from cause
@@ -122,7 +130,7 @@ def decide(
         return _fallback(original, "aligner returned an empty answer", strict)
     if echoes_prompt(text, scaffold, original):
         return _fallback(original, ECHO_REASON, strict)
-    text = before_template(text, original).strip()
+    text = restore_bars(before_template(text, original).strip(), original)
     if not text:
         return _fallback(original, "aligner returned an empty answer", strict)
     return Verdict(
@@ -180,6 +188,7 @@ def gate_stream(
             except StopIteration as stop:  # the backend returns its finished Generation
                 finished = stop.value
                 break
+            piece = restore_bars(piece, original)  # one character for one: `decide` does the same
             if not emitted:
                 head += piece
                 head = head.lstrip()

@@ -7,6 +7,7 @@ built by `trainer/` goes through the same function, so a model is served with th
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,25 @@ PROMPT_MARKERS: tuple[str, ...] = tuple(
     )
 ) + ("Human:", "Assistant:")
 
+#: A field label as written inside user text ("| Edit:", "|answer :"); its bar becomes a broken bar.
+_FIELD = re.compile(r"\|(?=[ \t]*(?:Context|Query|Question|Answer|Edit)[ \t]*:)", re.IGNORECASE)
+#: A transcript turn ("\n\nHuman:") inside user text; its blank line becomes a single line break.
+_TURN = re.compile(r"\n[ \t]*\n\s*(?=(?:Human|Assistant)[ \t]*:)", re.IGNORECASE)
+#: The template's instruction phrase, which introduces the objectives block.
+_INSTRUCTION = re.compile(r"considering these aspects(?=[ \t]*[:\"])", re.IGNORECASE)
+BROKEN_BAR = "\u00a6"
+
+
+def neutralize(text: str, *, turns: bool = True) -> str:
+    """User text with the template's structure taken out: a field label's bar becomes a broken
+    bar ("¦ Edit:"), the instruction phrase is reworded, and (with `turns`) a transcript turn's
+    blank line becomes one line break. It still reads as the same plain text, but it can no
+    longer open a field, an objectives block or a turn of the prompt it is put into."""
+    text = _FIELD.sub(BROKEN_BAR, text)
+    text = _INSTRUCTION.sub("considering the aspects", text)
+    return _TURN.sub("\n", text) if turns else text
+
+
 # What the template asks for, per prompt format and mode.
 _GOALS: dict[str, dict[str, str]] = {
     "hh-rlhf": {"better": "improve it", "equal": "make it equal"},
@@ -65,14 +85,20 @@ def build_prompt(
     """The aligner's input T(query, response, objectives, mode) for `prompt_format`.
 
     Objective keys resolve within `prompt_format`; descriptions are joined with ``'; '`` in the
-    order given.
+    order given. Template markers inside the query or the response are neutralized
+    (`neutralize`): whatever they hold, the prompt has one instruction, one objectives block and
+    one answer slot. The query keeps its transcript turns (it is the context `format_context`
+    writes, whose messages are neutralized there).
     """
     check_prompt_format(prompt_format)
     if mode not in MODES:
         raise ValueError(f"`mode` is {mode!r}; choose 'better' or 'equal'.")
     aspects = "; ".join(o.description for o in resolve(objectives, prompt_format))
     return _TEMPLATES[prompt_format].format(
-        goal=_GOALS[prompt_format][mode], aspects=aspects, question=query, answer=str(response)
+        goal=_GOALS[prompt_format][mode],
+        aspects=aspects,
+        question=neutralize(query, turns=False),
+        answer=neutralize(str(response)),
     )
 
 
@@ -103,8 +129,8 @@ def format_context(messages: Sequence[BaseMessage], *, prompt_format: str = "hh-
     transcript when the history has several turns.
     """
     check_prompt_format(prompt_format)
-    system = [m.text for m in messages if m.type == "system"]
-    turns = [(_role(m), m.text.strip()) for m in messages if m.type != "system"]
+    system = [neutralize(m.text) for m in messages if m.type == "system"]
+    turns = [(_role(m), neutralize(m.text.strip())) for m in messages if m.type != "system"]
     if prompt_format == "hh-rlhf":
         transcript = "".join(f"\n\n{role}: {text}" for role, text in turns)
         return "\n".join(system) + transcript + " \n\nAssistant:"
