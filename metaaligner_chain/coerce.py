@@ -21,6 +21,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk, HumanMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables.utils import AddableDict
+from typing_extensions import TypedDict
 
 from metaaligner_chain.prompt import format_context
 
@@ -29,6 +30,26 @@ HISTORY_KEYS = ("chat_history", "history")
 RESPONSE_KEYS = ("response", "answer", "output")
 #: Where an agent (`langchain.agents.create_agent`, LangGraph) keeps its conversation.
 MESSAGES_KEY = "messages"
+
+
+class AlignInput(TypedDict, total=False):
+    """A dict to align: the response under one of `RESPONSE_KEYS`, the query under one of
+    `QUERY_KEYS`, optional history and per-call objectives; or an agent state (`messages`)."""
+
+    query: str | BaseMessage | list[BaseMessage]
+    question: str | BaseMessage | list[BaseMessage]
+    input: str | BaseMessage | list[BaseMessage]
+    chat_history: list[BaseMessage]
+    history: list[BaseMessage]
+    response: str | BaseMessage
+    answer: str | BaseMessage
+    output: str | BaseMessage
+    objectives: list[str]
+    messages: list[BaseMessage]
+
+
+#: What the aligner takes, and gives back in the same shape.
+AlignerInput = str | BaseMessage | AlignInput
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class Verdict:
     fallback_reason: str | None = None
     finish_reason: str | None = None
     completion_tokens: int | None = None
+    prompt_tokens: int | None = None
 
 
 #: How much of the start of an answer is checked for an echo of the prompt; a stream holds this
@@ -135,7 +136,7 @@ def decide(
         return _fallback(original, "aligner returned an empty answer", strict)
     return Verdict(
         text=text, aligned=True, finish_reason=outcome.finish_reason,
-        completion_tokens=outcome.completion_tokens,
+        completion_tokens=outcome.completion_tokens, prompt_tokens=outcome.prompt_tokens,
     )
 
 

@@ -14,13 +14,14 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
-from langchain_core.runnables.config import run_in_executor
-from pydantic import ConfigDict, Field, SecretStr, model_validator
+from langchain_core.runnables.config import ensure_config, get_config_list, run_in_executor
+from pydantic import AliasChoices, ConfigDict, Field, SecretStr, model_validator
 
 from metaaligner_chain import gate
 from metaaligner_chain.backends import Capabilities, GenerationSettings, choose_backend, is_url
 from metaaligner_chain.backends.base import Backend
 from metaaligner_chain.coerce import (
+    AlignerInput,
     AlignRequest,
     clean_text,
     coerce,
@@ -39,7 +40,7 @@ from metaaligner_chain.prompt import build_prompt, prompt_prefix
 EMPTY = gate.Verdict(text="", aligned=False, fallback_reason="the response is empty; nothing to align")
 
 
-class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
+class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     """Rewrite a response so it better meets the given objectives, with a MetaAligner model.
 
     Setup:
@@ -109,8 +110,11 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     """Retries of a server request that failed to connect, timed out or got 429/5xx."""
     max_concurrency: int = Field(default=8, ge=1)
     """Requests in flight at once to the server (batch, abatch and concurrent calls together)."""
-    max_new_tokens: int = Field(default=1024, gt=0)
-    """Most tokens the aligned answer may have; also bounded by the model's context."""
+    max_new_tokens: int = Field(
+        default=1024, gt=0, validation_alias=AliasChoices("max_new_tokens", "max_tokens")
+    )
+    """Most tokens the aligned answer may have; also bounded by the model's context. Also
+    accepted as ``max_tokens``, as chat models name it."""
     temperature: float = Field(default=0.0, ge=0.0)
     """0 means greedy decoding, as in the released inference."""
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -120,6 +124,18 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
     strict: bool = False
     """Raise `AlignerError` when the aligner fails, instead of returning the original response."""
     name: str | None = "MetaAligner"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown(cls, values: Any) -> Any:
+        """A keyword that is no field is an error naming the right one (never silently dropped)."""
+        if not isinstance(values, dict):
+            return values
+        known = set(cls.model_fields) | {"max_tokens"}
+        for key in values:
+            if key not in known:
+                raise ValueError(_unknown_setting(key, sorted(cls.model_fields)))
+        return values
 
     @model_validator(mode="after")
     def _check(self) -> MetaAlignerRunnable:
@@ -152,6 +168,35 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
                 "prompt_format='hh-rlhf', 'ultrafeedback' or 'imhi'."
             )
         return found
+
+    # -- LangChain conventions: serialization, tracing ------------------------------------
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        """``["metaaligner_chain"]``: load with ``loads(s, valid_namespaces=["metaaligner_chain"],
+        allowed_objects=[MetaAlignerRunnable])``."""
+        return ["metaaligner_chain"]
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"api_key": "METAALIGNER_API_KEY"}
+
+    def _get_ls_params(self) -> dict[str, Any]:
+        """LangSmith's standard model fields: the aligner traced as a model call."""
+        return {
+            "ls_provider": "metaaligner", "ls_model_name": self.model or "metaaligner-default",
+            "ls_model_type": "llm", "ls_temperature": self.temperature,
+            "ls_max_tokens": self.max_new_tokens,
+        }
+
+    def _traced(self, config: RunnableConfig | None) -> RunnableConfig:
+        """`config` with this aligner's `_get_ls_params` in its run metadata."""
+        config = ensure_config(config)
+        return {**config, "metadata": {**self._get_ls_params(), **config.get("metadata", {})}}
 
     def settings(self) -> GenerationSettings:
         return GenerationSettings(
@@ -203,6 +248,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             "fallback_reason": verdict.fallback_reason,
             "finish_reason": verdict.finish_reason,
             "completion_tokens": verdict.completion_tokens,
+            "usage": _usage(verdict),
         }
 
     def _align(self, requests: Sequence[AlignRequest | Exception]) -> list[Any]:
@@ -328,19 +374,20 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         return self._align(requests)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return self._call_with_config(self._invoke_one, input, config, **kwargs)
+        return self._call_with_config(self._invoke_one, input, self._traced(config), **kwargs)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         async def run(value: Any, config: RunnableConfig) -> Any:
             return await run_in_executor(config, self._invoke_one, value)
 
-        return await self._acall_with_config(run, input, config, **kwargs)
+        return await self._acall_with_config(run, input, self._traced(config), **kwargs)
 
     def batch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
         if not inputs:
             return []
+        configs = [self._traced(c) for c in get_config_list(config, len(inputs))]
         return self._batch_with_config(
-            self._align_values, inputs, config, return_exceptions=return_exceptions, **kwargs
+            self._align_values, inputs, configs, return_exceptions=return_exceptions, **kwargs
         )
 
     async def abatch(self, inputs: list[Any], config: Any = None, *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
@@ -350,15 +397,16 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
         async def run(values: list[Any], config: list[RunnableConfig]) -> list[Any]:
             return await run_in_executor(config[0], self._align_values, values)
 
+        configs = [self._traced(c) for c in get_config_list(config, len(inputs))]
         return await self._abatch_with_config(
-            run, inputs, config, return_exceptions=return_exceptions, **kwargs
+            run, inputs, configs, return_exceptions=return_exceptions, **kwargs
         )
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         def run(chunks: Iterator[Any]) -> Iterator[Any]:
             yield from self._stream(coerce(join_chunks(list(chunks))))
 
-        yield from self._transform_stream_with_config(input, run, config, **kwargs)
+        yield from self._transform_stream_with_config(input, run, self._traced(config), **kwargs)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         yield from self.transform(iter([input]), config, **kwargs)
@@ -369,7 +417,7 @@ class MetaAlignerRunnable(RunnableSerializable[Any, Any]):
             async for item in iterate_in_executor(config, self._stream(request)):
                 yield item
 
-        async for chunk in self._atransform_stream_with_config(input, run, config, **kwargs):
+        async for chunk in self._atransform_stream_with_config(input, run, self._traced(config), **kwargs):
             yield chunk
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
@@ -397,6 +445,35 @@ async def iterate_in_executor(config: RunnableConfig, iterator: Iterator[Any]) -
     done = object()
     while (item := await run_in_executor(config, next, iterator, done)) is not done:
         yield item
+
+
+#: Keywords other LangChain models take, and what the aligner has instead.
+_HINTS = {
+    "stop": "the aligner ends its rewrite itself; bound its length with `max_new_tokens`",
+    "model_name": "name the aligner with `model`",
+    "max_length": "use `max_new_tokens`",
+    "streaming": "call `.stream()` / `.astream()`",
+}
+
+
+def _unknown_setting(key: str, fields: list[str]) -> str:
+    import difflib
+
+    hint = _HINTS.get(key)
+    if hint is None:
+        close = difflib.get_close_matches(key, [*fields, "max_tokens"], n=1)
+        hint = f"did you mean `{close[0]}`?" if close else f"its settings are: {', '.join(fields)}"
+    end = "" if hint.endswith("?") else "."
+    return f"MetaAlignerRunnable has no setting `{key}`: {hint}{end}"
+
+
+def _usage(verdict: gate.Verdict) -> dict[str, int] | None:
+    """The aligner's own tokens, as LangChain's usage metadata counts them."""
+    if not verdict.completion_tokens:
+        return None
+    prompt = verdict.prompt_tokens or 0
+    return {"input_tokens": prompt, "output_tokens": verdict.completion_tokens,
+            "total_tokens": prompt + verdict.completion_tokens}
 
 
 def _looks_local(model: str) -> bool:
