@@ -3,10 +3,18 @@
 Public names only; importing this package loads neither torch, transformers nor llama_cpp.
 """
 
+from metaaligner_chain.chat_model import AlignedChatModel
 from metaaligner_chain.gate import AlignerError
 from metaaligner_chain.objectives import Objective
 from metaaligner_chain.prompt import build_prompt, format_context
 from metaaligner_chain.runnable import MetaAlignerRunnable
 
-__all__ = ["AlignerError", "MetaAlignerRunnable", "Objective", "build_prompt", "format_context"]
+__all__ = [
+    "AlignedChatModel",
+    "AlignerError",
+    "MetaAlignerRunnable",
+    "Objective",
+    "build_prompt",
+    "format_context",
+]
 __version__ = "0.1.0"
