@@ -12,9 +12,18 @@ from metaaligner_chain.runnable import MetaAlignerRunnable
 __all__ = [
     "AlignedChatModel",
     "AlignerError",
+    "MetaAlignerMiddleware",
     "MetaAlignerRunnable",
     "Objective",
     "build_prompt",
     "format_context",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # the middleware needs the optional `agents` extra: import on use
+    if name == "MetaAlignerMiddleware":
+        from metaaligner_chain.middleware import MetaAlignerMiddleware
+
+        return MetaAlignerMiddleware
+    raise AttributeError(f"module 'metaaligner_chain' has no attribute {name!r}")
