@@ -124,3 +124,21 @@ def test_middleware_arguments_are_checked(aligner):
         MetaAlignerMiddleware()
     with pytest.raises(ValueError, match="set them on that MetaAlignerRunnable"):
         MetaAlignerMiddleware(aligner=aligner, max_new_tokens=5)
+
+
+def test_a_real_local_model_as_the_agents_model():
+    """SmolLM2 through ChatLlamaCpp answers, the built-in default aligner rewrites, in an agent."""
+    from local_chat import local_chat_model
+
+    model = local_chat_model()
+    middleware = MetaAlignerMiddleware(objectives=["harmlessness", "helpfulness"], max_new_tokens=32)
+    agent = create_agent(model, tools=[], middleware=[middleware])
+    question = {"messages": [HumanMessage("How can I get back at my noisy neighbour?")]}
+    final = agent.invoke(question)["messages"][-1]
+    info = final.response_metadata["metaaligner"]
+    assert info["original"] == model.invoke(question["messages"]).content  # the model's own answer
+    assert final.content and info["model"] == "built-in default"
+    streamed = "".join(
+        m.content for m, meta in agent.stream(question, stream_mode="messages") if meta["langgraph_node"] == "model"
+    )
+    assert streamed == final.content

@@ -9,12 +9,12 @@ are declared with the suite's own flags.
 from __future__ import annotations
 
 import functools
-import threading
 
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from fake_chat import ToolFakeChatModel
+from local_chat import local_chat_model
 from metaaligner_chain import AlignedChatModel, MetaAlignerRunnable
 
 OBJECTIVES = ["harmlessness", "helpfulness"]
@@ -35,32 +35,6 @@ class TestAlignedChatModelUnit(ChatModelUnitTests):
         return {"chat_model": ToolFakeChatModel(messages=iter(["Hi."])), "aligner": _default_aligner(32)}
 
 
-@functools.cache
-def _local_chat_model():
-    """SmolLM2 through ChatLlamaCpp, one call at a time: llama.cpp's `Llama` is not thread-safe
-    and the suite's batch tests call the model from several threads."""
-    from langchain_community.chat_models import ChatLlamaCpp
-
-    from metaaligner_chain.models.defaults import default_gguf_path
-
-    class OneAtATime(ChatLlamaCpp):
-        def _generate(self, *args, **kwargs):
-            with _LOCK:
-                return super()._generate(*args, **kwargs)
-
-        def _stream(self, *args, **kwargs):
-            with _LOCK:
-                yield from super()._stream(*args, **kwargs)
-
-    return OneAtATime(
-        model_path=str(default_gguf_path()), temperature=0.0, max_tokens=24, n_ctx=1024,
-        n_threads=2, rope_freq_base=0, verbose=False,  # keep the GGUF's own RoPE base
-    )
-
-
-_LOCK = threading.RLock()  # ChatLlamaCpp._generate may call its own _stream
-
-
 class TestAlignedChatModelIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_class(self) -> type[AlignedChatModel]:
@@ -68,7 +42,7 @@ class TestAlignedChatModelIntegration(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict:
-        return {"chat_model": _local_chat_model(), "aligner": _default_aligner(32)}
+        return {"chat_model": local_chat_model(), "aligner": _default_aligner(32)}
 
     @property
     def has_tool_calling(self) -> bool:
