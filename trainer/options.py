@@ -21,22 +21,25 @@ from pydantic.fields import FieldInfo
 from trainer.config import Settings, build, read_section
 
 
-def command(cls: type[Settings], section: str, verb: str, run: Callable[[Any], Any]) -> Callable[..., Any]:
-    """A Typer callback with one option per field of `cls` (plus --config) that validates the
-    settings and calls `run(settings)`."""
+def command(
+    cls: type[Settings], section: str | None, verb: str, run: Callable[[Any], Any]
+) -> Callable[..., Any]:
+    """A Typer callback with one option per field of `cls` (plus --config when the settings are a
+    recipe `section`) that validates the settings and calls `run(settings)`."""
     params = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                           annotation=_annotation(name, field))
         for name, field in cls.model_fields.items()
     ]
-    params.append(inspect.Parameter(
-        "config", inspect.Parameter.KEYWORD_ONLY, default=None,
-        annotation=Annotated[Optional[Path], typer.Option(
-            "--config", "-c", help=f"YAML recipe: its `{section}` section, under the flags given.")],
-    ))
+    if section is not None:
+        params.append(inspect.Parameter(
+            "config", inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[Optional[Path], typer.Option(
+                "--config", "-c", help=f"YAML recipe: its `{section}` section, under the flags given.")],
+        ))
 
     def callback(**flags: Any) -> Any:
-        path = flags.pop("config")
+        path = flags.pop("config", None)
         values = read_section(path, section) if path else {}
         values.update(_given(cls, flags))
         return run(build(cls, values, f"`ma-train {verb}` (flags and --config)"))
@@ -56,7 +59,7 @@ def _annotation(name: str, field: FieldInfo) -> Any:
         return Annotated[Optional[kind], typer.Argument(help=field.description, show_default=False)]
     decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
     default = None if field.is_required() or field.default in (None, (), {}) else field.default
-    help_text = (field.description or "") + (f" [default: {_shown(default)}]" if default is not None else "")
+    help_text = (field.description or "") + (f" (default: {_shown(default)})" if default is not None else "")
     return Annotated[Optional[kind], typer.Option(*decls, help=help_text, show_default=False)]
 
 

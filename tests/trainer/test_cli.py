@@ -30,6 +30,13 @@ def test_help_of_every_verb(verb):
     assert "Usage" in result.output
 
 
+def test_help_shows_the_defaults():
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"})
+    assert "LoRA rank. (default: 16)" in result.output
+    result = runner.invoke(app, ["export", "gguf-lora", "--help"], env={"COLUMNS": "300"})
+    assert "Weight type of the GGUF LoRA. (default: f16)" in result.output
+
+
 def test_importing_the_cli_loads_no_heavy_library():
     code = (
         "import sys, trainer.cli; "
@@ -110,7 +117,7 @@ def test_a_setting_is_declared_once(tmp_path):
     probe = typer.Typer()
     probe.command("train")(command(Extended, "train", "train", seen.append))
     probe.command("other")(lambda: None)
-    assert _options(probe, "train")["--label-smoothing"] == "Smooth the targets by this much. [default: 0.0]"
+    assert _options(probe, "train")["--label-smoothing"] == "Smooth the targets by this much. (default: 0.0)"
     result = runner.invoke(probe, ["train", "--base", "b", "--data", "d", "--out", "o",
                                    "--label-smoothing", "0.1"])
     assert result.exit_code == 0, result.output
@@ -176,8 +183,8 @@ def test_data_build_bad_format_is_a_clean_error(tmp_path):
      r"bad\.jsonl:3: the generic row lacks the field 'text'; each row should be \{\"query\""),
     (b'{"instruction": "q"}\n{"completions": []}\n', "ultrafeedback",
      r"bad\.jsonl:2: the ultrafeedback row lacks the field 'instruction'"),
-    (b'{"query": "q"}\n{"query": 2,\n', "generic", r"bad\.jsonl:2: not JSON \(.* at column \d+\); write one JSON object"),
-    (b'{"query": "q"}\n\xff\n', "generic", r"bad\.jsonl:2: not UTF-8"),
+    (b'{"query": "q", "responses": []}\n{"query": 2,\n', "generic", r"bad\.jsonl:2: not JSON \(.* at column \d+\); write one JSON object"),
+    (b'{"query": "q", "responses": []}\n\xff\n', "generic", r"bad\.jsonl:2: not UTF-8"),
 ])
 def test_data_build_errors_name_the_file_and_line(tmp_path, content, fmt, expected):
     import re

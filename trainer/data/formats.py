@@ -113,30 +113,44 @@ def load_groups(
     adapter = ADAPTERS.get(data_format)
     if adapter is None:
         raise ValueError(f"`format` is {data_format!r}; choose one of {', '.join(ADAPTERS)}.")
+    unreadable: list[tuple[str, str]] = []
     if records is not None:
         located = [(f"row {n}", row) for n, row in enumerate(records, 1)]
     else:
-        located = read_located(source, split, skipped)
+        located = read_located(source, split, unreadable)
+    problems = [(where, problem, "") for where, problem in unreadable]
     good = []
     for where, row in located:
         try:
             list(adapter([row]))  # each row alone first, so a problem is named by its own line
         except (KeyError, TypeError, AttributeError, ValueError) as err:
-            if isinstance(err, KeyError):
-                problem = f"the {data_format} row lacks the field {err}"
-            elif isinstance(err, ValueError):
-                problem = str(err)
-            else:
-                problem = f"the {data_format} row has a field of the wrong type ({err})"
-            if skipped is None:
-                fix = "" if isinstance(err, ValueError) else f"; each row should be {SHAPES[data_format]}"
-                raise ValueError(
-                    f"{where}: {problem}{fix} (or pass --skip-bad-rows to leave such rows out, counted)."
-                ) from err
-            skipped.append((where, problem))
+            if isinstance(err, ValueError):  # the adapter's own message says what to write
+                problems.append((where, str(err), ""))
+                continue
+            what = f"lacks the field {err}" if isinstance(err, KeyError) else f"has a field of the wrong type ({err})"
+            problems.append((where, f"the {data_format} row {what}", f"; each row should be {SHAPES[data_format]}"))
             continue
         good.append(row)
+    problems.sort(key=lambda p: _position(p[0]))
+    if problems and skipped is None:
+        where, problem, fix = problems[0]
+        more = f" ({len(problems) - 1} more bad row(s) after it)" if len(problems) > 1 else ""
+        raise ValueError(
+            f"{where}: {problem.rstrip('.')}{fix}{more}. Fix the row, or pass --skip-bad-rows to "
+            "leave such rows out, counted."
+        )
+    if skipped is not None:
+        skipped.extend((where, problem) for where, problem, _ in problems)
     return list(adapter(good))
+
+
+def _position(where: str) -> tuple[str, int]:
+    """Sort key of a row's place: `FILE:LINE` or `row N of SOURCE`."""
+    if where.startswith("row "):
+        number_, _, source = where[4:].partition(" of ")
+        return source, int(number_)
+    file, _, line = where.rpartition(":")
+    return file, int(line)
 
 
 def number(value: Any) -> float | None:
