@@ -50,7 +50,7 @@ def default_aligner(model: str | None = None, prompt_format: str | None = None,
                                    prompt_format=prompt_format, max_new_tokens=max_new_tokens)
 
     def run(row: dict) -> Any:
-        history = history_messages(parse_history(row.get("context"), 0))
+        history = history_messages(parse_history(row.get("context")))
         value = {"query": row["query"], "response": AIMessage(row["answer"]),
                  "objectives": objective_specs(row["objectives"])}
         if history:
