@@ -32,20 +32,27 @@ class ScriptedToolModel(GenericFakeChatModel):
 def main() -> None:
     aligner = MetaAlignerMiddleware(objectives=["harmlessness", "helpfulness"], max_new_tokens=96)
 
+    call = {"name": "get_weather", "args": {"city": "Oslo"}, "id": "call-1"}
     script = iter([
-        AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Oslo"}, "id": "call-1"}]),
+        AIMessage("", tool_calls=[call]),
         AIMessage("Rain. Obviously. Stay inside if you can't handle a bit of water, genius."),
     ])
-    agent = create_agent(ScriptedToolModel(messages=script), tools=[get_weather], middleware=[aligner])
-    for message in agent.invoke({"messages": [("user", "Should I bike to work in Oslo today?")]})["messages"]:
+    model = ScriptedToolModel(messages=script)
+    agent = create_agent(model, tools=[get_weather], middleware=[aligner])
+    state = agent.invoke({"messages": [("user", "Should I bike to work in Oslo today?")]})
+    for message in state["messages"]:
         note = message.response_metadata.get("metaaligner", {}).get("original")
         print(f"{message.type:>5}: {message.content or message.tool_calls}")
         if note:
             print(f"       (the model wrote: {note})")
 
     policy = ChatLlamaCpp(
-        model_path=str(default_gguf_path()), temperature=0.0, max_tokens=64, n_ctx=2048,
-        rope_freq_base=0, verbose=False,  # keep the GGUF's own RoPE base
+        model_path=str(default_gguf_path()),
+        temperature=0.0,
+        max_tokens=64,
+        n_ctx=2048,
+        rope_freq_base=0,  # keep the GGUF's own RoPE base
+        verbose=False,
     )
     agent = create_agent(policy, tools=[], middleware=[aligner])
     print("\nstreamed:", end=" ")

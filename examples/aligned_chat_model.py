@@ -16,8 +16,12 @@ from metaaligner_chain.models.defaults import default_gguf_path
 
 def main() -> None:
     policy = ChatLlamaCpp(
-        model_path=str(default_gguf_path()), temperature=0.0, max_tokens=64, n_ctx=2048,
-        rope_freq_base=0, verbose=False,  # keep the GGUF's own RoPE base
+        model_path=str(default_gguf_path()),
+        temperature=0.0,
+        max_tokens=64,
+        n_ctx=2048,
+        rope_freq_base=0,  # keep the GGUF's own RoPE base
+        verbose=False,
     )
     llm = AlignedChatModel(
         chat_model=policy,
@@ -29,7 +33,12 @@ def main() -> None:
     info = message.response_metadata["metaaligner"]
     print("ORIGINAL ", info["original"])
     print("ALIGNED  ", message.content)
-    print("TOKENS    policy", message.usage_metadata or "(ChatLlamaCpp reports none)", "| aligner", info["usage"])
+    print(
+        "TOKENS    policy",
+        message.usage_metadata or "(ChatLlamaCpp reports none)",
+        "| aligner",
+        info["usage"],
+    )
 
     chain = ChatPromptTemplate.from_messages([("human", "{question}")]) | llm
     print("STREAMED ", end=" ")

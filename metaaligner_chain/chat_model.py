@@ -54,6 +54,7 @@ class AlignedChatModel(BaseChatModel):
             msg = llm.invoke("How do I get back at my neighbour?")
             msg.content                                       # the aligned answer
             msg.response_metadata["metaaligner"]["original"]  # the inner model's answer
+            llm.invoke("...", objectives=["humour"])          # per-call objectives
 
     Stream:
         .. code-block:: python
@@ -88,6 +89,8 @@ class AlignedChatModel(BaseChatModel):
     """Most tokens of an aligned answer (None: the aligner's ``max_new_tokens``)."""
     stop: list[str] | None = None
     """Stop sequences: passed to the inner model, and the aligned answer ends before them too."""
+    streaming: bool = False
+    """Stream internally on `invoke` too (token callbacks fire for the aligned answer)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -134,11 +137,15 @@ class AlignedChatModel(BaseChatModel):
 
     # -- tools and structured output: the inner model's ------------------------------------
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Runnable:
+    def bind_tools(
+        self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any
+    ) -> Runnable:
         """Bind `tools` to the inner model (its own `bind_tools` formats them) for every call."""
         return self.bind(tools=list(tools), tool_choice=tool_choice, **kwargs)
 
-    def with_structured_output(self, schema: Any, *, include_raw: bool = False, **kwargs: Any) -> Runnable:
+    def with_structured_output(
+        self, schema: Any, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable:
         """The inner model's structured output, unaligned: a rewrite would not keep the schema."""
         inner = _unbound(self.chat_model)
         if not hasattr(inner, "with_structured_output"):
@@ -155,7 +162,9 @@ class AlignedChatModel(BaseChatModel):
         update = {k: v for k, v in update.items() if v is not None}
         return self.aligner.model_copy(update=update) if update else self.aligner
 
-    def _inner(self, stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[Runnable, dict[str, Any]]:
+    def _inner(
+        self, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[Runnable, dict[str, Any]]:
         """The inner model with this call's tools bound, and its invoke kwargs."""
         kwargs = dict(kwargs)
         kwargs.pop("objectives", None)
@@ -168,7 +177,9 @@ class AlignedChatModel(BaseChatModel):
             kwargs["stop"] = stop
         return inner, kwargs
 
-    def _request(self, messages: list[BaseMessage], answer: BaseMessage, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    def _request(
+        self, messages: list[BaseMessage], answer: BaseMessage, kwargs: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """What the aligner reads, or None when `answer` is to go out untouched."""
         if not isinstance(answer, AIMessage) or answer.tool_calls or answer.invalid_tool_calls:
             return None
@@ -177,39 +188,55 @@ class AlignedChatModel(BaseChatModel):
             request["objectives"] = kwargs["objectives"]
         return request
 
-    def _finish(self, answer: BaseMessage, aligned: BaseMessage | None, stop: list[str] | None) -> ChatResult:
+    def _finish(
+        self, answer: BaseMessage, aligned: BaseMessage | None, stop: list[str] | None
+    ) -> ChatResult:
         if aligned is None:
             return ChatResult(generations=[ChatGeneration(message=answer)])
         text = _before_stop(aligned.text, stop or self.stop)
         info = aligned.response_metadata.get("metaaligner", {})
-        message = answer.model_copy(update={
-            "content": text, "response_metadata": _metadata(answer, info, self.model_name),
-        })
+        message = answer.model_copy(
+            update={
+                "content": text,
+                "response_metadata": _metadata(answer, info, self.model_name),
+            }
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(
-        self, messages: list[BaseMessage], stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any,
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
     ) -> ChatResult:
         inner, inner_kwargs = self._inner(stop, kwargs)
         answer = inner.invoke(messages, _child(run_manager, hidden=True), **inner_kwargs)
-        request = self._request(messages, answer, kwargs)
-        aligned = None if request is None else self._aligner().invoke(request, _child(run_manager))["response"]
-        return self._finish(answer, aligned, stop)
+        if (request := self._request(messages, answer, kwargs)) is None:
+            return self._finish(answer, None, stop)
+        aligned = self._aligner().invoke(request, _child(run_manager))
+        return self._finish(answer, aligned["response"], stop)
 
     async def _agenerate(
-        self, messages: list[BaseMessage], stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any,
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
     ) -> ChatResult:
         inner, inner_kwargs = self._inner(stop, kwargs)
         answer = await inner.ainvoke(messages, _child(run_manager, hidden=True), **inner_kwargs)
-        request = self._request(messages, answer, kwargs)
-        aligned = None if request is None else (await self._aligner().ainvoke(request, _child(run_manager)))["response"]
-        return self._finish(answer, aligned, stop)
+        if (request := self._request(messages, answer, kwargs)) is None:
+            return self._finish(answer, None, stop)
+        aligned = await self._aligner().ainvoke(request, _child(run_manager))
+        return self._finish(answer, aligned["response"], stop)
 
     def _stream(
-        self, messages: list[BaseMessage], stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any,
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         inner, inner_kwargs = self._inner(stop, kwargs)
         answer = inner.invoke(messages, _child(run_manager, hidden=True), **inner_kwargs)
@@ -223,8 +250,11 @@ class AlignedChatModel(BaseChatModel):
         yield from chunks.close()
 
     async def _astream(
-        self, messages: list[BaseMessage], stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any,
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         inner, inner_kwargs = self._inner(stop, kwargs)
         answer = await inner.ainvoke(messages, _child(run_manager, hidden=True), **inner_kwargs)
@@ -266,7 +296,9 @@ class _Chunks:
     def close(self) -> list[ChatGenerationChunk]:
         out = [] if self.stopped else self._emit(len(self.text))
         last = AIMessageChunk(
-            content="", id=self.answer.id, chunk_position="last",
+            content="",
+            id=self.answer.id,
+            chunk_position="last",
             response_metadata=_metadata(self.answer, self.info, self.model_name),
             usage_metadata=getattr(self.answer, "usage_metadata", None),
         )
@@ -275,7 +307,7 @@ class _Chunks:
     def _emit(self, end: int) -> list[ChatGenerationChunk]:
         if end <= self.sent:
             return []
-        piece, self.sent = self.text[self.sent:end], end
+        piece, self.sent = self.text[self.sent : end], end
         return [ChatGenerationChunk(message=AIMessageChunk(content=piece, id=self.answer.id))]
 
 
@@ -319,8 +351,11 @@ def _as_last_chunk(message: BaseMessage) -> AIMessageChunk:
     """An untouched answer (tool calls) as one closing chunk that adds up to the same message."""
     calls = getattr(message, "tool_calls", []) or []
     return AIMessageChunk(
-        content=message.content, id=message.id, chunk_position="last",
-        additional_kwargs=message.additional_kwargs, response_metadata=message.response_metadata,
+        content=message.content,
+        id=message.id,
+        chunk_position="last",
+        additional_kwargs=message.additional_kwargs,
+        response_metadata=message.response_metadata,
         usage_metadata=getattr(message, "usage_metadata", None),
         tool_call_chunks=[
             {"name": c["name"], "args": json.dumps(c["args"]), "id": c.get("id"), "index": i}

@@ -18,7 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk, HumanMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    BaseMessageChunk,
+    HumanMessage,
+)
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables.utils import AddableDict
 from typing_extensions import TypedDict
@@ -277,7 +283,7 @@ def join_chunks(chunks: Sequence[Any]) -> Any:
         raise ValueError("the upstream stream produced nothing to align.")
     if all(is_agent_state(c) for c in chunks):  # an agent streams whole states: the last is final
         return chunks[-1]
-    if any(isinstance(c, dict) and c and all(is_agent_state(v) for v in c.values()) for c in chunks):
+    if any(isinstance(c, dict) and c and all(map(is_agent_state, c.values())) for c in chunks):
         raise ValueError(
             "the upstream agent streamed per-node updates, which do not hold the whole "
             "conversation. Stream `aligner.wrap(agent)` instead of `agent | aligner`, or align "

@@ -9,10 +9,10 @@ rewrite *is* the model call's output, every stream mode shows only the aligned a
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NotRequired
 
 try:
-    from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
+    from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "MetaAlignerMiddleware needs langchain >= 1.0 (agents): "
@@ -22,6 +22,12 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 from metaaligner_chain.chat_model import AlignedChatModel
 from metaaligner_chain.objectives import Objective
 from metaaligner_chain.runnable import MetaAlignerRunnable
+
+
+class AlignerState(AgentState):
+    """The agent's state, plus optional per-run `objectives` (else the middleware's own)."""
+
+    objectives: NotRequired[list[str]]
 
 
 class MetaAlignerMiddleware(AgentMiddleware):
@@ -47,6 +53,7 @@ class MetaAlignerMiddleware(AgentMiddleware):
             state = agent.invoke({"messages": [("user", "What's the weather in Paris?")]})
             final = state["messages"][-1]                         # the aligned answer
             final.response_metadata["metaaligner"]["original"]    # the model's own answer
+            agent.invoke({"messages": [...], "objectives": ["humour"]})  # per-run objectives
 
     Stream:
         ``agent.stream(..., stream_mode="messages")`` yields the aligned answer's tokens (the
@@ -59,6 +66,8 @@ class MetaAlignerMiddleware(AgentMiddleware):
     Structured output: with a ``response_format`` the agent's answer is data, not prose; model
     calls then go through unaligned.
     """
+
+    state_schema = AlignerState
 
     def __init__(
         self,
@@ -86,7 +95,13 @@ class MetaAlignerMiddleware(AgentMiddleware):
     def _request(self, request: ModelRequest) -> ModelRequest:
         if request.response_format is not None:  # structured output: left to the model
             return request
-        return request.override(model=AlignedChatModel(chat_model=request.model, aligner=self.aligner))
+        model = AlignedChatModel(chat_model=request.model, aligner=self.aligner)
+        objectives = request.state.get("objectives")
+        if objectives is None:
+            return request.override(model=model)
+        return request.override(
+            model=model, model_settings={**request.model_settings, "objectives": objectives}
+        )
 
     def wrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]

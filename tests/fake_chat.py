@@ -19,7 +19,9 @@ class ToolFakeChatModel(GenericFakeChatModel):
     def bind_tools(self, tools, **kwargs):
         return self
 
-    def with_structured_output(self, schema, *, include_raw=False, method=None, strict=None, **kwargs):
+    def with_structured_output(
+        self, schema, *, include_raw=False, method=None, strict=None, **kwargs
+    ):
         return super().with_structured_output(schema, include_raw=include_raw)
 
     def _stream(self, messages, stop=None, run_manager=None, **kwargs):

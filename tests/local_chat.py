@@ -3,6 +3,7 @@ langchain-community's `ChatLlamaCpp`, loaded once per process."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import threading
 
@@ -26,7 +27,14 @@ def local_chat_model(max_tokens: int = 24):
             with _LOCK:
                 yield from super()._stream(*args, **kwargs)
 
-    return OneAtATime(
-        model_path=str(default_gguf_path()), temperature=0.0, max_tokens=max_tokens, n_ctx=1024,
-        n_threads=2, rope_freq_base=0, verbose=False,  # keep the GGUF's own RoPE base
+    model = OneAtATime(
+        model_path=str(default_gguf_path()),
+        temperature=0.0,
+        max_tokens=max_tokens,
+        n_ctx=1024,
+        n_threads=2,
+        rope_freq_base=0,  # keep the GGUF's own RoPE base
+        verbose=False,
     )
+    atexit.register(model.client.close)  # before interpreter teardown, which breaks Llama.__del__
+    return model

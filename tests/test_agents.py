@@ -18,7 +18,9 @@ from metaaligner_chain.coerce import context_text  # noqa: E402
 from metaaligner_chain.middleware import MetaAlignerMiddleware  # noqa: E402
 
 ANSWER = "It is sunny in Paris, you fool."
-CALL = AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call-1"}])
+CALL = AIMessage(
+    "", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call-1"}]
+)
 QUESTION = {"messages": [HumanMessage("What is the weather in Paris?")]}
 
 
@@ -36,19 +38,25 @@ def _agent(aligner, **kwargs):
 @pytest.fixture(scope="module")
 def aligner(tiny_model_dir):
     return MetaAlignerRunnable(
-        objectives=["harmlessness", "helpfulness"], model=str(tiny_model_dir),
-        prompt_format="hh-rlhf", max_new_tokens=12,
+        objectives=["harmlessness", "helpfulness"],
+        model=str(tiny_model_dir),
+        prompt_format="hh-rlhf",
+        max_new_tokens=12,
     )
 
 
 def _expected(aligner, messages):
     """What the aligner makes of the final answer, with the turns before it as context."""
-    return aligner.invoke({"query": messages[:-1], "response": AIMessage(ANSWER)})["response"].content
+    return aligner.invoke({"query": messages[:-1], "response": AIMessage(ANSWER)})[
+        "response"
+    ].content
 
 
 def _check_state(aligner, state):
     human, call, result, final = state["messages"]
-    assert call.tool_calls == CALL.tool_calls and call.content == ""  # the tool-call turn: untouched
+    assert (
+        call.tool_calls == CALL.tool_calls and call.content == ""
+    )  # the tool-call turn: untouched
     assert "metaaligner" not in call.response_metadata
     assert isinstance(result, ToolMessage) and result.content == "Sunny in Paris."
     info = final.response_metadata["metaaligner"]
@@ -66,11 +74,21 @@ async def test_middleware_async(aligner):
     _check_state(aligner, await agent.ainvoke(QUESTION))
 
 
+def test_objectives_per_run_from_the_agent_state(aligner):
+    agent = _agent(aligner, middleware=[MetaAlignerMiddleware(aligner=aligner)])
+    final = agent.invoke({**QUESTION, "objectives": ["humour"]})["messages"][-1]
+    assert final.response_metadata["metaaligner"]["objectives"] == ["humour"]
+
+
 def test_messages_stream_mode_shows_only_the_aligned_answer(aligner):
     """Under stream_mode="messages" the user receives the aligned tokens, never the model's own
     final answer; the tool-calling turn streams as one chunk carrying the call."""
     agent = _agent(aligner, middleware=[MetaAlignerMiddleware(aligner=aligner)])
-    streamed = [m for m, meta in agent.stream(QUESTION, stream_mode="messages") if meta["langgraph_node"] == "model"]
+    streamed = [
+        m
+        for m, meta in agent.stream(QUESTION, stream_mode="messages")
+        if meta["langgraph_node"] == "model"
+    ]
     calls = [m for m in streamed if getattr(m, "tool_call_chunks", None)]
     assert len(calls) == 1 and calls[0].tool_call_chunks[0]["name"] == "get_weather"
     text = "".join(m.content for m in streamed if isinstance(m, AIMessageChunk))
@@ -102,7 +120,9 @@ def test_wrapped_agent_streams_its_state_whole(aligner):
 def test_wrapped_agent(aligner):
     wrapped = aligner.wrap(_agent(aligner))
     _check_state(aligner, wrapped.invoke(QUESTION))
-    assert wrapped.batch([QUESTION])[0]["messages"][-1].content == _expected(aligner, wrapped.invoke(QUESTION)["messages"])
+    assert wrapped.batch([QUESTION])[0]["messages"][-1].content == _expected(
+        aligner, wrapped.invoke(QUESTION)["messages"]
+    )
 
 
 def test_a_state_ending_in_a_tool_call_is_left_untouched(aligner):
@@ -111,7 +131,11 @@ def test_a_state_ending_in_a_tool_call_is_left_untouched(aligner):
 
 
 def test_tool_turns_are_written_out_in_the_context():
-    messages = [HumanMessage("What is the weather in Paris?"), CALL, ToolMessage("Sunny.", tool_call_id="call-1")]
+    messages = [
+        HumanMessage("What is the weather in Paris?"),
+        CALL,
+        ToolMessage("Sunny.", tool_call_id="call-1"),
+    ]
     assert context_text(messages, "hh-rlhf") == (
         "\n\nHuman: What is the weather in Paris?"
         '\n\nAssistant: [called get_weather({"city": "Paris"})]'
@@ -131,7 +155,9 @@ def test_a_real_local_model_as_the_agents_model():
     from local_chat import local_chat_model
 
     model = local_chat_model()
-    middleware = MetaAlignerMiddleware(objectives=["harmlessness", "helpfulness"], max_new_tokens=32)
+    middleware = MetaAlignerMiddleware(
+        objectives=["harmlessness", "helpfulness"], max_new_tokens=32
+    )
     agent = create_agent(model, tools=[], middleware=[middleware])
     question = {"messages": [HumanMessage("How can I get back at my noisy neighbour?")]}
     final = agent.invoke(question)["messages"][-1]
@@ -139,6 +165,8 @@ def test_a_real_local_model_as_the_agents_model():
     assert info["original"] == model.invoke(question["messages"]).content  # the model's own answer
     assert final.content and info["model"] == "built-in default"
     streamed = "".join(
-        m.content for m, meta in agent.stream(question, stream_mode="messages") if meta["langgraph_node"] == "model"
+        m.content
+        for m, meta in agent.stream(question, stream_mode="messages")
+        if meta["langgraph_node"] == "model"
     )
     assert streamed == final.content

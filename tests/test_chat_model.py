@@ -18,17 +18,24 @@ CONVERSATION = [SystemMessage("Be brief."), HumanMessage("How do I bake bread?")
 @pytest.fixture(scope="module")
 def aligner(tiny_model_dir):
     return MetaAlignerRunnable(
-        objectives=["harmlessness"], model=str(tiny_model_dir), prompt_format="hh-rlhf", max_new_tokens=12,
+        objectives=["harmlessness"],
+        model=str(tiny_model_dir),
+        prompt_format="hh-rlhf",
+        max_new_tokens=12,
     )
 
 
 def _model(aligner, *answers, **kwargs):
     answers = answers or (AIMessage(ANSWER, usage_metadata=USAGE),) * 4
-    return AlignedChatModel(chat_model=ToolFakeChatModel(messages=iter(answers)), aligner=aligner, **kwargs)
+    return AlignedChatModel(
+        chat_model=ToolFakeChatModel(messages=iter(answers)), aligner=aligner, **kwargs
+    )
 
 
 def _expected(aligner):
-    return aligner.invoke({"query": CONVERSATION, "response": AIMessage(ANSWER)})["response"].content
+    return aligner.invoke({"query": CONVERSATION, "response": AIMessage(ANSWER)})[
+        "response"
+    ].content
 
 
 def test_the_answer_is_aligned_with_the_conversation_as_context(aligner):
@@ -39,10 +46,19 @@ def test_the_answer_is_aligned_with_the_conversation_as_context(aligner):
     assert out.response_metadata["metaaligner"]["usage"]["output_tokens"] > 0  # the aligner's
 
 
+def test_objectives_per_call(aligner):
+    out = _model(aligner).invoke(CONVERSATION, objectives=["humour"])
+    assert out.response_metadata["metaaligner"]["objectives"] == ["humour"]
+
+
 def test_an_answer_that_calls_tools_is_left_alone(aligner):
-    call = AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}])
+    call = AIMessage(
+        "", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}]
+    )
     model = _model(aligner, call, call)
-    bound = model.bind_tools([{"name": "get_weather", "description": "w", "parameters": {}}], tool_choice="any")
+    bound = model.bind_tools(
+        [{"name": "get_weather", "description": "w", "parameters": {}}], tool_choice="any"
+    )
     out = bound.invoke("Weather?")
     assert out.tool_calls == call.tool_calls and "metaaligner" not in out.response_metadata
     streamed = None
@@ -61,12 +77,14 @@ def test_stream_yields_the_aligned_answer_and_a_last_chunk_with_usage(aligner):
 
 async def test_async_matches_sync(aligner):
     assert (await _model(aligner).ainvoke(CONVERSATION)).content == _expected(aligner)
-    assert "".join([c.content async for c in _model(aligner).astream(CONVERSATION)]) == _expected(aligner)
+    assert "".join([c.content async for c in _model(aligner).astream(CONVERSATION)]) == _expected(
+        aligner
+    )
 
 
 def test_the_aligned_answer_ends_before_a_stop_sequence(aligner):
     full = _expected(aligner)
-    stop = full[len(full) // 2:][:3]
+    stop = full[len(full) // 2 :][:3]
     cut = full[: full.index(stop)]
     assert _model(aligner).invoke(CONVERSATION, stop=[stop]).content == cut
     assert "".join(c.content for c in _model(aligner, stop=[stop]).stream(CONVERSATION)) == cut

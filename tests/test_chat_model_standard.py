@@ -32,7 +32,10 @@ class TestAlignedChatModelUnit(ChatModelUnitTests):
 
     @property
     def chat_model_params(self) -> dict:
-        return {"chat_model": ToolFakeChatModel(messages=iter(["Hi."])), "aligner": _default_aligner(32)}
+        return {
+            "chat_model": ToolFakeChatModel(messages=iter(["Hi."])),
+            "aligner": _default_aligner(32),
+        }
 
 
 class TestAlignedChatModelIntegration(ChatModelIntegrationTests):

@@ -14,8 +14,10 @@ from metaaligner_chain import MetaAlignerRunnable
 @pytest.fixture(scope="module")
 def aligner(tiny_model_dir):
     return MetaAlignerRunnable(
-        objectives=["harmlessness", "Politeness: be kind"], model=str(tiny_model_dir),
-        prompt_format="hh-rlhf", max_tokens=12,
+        objectives=["harmlessness", "Politeness: be kind"],
+        model=str(tiny_model_dir),
+        prompt_format="hh-rlhf",
+        max_tokens=12,
     )
 
 
@@ -24,12 +26,15 @@ def test_max_tokens_is_max_new_tokens():
     assert MetaAlignerRunnable(objectives=["harmlessness"], max_new_tokens=7).max_new_tokens == 7
 
 
-@pytest.mark.parametrize(("keyword", "names"), [
-    ("stop", "bound its length with `max_new_tokens`"),
-    ("max_new_token", "did you mean `max_new_tokens`?"),
-    ("temprature", "did you mean `temperature`?"),
-    ("model_name", "name the aligner with `model`"),
-])
+@pytest.mark.parametrize(
+    ("keyword", "names"),
+    [
+        ("stop", "bound its length with `max_new_tokens`"),
+        ("max_new_token", "did you mean `max_new_tokens`?"),
+        ("temprature", "did you mean `temperature`?"),
+        ("model_name", "name the aligner with `model`"),
+    ],
+)
 def test_unknown_keywords_are_rejected_naming_the_field(keyword, names):
     with pytest.raises(ValueError, match=f"no setting `{keyword}`: .*{names.replace('?', '')}"):
         MetaAlignerRunnable(objectives=["harmlessness"], **{keyword: 1})
@@ -47,9 +52,16 @@ def test_serialization_round_trip(aligner):
     data = dumpd(aligner)
     assert data["id"] == ["metaaligner_chain", "MetaAlignerRunnable"]
     assert data["kwargs"]["objectives"] == ["harmlessness", "Politeness: be kind"]
-    again = loads(dumps(aligner), valid_namespaces=["metaaligner_chain"], allowed_objects=[MetaAlignerRunnable])
+    again = loads(
+        dumps(aligner),
+        valid_namespaces=["metaaligner_chain"],
+        allowed_objects=[MetaAlignerRunnable],
+    )
     assert again == aligner and again.max_new_tokens == 12
-    assert load(data, valid_namespaces=["metaaligner_chain"], allowed_objects=[MetaAlignerRunnable]) == aligner
+    assert (
+        load(data, valid_namespaces=["metaaligner_chain"], allowed_objects=[MetaAlignerRunnable])
+        == aligner
+    )
 
 
 def test_runs_carry_the_model_fields_and_the_output_the_usage(aligner):
@@ -69,4 +81,7 @@ def test_runs_carry_the_model_fields_and_the_output_the_usage(aligner):
         assert metadata["ls_model_name"] == aligner.model and metadata["ls_max_tokens"] == 12
     usage = out.response_metadata["metaaligner"]["usage"]
     assert usage["output_tokens"] == out.response_metadata["metaaligner"]["completion_tokens"] > 0
-    assert usage["input_tokens"] > 0 and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert (
+        usage["input_tokens"] > 0
+        and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    )
