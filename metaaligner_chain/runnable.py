@@ -34,6 +34,7 @@ from metaaligner_chain.coerce import (
 from metaaligner_chain.models.engine import load_engine, prompt_format_of
 from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
 from metaaligner_chain.prompt import build_prompt, prompt_prefix
+from metaaligner_chain.tracing import end_model_run, start_model_run, usage_of
 
 
 #: What an empty or whitespace-only response gets: returned as it is, without a model call.
@@ -248,14 +249,19 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
             "fallback_reason": verdict.fallback_reason,
             "finish_reason": verdict.finish_reason,
             "completion_tokens": verdict.completion_tokens,
-            "usage": _usage(verdict),
+            "usage": usage_of(verdict),
         }
 
-    def _align(self, requests: Sequence[AlignRequest | Exception]) -> list[Any]:
+    def _align(
+        self,
+        requests: Sequence[AlignRequest | Exception],
+        run_managers: Sequence[Any] | None = None,
+    ) -> list[Any]:
         """Align a batch: one output, or the input error for that item, per request.
 
         Bad input (a type we cannot read, an unknown objective) comes back as that item's
-        exception; failures inside the aligner go through the gate.
+        exception; failures inside the aligner go through the gate. Each generation is traced as
+        an LLM run under its item's run (`run_managers`, one per request).
         """
         prompt_format = self._prompt_format()
         results: list[Any] = list(requests)
@@ -274,7 +280,11 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
             except (TypeError, ValueError) as exc:
                 results[i] = exc
         scaffolds = [self._scaffold(r, prompt_format) for _, r, _ in todo]
+        parents = run_managers or [None] * len(requests)
+        runs = [start_model_run(parents[i], p, self._get_ls_params()) for i, _, p in todo]
         outcomes = self._generate([p for _, _, p in todo], [r for _, r, _ in todo], scaffolds)
+        for run, outcome in zip(runs, outcomes):
+            end_model_run(run, outcome)
         for (i, request, _), outcome, scaffold in zip(todo, outcomes, scaffolds):
             verdict = gate.decide(request.response, outcome, strict=self.strict, scaffold=scaffold)
             results[i] = self._render(request, prompt_format, verdict)
@@ -323,13 +333,13 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
                 outcomes.append(exc)
         return outcomes
 
-    def _stream(self, request: AlignRequest) -> Iterator[Any]:
+    def _stream(self, request: AlignRequest, run_manager: Any = None) -> Iterator[Any]:
         """Aligned pieces of one request as they are generated, shaped like its input.
 
         An agent state comes back whole, as one chunk: its messages are not addable pieces (for
         token streaming inside an agent use `MetaAlignerMiddleware`)."""
         if request.message_index is not None:
-            (result,) = self._align([request])
+            (result,) = self._align([request], [run_manager])
             if isinstance(result, Exception):
                 raise result
             yield result
@@ -349,36 +359,45 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
                 yield render_chunk(request, "", self._info(request, prompt_format, EMPTY))
             return
         scaffold = self._scaffold(request, prompt_format)
-        for item in gate.gate_stream(request.response, pieces(), strict=self.strict, scaffold=scaffold):
-            if isinstance(item, gate.Verdict):
-                if isinstance(request.response_value, BaseMessage):  # metadata rides on the last chunk
-                    yield render_chunk(request, "", self._info(request, prompt_format, item))
-            else:
-                yield render_chunk(request, item)
+        run = start_model_run(run_manager, prompt, self._get_ls_params())
+        as_message = isinstance(request.response_value, BaseMessage)
+        try:
+            for item in gate.gate_stream(
+                request.response, pieces(), strict=self.strict, scaffold=scaffold
+            ):
+                if isinstance(item, gate.Verdict):
+                    end_model_run(run, item)
+                    if as_message:  # metadata rides on the last chunk
+                        yield render_chunk(request, "", self._info(request, prompt_format, item))
+                else:
+                    yield render_chunk(request, item)
+        except Exception as exc:
+            end_model_run(run, exc)
+            raise
 
     # -- the Runnable interface --------------------------------------------------------------
 
-    def _invoke_one(self, value: Any) -> Any:
-        (result,) = self._align([coerce(value)])
+    def _invoke_one(self, value: Any, run_manager: Any = None) -> Any:
+        (result,) = self._align([coerce(value)], [run_manager])
         if isinstance(result, Exception):
             raise result
         return result
 
-    def _align_values(self, values: list[Any]) -> list[Any]:
+    def _align_values(self, values: list[Any], run_manager: list[Any] | None = None) -> list[Any]:
         requests: list[AlignRequest | Exception] = []
         for value in values:
             try:
                 requests.append(coerce(value))
             except (TypeError, ValueError) as exc:
                 requests.append(exc)
-        return self._align(requests)
+        return self._align(requests, run_manager)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return self._call_with_config(self._invoke_one, input, self._traced(config), **kwargs)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        async def run(value: Any, config: RunnableConfig) -> Any:
-            return await run_in_executor(config, self._invoke_one, value)
+        async def run(value: Any, run_manager: Any, config: RunnableConfig) -> Any:
+            return await run_in_executor(config, self._invoke_one, value, run_manager)
 
         return await self._acall_with_config(run, input, self._traced(config), **kwargs)
 
@@ -394,8 +413,10 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         if not inputs:
             return []
 
-        async def run(values: list[Any], config: list[RunnableConfig]) -> list[Any]:
-            return await run_in_executor(config[0], self._align_values, values)
+        async def run(
+            values: list[Any], run_manager: list[Any], config: list[RunnableConfig]
+        ) -> list[Any]:
+            return await run_in_executor(config[0], self._align_values, values, run_manager)
 
         configs = [self._traced(c) for c in get_config_list(config, len(inputs))]
         return await self._abatch_with_config(
@@ -403,8 +424,8 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         )
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        def run(chunks: Iterator[Any]) -> Iterator[Any]:
-            yield from self._stream(coerce(join_chunks(list(chunks))))
+        def run(chunks: Iterator[Any], run_manager: Any) -> Iterator[Any]:
+            yield from self._stream(coerce(join_chunks(list(chunks))), run_manager)
 
         yield from self._transform_stream_with_config(input, run, self._traced(config), **kwargs)
 
@@ -412,9 +433,11 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         yield from self.transform(iter([input]), config, **kwargs)
 
     async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
-        async def run(chunks: AsyncIterator[Any], config: RunnableConfig) -> AsyncIterator[Any]:
+        async def run(
+            chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
+        ) -> AsyncIterator[Any]:
             request = coerce(join_chunks([chunk async for chunk in chunks]))
-            async for item in iterate_in_executor(config, self._stream(request)):
+            async for item in iterate_in_executor(config, self._stream(request, run_manager)):
                 yield item
 
         async for chunk in self._atransform_stream_with_config(input, run, self._traced(config), **kwargs):
@@ -465,15 +488,6 @@ def _unknown_setting(key: str, fields: list[str]) -> str:
         hint = f"did you mean `{close[0]}`?" if close else f"its settings are: {', '.join(fields)}"
     end = "" if hint.endswith("?") else "."
     return f"MetaAlignerRunnable has no setting `{key}`: {hint}{end}"
-
-
-def _usage(verdict: gate.Verdict) -> dict[str, int] | None:
-    """The aligner's own tokens, as LangChain's usage metadata counts them."""
-    if not verdict.completion_tokens:
-        return None
-    prompt = verdict.prompt_tokens or 0
-    return {"input_tokens": prompt, "output_tokens": verdict.completion_tokens,
-            "total_tokens": prompt + verdict.completion_tokens}
 
 
 def _looks_local(model: str) -> bool:

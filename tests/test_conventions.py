@@ -64,24 +64,38 @@ def test_serialization_round_trip(aligner):
     )
 
 
-def test_runs_carry_the_model_fields_and_the_output_the_usage(aligner):
-    class Recorder(BaseCallbackHandler):
-        metadata: list = []
+class Recorder(BaseCallbackHandler):
+    def __init__(self):
+        self.chains, self.llm_starts, self.llm_ends = [], [], []
 
-        def on_chain_start(self, serialized, inputs, *, metadata=None, **kwargs):
-            self.metadata.append(metadata)
+    def on_chain_start(self, serialized, inputs, *, metadata=None, **kwargs):
+        self.chains.append(metadata)
 
+    def on_llm_start(self, serialized, prompts, *, metadata=None, **kwargs):
+        self.llm_starts.append((prompts, metadata, kwargs.get("name")))
+
+    def on_llm_end(self, response, **kwargs):
+        self.llm_ends.append(response.generations[0][0].message.usage_metadata)
+
+
+async def test_runs_carry_the_model_fields_and_each_generation_is_a_model_call(aligner):
+    """LangSmith's model fields on every run, and one LLM run per generation, with its tokens."""
     recorder = Recorder()
     out = aligner.invoke(AIMessage("Sleep eight hours."), {"callbacks": [recorder]})
-    aligner.batch(["Sleep."], {"callbacks": [recorder]})
+    aligner.batch(["Sleep.", "Eat."], {"callbacks": [recorder]})
     list(aligner.stream("Sleep.", {"callbacks": [recorder]}))
-    assert len(recorder.metadata) == 3
-    for metadata in recorder.metadata:
+    await aligner.ainvoke("Sleep.", {"callbacks": [recorder]})
+    assert len(recorder.chains) == len(recorder.llm_starts) == len(recorder.llm_ends) == 5
+    for metadata in recorder.chains + [m for _, m, _ in recorder.llm_starts]:
         assert metadata["ls_provider"] == "metaaligner" and metadata["ls_model_type"] == "llm"
         assert metadata["ls_model_name"] == aligner.model and metadata["ls_max_tokens"] == 12
-    usage = out.response_metadata["metaaligner"]["usage"]
-    assert usage["output_tokens"] == out.response_metadata["metaaligner"]["completion_tokens"] > 0
-    assert (
-        usage["input_tokens"] > 0
-        and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    prompts, _, name = recorder.llm_starts[0]
+    assert name == "MetaAligner model" and prompts[0].endswith(
+        "| Answer: Sleep eight hours. | Edit: "
     )
+    usage = out.response_metadata["metaaligner"]["usage"]
+    assert (
+        recorder.llm_ends[0] == usage and usage["output_tokens"] > 0 and usage["input_tokens"] > 0
+    )
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert all(u and u["output_tokens"] > 0 for u in recorder.llm_ends)

@@ -1,0 +1,55 @@
+"""The aligner's generation as a traced model call: one LLM child run per aligned item, with its
+prompt, the model's answer and its token usage, so LangSmith (or any callback handler) sees the
+aligner as a model call with tokens. The run records what the model wrote (when streaming, what
+the gate let through); the gate's decision is the parent run's output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+
+#: The LLM run's name in traces.
+RUN_NAME = "MetaAligner model"
+
+
+def start_model_run(parent: Any, prompt: str, params: dict[str, Any]) -> Any:
+    """An LLM run under `parent` (a chain run's manager, sync or async; None: not traced)."""
+    if parent is None:
+        return None
+    if hasattr(parent, "get_sync"):  # an async run manager; this code runs in a worker thread
+        parent = parent.get_sync()
+    (run,) = parent.get_child().on_llm_start(
+        {"name": RUN_NAME}, [prompt], invocation_params=params, name=RUN_NAME
+    )
+    return run
+
+
+def end_model_run(run: Any, outcome: Any) -> None:
+    """Close `run` with `outcome`: a generation (or verdict) with its tokens, or an exception."""
+    if run is None:
+        return
+    if isinstance(outcome, BaseException):
+        run.on_llm_error(outcome)
+        return
+    usage = usage_of(outcome)
+    message = AIMessage(outcome.text, usage_metadata=usage)
+    generation = ChatGeneration(
+        message=message, generation_info={"finish_reason": outcome.finish_reason}
+    )
+    run.on_llm_end(LLMResult(generations=[[generation]], llm_output={"token_usage": usage or {}}))
+
+
+def usage_of(outcome: Any) -> dict[str, int] | None:
+    """LangChain's usage metadata for a generation or verdict that counted its tokens."""
+    completion = getattr(outcome, "completion_tokens", None)
+    if not completion:
+        return None
+    prompt = getattr(outcome, "prompt_tokens", None) or 0
+    return {
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
