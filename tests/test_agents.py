@@ -143,6 +143,22 @@ def test_tool_turns_are_written_out_in_the_context():
     )
 
 
+def test_structured_output_passes_unaligned(aligner):
+    from langchain.agents.structured_output import ToolStrategy
+    from pydantic import BaseModel
+
+    class Weather(BaseModel):
+        city: str
+
+    answer = AIMessage("", tool_calls=[{"name": "Weather", "args": {"city": "Paris"}, "id": "c2"}])
+    model = ToolFakeChatModel(messages=iter([answer]))
+    middleware = [MetaAlignerMiddleware(aligner=aligner)]
+    agent = create_agent(model, tools=[], response_format=ToolStrategy(Weather), middleware=middleware)
+    state = agent.invoke(QUESTION)
+    assert state["structured_response"] == Weather(city="Paris")
+    assert not any("metaaligner" in m.response_metadata for m in state["messages"])
+
+
 def test_middleware_arguments_are_checked(aligner):
     with pytest.raises(ValueError, match="not both or neither"):
         MetaAlignerMiddleware()
