@@ -73,6 +73,14 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
 
     Async:
         ``await aligner.ainvoke(...)``, ``abatch``, ``astream`` behave the same.
+
+    Serialize:
+        ``loads(dumps(aligner), valid_namespaces=["metaaligner_chain"],
+        allowed_objects=[MetaAlignerRunnable])`` (``api_key`` stays out, as a secret).
+
+    Trace:
+        Runs carry LangSmith's ``ls_*`` model fields; each generation is an LLM child run
+        (``MetaAligner model``) with its prompt, answer and token usage.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
