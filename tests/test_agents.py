@@ -96,6 +96,13 @@ def test_messages_stream_mode_shows_only_the_aligned_answer(aligner):
     assert text == final != ANSWER  # the model's own answer never reaches the stream
 
 
+async def test_messages_stream_mode_async(aligner):
+    agent = _agent(aligner, middleware=[MetaAlignerMiddleware(aligner=aligner)])
+    stream = agent.astream(QUESTION, stream_mode="messages")
+    text = "".join([m.content async for m, meta in stream if meta["langgraph_node"] == "model"])
+    assert text == (await agent.ainvoke(QUESTION))["messages"][-1].content != ANSWER
+
+
 def test_updates_stream_mode_shows_the_aligned_message(aligner):
     agent = _agent(aligner, middleware=[MetaAlignerMiddleware(aligner=aligner)])
     updates = [u for u in agent.stream(QUESTION, stream_mode="updates") if "model" in u]
