@@ -165,14 +165,14 @@ class AlignedChatModel(BaseChatModel):
     def _inner(
         self, stop: list[str] | None, kwargs: dict[str, Any]
     ) -> tuple[Runnable, dict[str, Any]]:
-        """The inner model with this call's tools bound, and its invoke kwargs."""
-        kwargs = dict(kwargs)
-        kwargs.pop("objectives", None)
+        """The inner model with this call's tools bound (with the other settings given to
+        `bind_tools`, such as ``strict``), and its invoke kwargs."""
+        kwargs = {k: v for k, v in kwargs.items() if k != "objectives"}
         tools, tool_choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
         inner = self.chat_model
         if tools:
             choice = {} if tool_choice is None else {"tool_choice": tool_choice}
-            inner = inner.bind_tools(tools, **choice)
+            inner, kwargs = inner.bind_tools(tools, **choice, **kwargs), {}
         if stop := stop or self.stop:
             kwargs["stop"] = stop
         return inner, kwargs
