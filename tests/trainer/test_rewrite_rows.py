@@ -91,7 +91,7 @@ def test_a_trade_off_pair_targets_the_higher_total_in_its_equal_row():
 
 
 @pytest.mark.parametrize("record, message", [
-    ({"query": "q", "answer": "a"}, "row 1 of the generic data has neither `responses`"),
+    ({"query": "q", "answer": "a"}, "row 1: the generic row has neither `responses`"),
     ({"query": "q", "answer": "a", "objectives": [], "rewrite": "b"}, "row 1: `objectives` is []"),
     ({"query": "q", "answer": "a", "objectives": ["length"], "rewrite": "b", "context": [["bot", "x"]]},
      "row 1: `context` has the turn ['bot', 'x']"),

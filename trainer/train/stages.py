@@ -291,7 +291,8 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: An
         "adapter": str(last.relative_to(config.out)) if config.lora else None,
         "data_summary": summary,
         "training": {"learning_rate": config.lr, "epochs": config.epochs, "max_steps": config.max_steps,
-                     "max_length": config.max_length},
+                     "max_length": config.max_length, "stage_epochs": config.stage_epochs or None,
+                     "stage_learning_rate": config.stage_learning_rate or None},
         "metrics": done,
     }
     from accelerate import PartialState
