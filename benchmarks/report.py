@@ -230,6 +230,21 @@ def endpoint(data: dict) -> list[str]:
     ]
 
 
+def default_quant(data: dict) -> list[str]:
+    rows = [
+        [name, v["size_mb"], v["decode_tok_s"], f"{v['decode_vs_f16']:.2f}×", v["share_of_bound"],
+         f"{v['identical_outputs']}/{v['items']}", f"{v['token_agreement']:.2%}",
+         "yes" if v["parity"] else "no", v["peak_rss_mb"]]
+        for name, v in data["variants"].items()
+    ]
+    targets = "; ".join(f"{k}: {v}" for k, v in data["targets"].items())
+    return _header("A lighter default aligner: F16 vs llama.cpp quantizations", data) + _table(
+        rows, ["file type", "MB", "decode tok/s", "vs F16", "share of bound", "identical outputs",
+               "token agreement (teacher-forced)", "parity", "peak RSS MB"],
+    ) + [f"Workload: {data['workload']}. Chosen: {data['chosen']}. Targets: {targets}."
+         + (f" Peak RSS: {data['peak_rss_note']}" if data.get("peak_rss_note") else ""), ""]
+
+
 def _ideal_note(subset: dict) -> str:
     ideal = subset.get("ideal_speedup")
     if not ideal:
@@ -252,6 +267,8 @@ def main() -> None:
         lines += drafting(data, "Copy-aware drafting and prefix reuse: llama.cpp")
     if data := _load("prefix_cache"):
         lines += prefix_cache(data)
+    if data := _load("default_quant"):
+        lines += default_quant(data)
     if data := _load("endpoint"):
         lines += endpoint(data)
     if data := _load("drafting_transformers"):
