@@ -119,7 +119,7 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
         json.loads((checkpoint / "trainer_state.json").read_text())
     except (OSError, ValueError) as exc:
         return f"trainer_state.json unreadable ({exc.__class__.__name__})"
-    weights = [p for p in checkpoint.glob("*.safetensors")]
+    weights = list(checkpoint.glob("*.safetensors"))
     if not weights:
         return "no weights (*.safetensors)"
     from safetensors import safe_open

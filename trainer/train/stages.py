@@ -153,8 +153,10 @@ def run_stage(
     init_from: Path | None,
     callbacks: Sequence[Any] = (),
     console: Any = None,
+    prompt_format: str | None = None,
 ) -> dict[str, Any]:
-    """Train one stage into RUN_DIR/stages/<stage>/; return its metrics."""
+    """Train one stage into RUN_DIR/stages/<stage>/ (its rows written in `prompt_format`);
+    return its metrics."""
     import warnings
 
     from transformers.trainer_callback import PrinterCallback
@@ -171,8 +173,8 @@ def run_stage(
     if checkpoint is None:
         if config.resume and stage_dir.is_dir():
             say("no checkpoint to resume from; the stage starts over")
-        elif stage_dir.is_dir() and checkpoints(stage_dir):
-            say(f"replacing {len(checkpoints(stage_dir))} checkpoint(s) in {stage_dir} "
+        elif stage_dir.is_dir() and (replaced := checkpoints(stage_dir)):
+            say(f"replacing {len(replaced)} checkpoint(s) in {stage_dir} "
                 "(pass --resume to continue from the newest instead)")
         fresh_dir(stage_dir)
     # trl 1.x reads `model.is_gradient_checkpointing`, deprecated in transformers 5: not the user's doing
@@ -207,7 +209,7 @@ def run_stage(
         (stage_dir / LOG_FILE).write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
         (stage_dir / DONE_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
         write_metadata(stage_dir, stage=stage, base_model=config.base, init_from=str(init_from or config.base),
-                       prompt_format=read_data_summary(config.data).get("prompt_format"))
+                       prompt_format=prompt_format)
     trainer.accelerator.wait_for_everyone()
     return metrics
 
@@ -268,7 +270,8 @@ def run_training(config: TrainConfig, callbacks: Sequence[Any] = (), console: An
         if config.resume and (stage_dir / DONE_FILE).is_file():
             done[stage] = json.loads((stage_dir / DONE_FILE).read_text())
         else:
-            done[stage] = run_stage(stage, config, previous_stage(config, stage), callbacks, console)
+            done[stage] = run_stage(stage, config, previous_stage(config, stage), callbacks, console,
+                                    summary["prompt_format"])
         last = stage_dir
     if last is None:
         raise ValueError(
