@@ -18,7 +18,7 @@ import typer
 from trainer.config import load_recipe
 from trainer.console import console, friendly
 from trainer.data.cli import data_app, run_build, run_score
-from trainer.evaluate.cli import eval_command, run_rewrite_eval
+from trainer.evaluate.cli import eval_command, run_eval
 from trainer.export.cli import export_app, merge_command, run_export
 from trainer.train.cli import run_train, tiny_command, train_command
 
@@ -38,7 +38,7 @@ app.command("tiny")(tiny_command)
 
 #: What `run` does with each recipe section, in this order.
 STEPS = {"score": run_score, "data": run_build, "train": run_train, "export": run_export,
-         "eval": run_rewrite_eval}
+         "eval": run_eval}
 
 
 @app.command("run")

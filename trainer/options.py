@@ -3,7 +3,8 @@
 (in the way trl's `TrlParser` derives its arguments from dataclasses).
 
 Options are named after fields (`learning_rate` → `--learning-rate`); booleans get `--x/--no-x`;
-tuple fields repeat (`--objectives a --objectives b`); mapping fields take KEY=VALUE and repeat.
+tuple fields repeat (`--objectives a --objectives b`); mapping fields take KEY=VALUE and repeat
+(a field's `metavar` in `json_schema_extra` names the form in help and errors, e.g. objective=MODEL).
 `--config RECIPE.yaml` reads the verb's section first and the flags given override it; every
 value is then validated by the model.
 """
@@ -60,7 +61,8 @@ def _annotation(name: str, field: FieldInfo) -> Any:
     decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
     default = None if field.is_required() or field.default in (None, (), {}) else field.default
     help_text = (field.description or "") + (f" (default: {_shown(default)})" if default is not None else "")
-    return Annotated[Optional[kind], typer.Option(*decls, help=help_text, show_default=False)]
+    return Annotated[Optional[kind], typer.Option(*decls, help=help_text, show_default=False,
+                                                  metavar=extra.get("metavar"))]
 
 
 def _plain(annotation: Any) -> Any:
@@ -87,8 +89,10 @@ def _given(cls: type[Settings], flags: dict[str, Any]) -> dict[str, Any]:
     for name, value in flags.items():
         if value is None or value == []:
             continue
-        if typing.get_origin(_unwrap(cls.model_fields[name].annotation)) is dict:
-            value = _pairs(value, "--" + name.replace("_", "-"))
+        field = cls.model_fields[name]
+        if typing.get_origin(_unwrap(field.annotation)) is dict:
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            value = pairs(value, "--" + name.replace("_", "-"), extra.get("metavar", "KEY=VALUE"))
         values[name] = value
     return values
 
@@ -100,12 +104,13 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    """`["k=v", ...]` → `{k: v}`, with an error naming the flag."""
+def pairs(items: list[str], flag: str, form: str = "KEY=VALUE") -> dict[str, str]:
+    """`["k=v", ...]` → `{k: v}` (the one KEY=VALUE reader), with an error naming the flag and
+    the `form` its values take (a field's `metavar`, e.g. objective=MODEL)."""
     result = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"`{flag}` got {item!r}; write KEY=VALUE, e.g. {flag} harmlessness=...")
+            raise ValueError(f"`{flag}` got {item!r}; write {form}, one per {flag}.")
         result[key.strip()] = value.strip()
     return result

@@ -227,3 +227,48 @@ def test_skip_bad_rows_leaves_them_out_and_counts_them(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["groups"] == 2
     assert [s.split(": ")[0].rsplit("/", 1)[-1] for s in summary["skipped_rows"]] == ["bad.jsonl:2", "bad.jsonl:3", "bad.jsonl:5"]
+
+
+def test_eval_options_are_its_settings_fields():
+    """`ma-train eval` is generated from `EvalConfig` like the other verbs: option = field = key."""
+    from trainer.config import EvalConfig
+
+    options = _options(app, "eval")
+    for name, field in EvalConfig.model_fields.items():
+        assert options["--" + name.replace("_", "-")].startswith(field.description)
+    assert "--config" in options
+
+
+def test_eval_reads_its_recipe_section_under_the_flags(tmp_path):
+    from trainer.config import EvalConfig
+    from trainer.evaluate.cli import _judges
+    from trainer.options import command
+
+    seen = []
+    probe = typer.Typer()
+    probe.command("eval")(command(EvalConfig, "eval", "eval", seen.append))
+    probe.command("other")(lambda: None)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("eval:\n  data: rows.jsonl\n  out: o\n  objectives: harmlessness,length\n"
+                      "  judge: openai:gpt-4o\n  scorer: {harmlessness: ./safety}\n  seed: 3\n")
+    assert runner.invoke(probe, ["eval", "--config", str(recipe)]).exit_code == 0
+    assert seen[-1].objectives == ("harmlessness", "length") and seen[-1].judge == ("openai:gpt-4o",)
+    result = runner.invoke(probe, ["eval", "--config", str(recipe), "--judge", "fake:judge",
+                                   "--judge", "len=offline", "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    config = seen[-1]
+    assert (config.data, config.scorer, config.seed) == ("rows.jsonl", {"harmlessness": "./safety"}, 5)
+    assert _judges(config.judge, config.objectives) == {"harmlessness": "fake:judge", "length": "fake:judge",
+                                                        "len": "offline"}
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--objectives", "length", "--scorer", "length"], "`--scorer` got 'length'; write objective=MODEL"),
+    (["--objectives", "length", "--judge", "a:b", "--judge", "c:d"], "`judge` has 2 judges for every objective"),
+    (["--limit", "3"], "`limit` apply to rows judged per objective; name the `objectives` too"),
+    (["--objectives", "length", "--label", "x"], "`label` is recorded for rewrite items only"),
+])
+def test_eval_settings_that_do_not_fit_are_named(args, expected):
+    result = runner.invoke(app, ["eval", "--data", "d.jsonl", "--out", "o", *args], terminal_width=400)
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split()), result.output
