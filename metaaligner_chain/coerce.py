@@ -7,7 +7,9 @@ optional per-call ``objectives``, and the response under ``response``/``answer``
 or a message); an agent's state ``{"messages": [...]}`` (the last AI message is the response, the
 messages before it the context). Outputs mirror the input: str → str, message → same message type,
 dict → same dict with the response replaced and the original kept under ``original_response``;
-agent state → the same state with that AI message replaced (the original in its metadata).
+agent state → the same state with that AI message replaced (the original in its metadata). A
+message's non-text content blocks (images, ...) stay where they were; only its text is aligned.
+A value of the wrong type is a `TypeError` naming its field, the value and what to pass instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from langchain_core.messages import (
     BaseMessage,
     BaseMessageChunk,
     HumanMessage,
+    convert_to_messages,
 )
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables.utils import AddableDict
@@ -100,24 +103,60 @@ def _first_key(data: dict, keys: Sequence[str]) -> str | None:
     return next((k for k in keys if k in data), None)
 
 
+def _shown(value: Any) -> str:
+    """`value` as an error message shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _response_text(value: Any, field: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, BaseMessage):
         return value.text
     raise TypeError(
-        f"`{field}` is a {type(value).__name__}; the response to align must be a str or a "
-        "LangChain message."
+        f"`{field}` is a {type(value).__name__} ({_shown(value)}); the response to align must be "
+        "a str or a LangChain message."
     )
 
 
-def _history(value: Any, field: str) -> list[Any]:
+def _message_list(value: Any, field: str) -> list[BaseMessage]:
+    """A list of messages, or of what LangChain reads as one (``("human", "hi")``, a role dict,
+    a str for a human turn); anything else is an error naming `field` and the item."""
+    try:
+        return convert_to_messages(value)
+    except Exception:  # langchain-core raises several types; find the item and name it
+        for i, item in enumerate(value):
+            try:
+                convert_to_messages([item])
+            except Exception:
+                raise TypeError(
+                    f"`{field}` item {i} is {_shown(item)} ({type(item).__name__}); give LangChain "
+                    "messages (HumanMessage, AIMessage, ...) or (role, text) pairs such as "
+                    "('human', 'Hi')."
+                ) from None
+        raise
+
+
+def _query(value: Any, field: str) -> Any:
+    """The query as given (text, a message or a prompt value) or as a list of messages."""
+    if isinstance(value, (str, BaseMessage, PromptValue)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return _message_list(value, field)
+    raise TypeError(
+        f"`{field}` is {_shown(value)} ({type(value).__name__}); pass the query as text, a "
+        "message, a list of messages or a prompt value."
+    )
+
+
+def _history(value: Any, field: str) -> list[BaseMessage]:
     if not isinstance(value, (list, tuple)):
         raise TypeError(
-            f"`{field}` is {value!r}; give the earlier turns as a list of messages, or leave "
+            f"`{field}` is {_shown(value)}; give the earlier turns as a list of messages, or leave "
             f"`{field}` out."
         )
-    return list(value)
+    return _message_list(value, field)
 
 
 def _objectives(value: Any) -> Any:
@@ -126,7 +165,7 @@ def _objectives(value: Any) -> Any:
         return None
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise TypeError(
-            f"`objectives` is {value!r}; give a list such as ['harmlessness', 'length'], or leave "
+            f"`objectives` is {_shown(value)}; give a list such as ['harmlessness', 'length'], or leave "
             "it out to use the runnable's objectives."
         )
     if not value:
@@ -145,13 +184,15 @@ def coerce(value: Any) -> AlignRequest:
         key = _first_key(value, RESPONSE_KEYS)
         if key is None and is_agent_state(value):
             return _agent_request(value)
+        if key is None and MESSAGES_KEY in value:
+            raise TypeError(_not_agent_state(value[MESSAGES_KEY]))
         if key is None:
             raise ValueError(
                 f"input dict has keys {sorted(value)}; put the response to align under one of "
                 f"{', '.join(RESPONSE_KEYS)} (and the query under one of {', '.join(QUERY_KEYS)})."
             )
         query_key, history_key = _first_key(value, QUERY_KEYS), _first_key(value, HISTORY_KEYS)
-        context: Any = value[query_key] if query_key else ""
+        context: Any = _query(value[query_key], query_key) if query_key else ""
         if history_key:
             context = [*_history(value[history_key], history_key), *as_messages(context)]
         return AlignRequest(
@@ -174,6 +215,15 @@ def is_agent_state(value: Any) -> bool:
         and isinstance(value.get(MESSAGES_KEY), (list, tuple))
         and all(isinstance(m, BaseMessage) for m in value[MESSAGES_KEY])
     )
+
+
+def _not_agent_state(messages: Any) -> str:
+    """What is wrong with an agent state's `messages`, and what it should hold."""
+    where = f"`{MESSAGES_KEY}` is {_shown(messages)}"
+    if isinstance(messages, (list, tuple)):
+        i, item = next((i, m) for i, m in enumerate(messages) if not isinstance(m, BaseMessage))
+        where = f"`{MESSAGES_KEY}` item {i} is {_shown(item)} ({type(item).__name__})"
+    return f"{where}; an agent state holds a list of LangChain messages, the last one the AI answer to align."
 
 
 def _agent_request(state: dict) -> AlignRequest:
@@ -230,7 +280,33 @@ def _as_text_turn(message: BaseMessage) -> BaseMessage:
 
 def _with_text(message: BaseMessage, text: str, info: dict[str, Any]) -> BaseMessage:
     metadata = {**message.response_metadata, "metaaligner": info}
-    return message.model_copy(update={"content": text, "response_metadata": metadata})
+    content = _replace_text(message.content, text)
+    return message.model_copy(update={"content": content, "response_metadata": metadata})
+
+
+def _is_text(block: Any) -> bool:
+    """Whether a content block is text, as `BaseMessage.text` reads it."""
+    return isinstance(block, str) or (block.get("type") == "text" and isinstance(block.get("text"), str))
+
+
+def _replace_text(content: str | list, text: str) -> str | list:
+    """`content` with its text replaced by `text`: a str, or, when it holds other blocks (images,
+    ...), the same blocks in the same places with `text` in the first text block's place."""
+    if isinstance(content, str) or all(map(_is_text, content)):
+        return text
+    texts = [block if isinstance(block, str) else block["text"] for block in content if _is_text(block)]
+    if text == "".join(texts):  # nothing to align, or the original kept: the content as it came
+        return list(content)
+    first = next((i for i, block in enumerate(content) if _is_text(block)), 0)
+    kept = [block for block in content if not _is_text(block)]
+    before = sum(not _is_text(block) for block in content[:first])
+    return [*kept[:before], {"type": "text", "text": text}, *kept[before:]]
+
+
+def _other_blocks(message: BaseMessage) -> list:
+    """A message's non-text content blocks (images, ...), in order."""
+    content = message.content
+    return [] if isinstance(content, str) else [b for b in content if not _is_text(b)]
 
 
 def render(request: AlignRequest, text: str, info: dict[str, Any]) -> Any:
@@ -247,12 +323,16 @@ def render(request: AlignRequest, text: str, info: dict[str, Any]) -> Any:
 
 
 def render_chunk(request: AlignRequest, piece: str, info: dict[str, Any] | None = None) -> Any:
-    """One streamed piece in the shape of the input; `info` rides on the last piece."""
+    """One streamed piece in the shape of the input; `info` rides on the last piece, and so do a
+    message's non-text blocks (images, ...): added up, the stream's message has them after its
+    text (`render` keeps them in their places)."""
     value = request.response_value
     if isinstance(value, BaseMessage):
         chunk_type = type(value) if isinstance(value, BaseMessageChunk) else _chunk_type(value)
         metadata = {"metaaligner": info} if info is not None else {}
-        out: Any = chunk_type(content=piece, response_metadata=metadata, id=value.id)
+        blocks = _other_blocks(value) if info is not None else []
+        content: Any = [piece, *blocks] if blocks and piece else blocks or piece
+        out: Any = chunk_type(content=content, response_metadata=metadata, id=value.id)
     else:
         out = piece
     return out if request.response_key is None else AddableDict({request.response_key: out})
