@@ -31,7 +31,7 @@ from metaaligner_chain.coerce import (
     render,
     render_chunk,
 )
-from metaaligner_chain.models.engine import load_engine, prompt_format_of
+from metaaligner_chain.models.engine import load_engine, prompt_format_of, trained_prompt_format
 from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
 from metaaligner_chain.prompt import build_prompt, prompt_prefix
 from metaaligner_chain.tracing import end_model_run, start_model_run, usage_of
@@ -155,6 +155,13 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
                 "or .gguf file, a hub id, or model=None for the built-in default."
             )
         prompt_format = self.resolved_prompt_format()
+        trained = self.prompt_format and trained_prompt_format(self.model, self._engine_options())
+        if trained and prompt_format != check_prompt_format(trained):  # a given one contradicts it
+            raise ValueError(
+                f"`prompt_format` is {self.prompt_format!r} but model "
+                f"{self.model or 'built-in default'!r} was trained with {trained!r} (its "
+                f"metaaligner metadata says so). Pass prompt_format={trained!r}, or leave it out."
+            )
         if prompt_format is not None:
             resolve(self.objectives, prompt_format)
         return self
@@ -313,10 +320,7 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         if not prompts:
             return []
         responses, settings = [r.quoted for r in requests], self.settings()
-        try:
-            backend = self.load_backend()
-        except Exception as exc:  # the model would not load: every item keeps its response
-            return [exc] * len(prompts)
+        backend = self.load_backend()  # one that cannot load is an `AlignerConfigError`, raised
         capabilities = getattr(backend, "capabilities", None) or Capabilities()
         if capabilities.early_stop:
             def watched(prompt: str, response: str, scaffold: str) -> Any:

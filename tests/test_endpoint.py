@@ -22,7 +22,12 @@ from langchain_core.messages import AIMessage  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from metaaligner_chain import MetaAlignerRunnable  # noqa: E402
-from metaaligner_chain.backends import PromptTooLongError, choose_backend, get_backend  # noqa: E402
+from metaaligner_chain.backends import (  # noqa: E402
+    AlignerConfigError,
+    PromptTooLongError,
+    choose_backend,
+    get_backend,
+)
 from metaaligner_chain.backends.base import GenerationSettings  # noqa: E402
 from metaaligner_chain.gate import AlignerError  # noqa: E402
 from metaaligner_chain.models.defaults import default_aligner_gguf  # noqa: E402
@@ -178,23 +183,23 @@ def test_server_stopped_mid_run(model_file, tmp_path, strict):
             assert result["response"].content == item["response"].content
 
 
-def test_unreachable_server_says_so():
+@pytest.mark.parametrize("strict", [False, True])
+def test_unreachable_server_says_so(strict):
+    """A server that is not there at set-up is a configuration error, raised whatever `strict`
+    is (one that dies mid-run is a failed generation: `test_server_stopped_mid_run`)."""
     base_url = f"http://127.0.0.1:{_free_port()}/v1"
     with pytest.raises(ConnectionError, match=r"cannot reach the aligner server at `base_url` .*Start it"):
         get_backend("endpoint", "aligner", base_url=base_url, max_retries=0)
     item = {"query": "q?", "response": AIMessage("an answer")}
-    kept = _aligner(base_url=base_url, max_retries=0).invoke(item)["response"]
-    assert kept.content == "an answer"
-    assert "cannot reach the aligner server" in kept.response_metadata["metaaligner"]["fallback_reason"]
-    with pytest.raises(AlignerError, match="cannot reach the aligner server"):
-        _aligner(base_url=base_url, max_retries=0, strict=True).invoke(item)
+    with pytest.raises(AlignerConfigError, match="cannot reach the aligner server"):
+        _aligner(base_url=base_url, max_retries=0, strict=strict).invoke(item)
 
 
 def test_wrong_model_name_lists_the_served_one(server, model_file):
     with pytest.raises(ValueError, match=r"`model` is 'nope' but the server .* serves '.*aligner.f16.gguf'"):
         get_backend("endpoint", "nope", base_url=server)
-    with pytest.raises(AlignerError, match="`model` is 'nope'"):
-        _aligner(model="nope", base_url=server, strict=True).invoke({"query": "q?", "response": "r"})
+    with pytest.raises(AlignerConfigError, match="`model` is 'nope'"):
+        _aligner(model="nope", base_url=server).invoke({"query": "q?", "response": "r"})
 
 
 def test_context_overflow_is_a_prompt_too_long_error(server):

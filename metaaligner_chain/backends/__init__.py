@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from metaaligner_chain.backends.base import (
+    AlignerConfigError,
     Backend,
     Capabilities,
     Generation,
@@ -27,6 +28,7 @@ from metaaligner_chain.backends.base import (
 
 __all__ = [
     "BACKENDS",
+    "AlignerConfigError",
     "Backend",
     "Capabilities",
     "Generation",

@@ -5,6 +5,7 @@
 GGUF dequantized to a plain folder). Any other model is loaded as given; its prompt format comes
 from its own metadata (or its adapter's), else from the released checkpoints' naming. A served
 model (`base_url`, or an http(s) URL as `model`) has no files here: only its served name can tell.
+A model that cannot be loaded (or a server that cannot be reached) is an `AlignerConfigError`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from metaaligner_chain.backends import choose_backend, engine_package, get_backend, is_url
-from metaaligner_chain.backends.base import Backend
+from metaaligner_chain.backends.base import AlignerConfigError, Backend
 from metaaligner_chain.models.metadata import prompt_format_from_name, read_metadata
 
 
@@ -33,22 +34,39 @@ def prompt_format_of(model: str | None, backend_options: dict[str, Any]) -> str 
                 "or serve it under its released name (e.g. MetaAligner/MetaAligner-HH-RLHF-1.1B)."
             )
         return found
-    if model is None:
-        from metaaligner_chain.models.defaults import DEFAULT_PROMPT_FORMAT
+    return trained_prompt_format(model, backend_options) or prompt_format_from_name(model)
 
-        return DEFAULT_PROMPT_FORMAT
+
+def trained_prompt_format(model: str | None, backend_options: dict[str, Any]) -> str | None:
+    """The prompt format `model`'s own files record (its adapter's metadata, else its own; the
+    built-in default's is known), not guessed from a name; None when they record none, or the
+    model is served."""
+    if backend_options.get("base_url") or is_url(model):
+        return None
     adapter = backend_options.get("lora_path") or backend_options.get("adapter")
-    return (
-        (read_metadata(adapter).get("prompt_format") if adapter else None)
-        or read_metadata(model).get("prompt_format")
-        or prompt_format_from_name(model)
-    )
+    found = read_metadata(adapter).get("prompt_format") if adapter else None
+    if found or model is not None:
+        return found or read_metadata(model).get("prompt_format")
+    from metaaligner_chain.models.defaults import DEFAULT_PROMPT_FORMAT
+
+    return DEFAULT_PROMPT_FORMAT
 
 
 def load_engine(model: str | None, backend: str, backend_options: dict[str, Any]) -> Backend:
     """The shared, loaded engine for these settings (`model=None`: the built-in default, or the
-    one model a server at `base_url` serves)."""
+    one model a server at `base_url` serves). Whatever stops it from loading (no such model, a
+    missing extra, a broken file, no server) is raised as an `AlignerConfigError` saying so."""
     kind = choose_backend(model, backend, backend_options.get("base_url"))
-    if model is None and not backend_options.get("base_url"):
-        model, backend_options = engine_package(kind).default_aligner(backend_options)
-    return get_backend(kind, model, **backend_options)
+    served = backend_options.get("base_url") or is_url(model)
+    name = repr(model) if model else "the server's one model" if served else "the built-in default"
+    try:
+        if model is None and not backend_options.get("base_url"):
+            model, backend_options = engine_package(kind).default_aligner(backend_options)
+        return get_backend(kind, model, **backend_options)
+    except AlignerConfigError:
+        raise
+    except Exception as exc:
+        raise AlignerConfigError(
+            f"the aligner cannot be set up ({kind} backend, model {name}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc

@@ -32,6 +32,7 @@ from metaaligner_chain.backends.llamacpp.drafting import DraftTally, drafted_gre
 from metaaligner_chain.backends.llamacpp.prefix import PrefixCache
 from metaaligner_chain.drafting import CopyDrafter
 from metaaligner_chain.models.gguf_header import BYTE_TOKENS, read_gguf_header
+from metaaligner_chain.models.hub import hub_load_options
 from metaaligner_chain.models.metadata import metaaligner_keys
 
 #: Context allocated at load when `n_ctx` is not given; it grows on demand up to the trained one.
@@ -410,8 +411,9 @@ def _locate(model: str | os.PathLike[str], hub_file: str | None) -> Path:
         raise ImportError(
             "loading `model` from a hub repo needs huggingface-hub: `pip install huggingface-hub`."
         ) from err
+    options = hub_load_options(str(model), hub_file)  # at once, not after a minute of retries
     try:
-        return Path(hf_hub_download(repo_id=str(model), filename=hub_file))
+        return Path(hf_hub_download(repo_id=str(model), filename=hub_file, **options))
     except Exception as err:
         raise OSError(
             f"could not fetch `hub_file` {hub_file!r} from hub repo `model` {str(model)!r} "

@@ -24,6 +24,7 @@ from metaaligner_chain.backends.base import (
     PromptTooLongError,
 )
 from metaaligner_chain.backends.transformers.drafting import PrefixCache, decode_greedy
+from metaaligner_chain.models.hub import hub_load_options
 from metaaligner_chain.models.metadata import read_metadata
 
 _EXTRA = 'pip install "metaaligner-chain[hf]"'
@@ -113,8 +114,14 @@ class TransformersBackend:
         source, extra = str(path), {}
         if path.is_file() and path.suffix == ".gguf":
             source, extra = str(path.parent), {"gguf_file": path.name}
-        elif not path.exists():
-            source = self.model  # a hub id
+        elif not path.exists():  # a hub id: checked at once, not retried for a minute
+            source, extra = self.model, hub_load_options(self.model)
+        elif path.is_dir() and not (path / "config.json").is_file():
+            raise OSError(
+                f"could not load aligner model {self.model!r}: it is a folder without a model in "
+                "it (no config.json). Pass a folder saved by `save_pretrained` (a finished "
+                "`ma-train` run directory is one), a .gguf file, or a hub id."
+            )
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(
                 source, trust_remote_code=trust_remote_code, **extra
