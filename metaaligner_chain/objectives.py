@@ -1,8 +1,10 @@
-"""Objectives: a key plus the text description the aligner reads, and the catalogue per prompt format.
+"""Objectives: a key plus the text description the aligner reads; the one table of descriptions.
 
-Descriptions are verbatim from the released MetaAligner checkpoints (Yang et al., NeurIPS 2024):
-a description that differs by one character is a different prompt. Keys resolve *within* a prompt
-format, because `helpfulness` is worded differently for `hh-rlhf` and `ultrafeedback`.
+The catalogue per prompt format is verbatim from the released MetaAligner checkpoints (Yang et
+al., NeurIPS 2024): a description that differs by one character is a different prompt. Keys
+resolve *within* a prompt format, because `helpfulness` is worded differently for `hh-rlhf` and
+`ultrafeedback`. `WRITTEN` holds the few descriptions this project wrote itself (for training
+data and evaluation items); the trainer reads every description from here (`describe`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,18 @@ UNSEEN: dict[str, str] = {
     "length": "Length: the response should be concise and avoid redundant content.",
 }
 
+#: Descriptions this project wrote, not the paper: HelpSteer's quality attributes (after its dataset
+#: card) for training rows, and objectives the evaluation items name. `describe` offers them where
+#: a prompt format's catalogue lacks the key (imhi's trained `correctness` wins over HelpSteer's);
+#: `resolve` does not (at inference pass 'Name: description').
+WRITTEN: dict[str, str] = {
+    "correctness": "Correctness: the response should include all pertinent facts without errors",
+    "coherence": "Coherence: the response should be consistent and clearly expressed",
+    "complexity": "Complexity: the response should show the intellectual depth the query needs",
+    "verbosity": "Verbosity: the response should give the amount of detail the query asks for",
+    "empathy": "Empathy: the response acknowledges the asker's feelings",
+}
+
 ALIASES: dict[str, str] = {
     "humor": "humour",
     "speci": "specificity",
@@ -108,6 +122,15 @@ def catalogue(prompt_format: str) -> dict[str, Objective]:
     check_prompt_format(prompt_format)
     entries = {**_TRAINED[prompt_format], **UNSEEN}
     return {key: Objective(key, text) for key, text in entries.items()}
+
+
+def describe(key: str, prompt_format: str) -> Objective | None:
+    """The objective `key` worded for `prompt_format`: the catalogue's (trained or zero-shot)
+    description, else the one in `WRITTEN`; None when neither has the key."""
+    found = catalogue(prompt_format).get(key)
+    if found is None and key in WRITTEN:
+        found = Objective(key, WRITTEN[key])
+    return found
 
 
 def resolve(

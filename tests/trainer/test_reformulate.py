@@ -170,6 +170,20 @@ def test_helpsteer_pairs_responses_to_the_same_prompt_on_quality_attributes():
     [equal] = rows["equal"]
     assert sorted(equal["objectives"]) == ["coherence", "correctness"]
     assert "Coherence: the response should be consistent and clearly expressed" in equal["prompt"]
+    assert "Correctness: the response should include all pertinent facts without errors" in equal["prompt"]
+
+
+def test_helpsteer_under_imhi_reads_imhis_trained_correctness():
+    """The one table of descriptions (`metaaligner_chain.objectives.describe`): a prompt format's
+    trained wording of a key wins over the one written for HelpSteer."""
+    records = [
+        {"prompt": "Why?", "response": "Because.", "helpfulness": 2, "correctness": 4, "coherence": 4},
+        {"prompt": "Why?", "response": "No idea.", "helpfulness": 2, "correctness": 1, "coherence": 4},
+    ]
+    rows, _ = rows_of(records, "helpsteer", prompt_format="imhi", objectives=("correctness", "coherence"))
+    [pref] = rows["preference"]
+    assert pref["objectives"] == ["correctness"]
+    assert "Correctness: the explanations should make correct predictions" in pref["prompt"]
 
 
 def test_generic_needs_descriptions_for_unknown_objectives():

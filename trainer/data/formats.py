@@ -19,13 +19,6 @@ from trainer.jsonl import numbered, read_jsonl
 ULTRAFEEDBACK_OBJECTIVES = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 HELPSTEER_OBJECTIVES = ("helpfulness", "correctness", "coherence")
 HELPSTEER_COLUMNS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
-#: Descriptions for HelpSteer attributes the prompt formats do not know (from HelpSteer's card).
-HELPSTEER_DESCRIPTIONS = {
-    "correctness": "Correctness: the response should include all pertinent facts without errors",
-    "coherence": "Coherence: the response should be consistent and clearly expressed",
-    "complexity": "Complexity: the response should show the intellectual depth the query needs",
-    "verbosity": "Verbosity: the response should give the amount of detail the query asks for",
-}
 _ASSISTANT = "\n\nAssistant:"
 _FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 

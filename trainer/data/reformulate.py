@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from metaaligner_chain.coerce import context_text
-from metaaligner_chain.objectives import Objective, catalogue
+from metaaligner_chain.objectives import WRITTEN, Objective, catalogue, describe
 from metaaligner_chain.prompt import build_prompt
 from trainer.config import DataConfig, STAGES
-from trainer.data.formats import HELPSTEER_DESCRIPTIONS, Group, default_objectives, history_messages
+from trainer.data.formats import Group, default_objectives, history_messages
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,19 @@ class Row:
 def objective_table(
     keys: Iterable[str], prompt_format: str, descriptions: dict[str, str]
 ) -> dict[str, Objective]:
-    """Key → Objective: given descriptions first, then the prompt format's catalogue, then HelpSteer's."""
-    known = catalogue(prompt_format)
+    """Key → Objective: given descriptions first, then the one table
+    (`metaaligner_chain.objectives.describe`: the prompt format's catalogue, then our written ones)."""
     table = {}
     for key in keys:
         if key in descriptions:
             table[key] = Objective(key, Objective.parse(descriptions[key]).description)
-        elif key in known or key in HELPSTEER_DESCRIPTIONS:
-            table[key] = known.get(key) or Objective(key, HELPSTEER_DESCRIPTIONS[key])
+        elif (found := describe(key, prompt_format)) is not None:
+            table[key] = found
         else:
             raise ValueError(
                 f"objective {key!r} in the data has no description for prompt format "
-                f"{prompt_format!r}; known keys: {', '.join(known)}. Describe it, e.g. "
+                f"{prompt_format!r}; known keys: {', '.join({**catalogue(prompt_format), **WRITTEN})}. "
+                "Describe it, e.g. "
                 f"descriptions: {{{key}: '{key.capitalize()}: the response should ...'}} in the "
                 f"recipe or --descriptions {key}='{key.capitalize()}: the response should ...'."
             )

@@ -19,6 +19,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
+from metaaligner_chain.objectives import WRITTEN, catalogue
 from trainer.evaluate import ledger
 from trainer.data.corpus import Item, checks_passed
 
@@ -26,16 +27,15 @@ from trainer.data.corpus import Item, checks_passed
 CHRF_MARGIN = 1.0
 #: Character similarity at which a clean answer counts as returned unchanged.
 KEPT_SIMILARITY = 0.9
-#: Descriptions of objectives the prompt format's catalogue does not know.
-WRITTEN = {"empathy": "Empathy: the response acknowledges the asker's feelings"}
-#: Objective keys rewrite items may name: the catalogue's (hh-rlhf and zero-shot) and WRITTEN.
-KNOWN_OBJECTIVES = ("harmlessness", "helpfulness", "humour", "specificity", "factuality",
-                    "readability", "fairness", "repetition", "length", *WRITTEN)
+#: Objective keys rewrite items may name: the hh-rlhf catalogue's (trained and zero-shot) and
+#: empathy, described in `metaaligner_chain.objectives.WRITTEN`.
+KNOWN_OBJECTIVES = (*catalogue("hh-rlhf"), "empathy")
 
 
 def objective_specs(keys: Sequence[str]) -> list[str]:
     """Keys as the runnable takes them: catalogue keys, or 'Name: description' for written ones."""
-    return [WRITTEN.get(k, k) for k in keys]
+    known = catalogue("hh-rlhf")
+    return [k if k in known else WRITTEN.get(k, k) for k in keys]
 
 
 def default_aligner(model: str | None = None, prompt_format: str | None = None,
