@@ -17,7 +17,7 @@ import typer
 
 from trainer.config import load_recipe
 from trainer.console import console, friendly
-from trainer.data.cli import data_app, run_build, run_score
+from trainer.data.cli import build_or_reuse, data_app, run_score
 from trainer.evaluate.cli import eval_command, run_eval
 from trainer.export.cli import export_app, merge_command, run_export
 from trainer.train.cli import run_train, tiny_command, train_command
@@ -37,7 +37,7 @@ app.command("eval")(eval_command)
 app.command("tiny")(tiny_command)
 
 #: What `run` does with each recipe section, in this order.
-STEPS = {"score": run_score, "data": run_build, "train": run_train, "export": run_export,
+STEPS = {"score": run_score, "data": build_or_reuse, "train": run_train, "export": run_export,
          "eval": run_eval}
 
 
@@ -47,7 +47,9 @@ def run(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe: sections score, data, train, export, eval.")],
     resume: Annotated[bool, typer.Option("--resume", help="Resume training from checkpoints.")] = False,
 ) -> None:
-    """Run a whole recipe, each section it has, in order: score, data build, train, export, eval."""
+    """Run a whole recipe, each section it has, in order: score, data build, train, export, eval.
+
+    A data build whose inputs, settings and row-writing code are unchanged is reused."""
     steps = load_recipe(recipe)
     start = time.time()
     for name, step in STEPS.items():

@@ -272,3 +272,41 @@ def test_eval_settings_that_do_not_fit_are_named(args, expected):
     result = runner.invoke(app, ["eval", "--data", "d.jsonl", "--out", "o", *args], terminal_width=400)
     assert result.exit_code == 2
     assert expected in " ".join(result.output.split()), result.output
+
+
+def test_run_reuses_a_data_build_whose_inputs_are_unchanged(tmp_path):
+    """The build records a fingerprint of its inputs; `run` reuses it until a file or a setting
+    changes (`ma-train data build` always builds)."""
+    source = tmp_path / "in.jsonl"
+    source.write_text((ROOT / "examples" / "data" / "hh_rlhf_tiny.jsonl").read_text())
+    recipe = tmp_path / "r.yaml"
+    out = tmp_path / "data"
+
+    def run(seed: int = 0):
+        recipe.write_text(f"data:\n  input: {source}\n  format: hh-rlhf\n  out: {out}\n  val_fraction: 0\n"
+                          f"  seed: {seed}\n")
+        result = runner.invoke(app, ["run", str(recipe)], terminal_width=400)
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    run()
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["fingerprint"]) == {"files", "settings", "code", "sha256"}
+    assert list(summary["fingerprint"]["files"]) == ["in.jsonl"]
+    (out / "equal.jsonl").write_text("marker\n")  # a rebuild would overwrite it
+    assert f"{out}: reused" in run()
+    assert (out / "equal.jsonl").read_text() == "marker\n"
+
+    assert f"{out}: rebuilding (settings changed)" in run(seed=1)
+    assert (out / "equal.jsonl").read_text() != "marker\n"
+    assert json.loads((out / "summary.json").read_text())["seed"] == 1
+
+    lines = source.read_text().splitlines()
+    source.write_text("\n".join(lines[:-1]) + "\n")  # one record fewer
+    assert f"{out}: rebuilding (in.jsonl changed)" in run(seed=1)
+    assert json.loads((out / "summary.json").read_text())["groups"] == summary["groups"] - 1
+    assert f"{out}: reused" in run(seed=1)
+    (out / "equal.jsonl").write_text("marker\n")
+    built = runner.invoke(app, ["data", "build", str(source), "--format", "hh-rlhf", "--out", str(out),
+                                "--val-fraction", "0", "--seed", "1"])
+    assert built.exit_code == 0 and (out / "equal.jsonl").read_text() != "marker\n"

@@ -1,4 +1,5 @@
-"""`ma-train data build | score`: options generated from `DataConfig` / `ScoreConfig`."""
+"""`ma-train data build | score`: options generated from `DataConfig` / `ScoreConfig`; and
+`ma-train run`'s data step, which reuses a build whose inputs are unchanged (`build_or_reuse`)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,42 @@ from trainer.options import command
 data_app = typer.Typer(help="Turn preference data into training rows.", no_args_is_help=True)
 
 
+def build_or_reuse(config: DataConfig) -> dict:
+    """`ma-train run`'s data step: reuse the build in `out` when its summary records the
+    fingerprint of these inputs (files, settings, row-writing code); else build."""
+    import json
+
+    from trainer.data.fingerprint import changes, fingerprint
+
+    found = fingerprint(config)
+    summary_path = Path(config.out) / "summary.json"
+    if found is None and summary_path.is_file():
+        console.print(f"{config.out}: rebuilding (`input` {config.input!r} is not a local file or "
+                      "folder, so its content is not fingerprinted)")
+    if found is None or not summary_path.is_file():
+        return run_build(config)
+    summary = json.loads(summary_path.read_text())
+    complete = all((Path(config.out) / name).is_file() for name in summary.get("files", {}))
+    differ = changes(summary.get("fingerprint"), found) if complete else ["row files missing"]
+    if differ:
+        console.print(f"{config.out}: rebuilding ({', '.join(differ)})")
+        return run_build(config)
+    console.print(f"{config.out}: reused (inputs, settings and code unchanged since it was built; "
+                  "`ma-train data build` rebuilds it)")
+    return summary
+
+
 def run_build(config: DataConfig) -> dict:
-    """Read, reformulate, write; print and return the summary."""
+    """Read, reformulate, write (with the inputs' fingerprint in the summary); print and return
+    the summary."""
     from rich.progress import track
 
+    from trainer.data.fingerprint import fingerprint
     from trainer.data.formats import load_groups
     from trainer.data.reformulate import reformulate, summarize, write_splits
 
     start = time.time()
+    inputs = fingerprint(config)  # taken before reading, so a file edited meanwhile rebuilds next time
     skipped: list[tuple[str, str]] | None = [] if config.skip_bad_rows else None
     with console.status(f"reading {config.input}"):
         groups = load_groups(config.input, config.format, config.split, skipped=skipped)
@@ -31,6 +60,7 @@ def run_build(config: DataConfig) -> dict:
     summary = summarize(splits, config, len(groups))
     if skipped is not None:
         summary["skipped_rows"] = [f"{where}: {problem}" for where, problem in skipped]
+    summary["fingerprint"] = inputs
     out = write_splits(splits, summary, config.out)
     rows = [(name, info["rows"], ", ".join(f"{k} {v}" for k, v in info["objectives"].items()))
             for name, info in summary["files"].items()]

@@ -219,8 +219,10 @@ def write_rows(rows: list[Row], path: Path) -> None:
 
 
 def write_splits(splits: dict[str, dict[str, list[Row]]], summary: dict, out: str | Path) -> Path:
-    """Write DIR/<stage>.jsonl, DIR/val/<stage>.jsonl and DIR/summary.json."""
+    """Write DIR/<stage>.jsonl, DIR/val/<stage>.jsonl and DIR/summary.json (removed first and
+    written last, so a summary always describes the rows beside it)."""
     out = Path(out)
+    (out / "summary.json").unlink(missing_ok=True)
     for name in summary["files"]:
         split = "val" if name.startswith("val/") else "train"
         write_rows(splits[split][Path(name).stem], out / name)
