@@ -52,7 +52,17 @@ def read_data_summary(data_dir: str | Path) -> dict[str, Any]:
 
 
 def tokenize_rows(rows: Sequence[dict], tokenizer: Any) -> Any:
-    """A `datasets.Dataset` of input_ids + completion_mask: prompt (with BOS), completion, EOS."""
+    """A `datasets.Dataset` of input_ids + completion_mask: prompt (with BOS), completion, EOS.
+
+    trl's `completion_only_loss` applies this `completion_mask` (it is the only mask). We build
+    it instead of handing trl prompt/completion text because trl tokenizes prompt + completion as
+    one string, and every prompt ends with a space (``Edit: ``) that BPE merges into the first
+    word of the completion: measured with trl 1.16 on the built-in aligner's SmolLM2 tokenizer
+    (and the tiny test tokenizer), the prompt's last token (" ") is dropped and the target starts
+    with " Mix" where inference feeds "...Edit: " and generates "Mix"; trl warns that the model is
+    trained on a context it never sees at inference. Tokenizing the parts apart keeps the served
+    prompt ids verbatim (tests/trainer/test_completion_mask.py).
+    """
     from datasets import Dataset
 
     items = []
