@@ -1,16 +1,24 @@
-"""Copy-aware drafted vs plain greedy decoding, and prefix reuse, in the llama.cpp backend.
+"""Drafted vs plain greedy decoding on llama.cpp: the backend beside llama-cpp-python's own
+prompt lookup (`LlamaPromptLookupDecoding`), same prompts, one run; and prefix reuse.
 
-On the built-in default aligner (SmolLM2-135M-Instruct Q4_1 + its copy-editing LoRA) and, for the
-LOW_COPY workload, the base model alone (`benchmarks.workloads.ALIGNER`), offline. For the
-COPY_HEAVY and LOW_COPY workloads every item is decoded plainly and drafted,
-interleaved (alternating which goes first), and compared: identical outputs, decode tokens/s
-(after the first token; the prompt is evaluated alike by both), acceptance, kept fraction, and
-the ideal speed-up the forward-cost curve measured in the same run allows. Then time to first
-token for a ~300-token objective preamble, calls alternating between two objective sets, with
-and without KV snapshots of earlier prompts. Writes `benchmarks/results/drafting_llamacpp.json`.
+Variants, each its own `Llama` loaded with the backend's settings (flash attention, 32-token
+batches, the same threads), every item decoded by all of them in turn (the order rotating item by
+item, so a busy spell of the shared machine hits all alike):
+- `plain`: `Llama.generate`, greedy, no draft model;
+- `stock_<n>`: the same with `draft_model=LlamaPromptLookupDecoding(num_pred_tokens=n)` (its
+  default is 10; `--lookup` picks the values);
+- `backend`: `LlamaCppBackend` with `drafting=True`, what the runnable runs.
+Workloads: the copy-heavy and low-copy sets and the default aligner's held-out set
+(`benchmarks.workloads`). Per variant: outputs identical to `plain`, decode tokens/s after the
+first token, time to first token, whole-call tokens/s, the ideal speed-up the forward-cost curve
+measured in the same run allows; `vs_best_peer` = backend ÷ the best stock variant. Then time to
+first token for a ~300-token objective preamble, calls alternating between two objective sets,
+with and without KV snapshots; with `--memory`, peak resident memory of each variant in a fresh
+process. Writes (merges by workload into) `benchmarks/results/drafting_llamacpp.json`.
 
-    python -m benchmarks.bench_drafting_llamacpp [--max-new-tokens 128] [--ttft-rounds 4]
-        [--repeats 2] [--items N] [--threads 1 2] [--bandwidth-gbs 26]
+    python -m benchmarks.bench_drafting_llamacpp [--workloads copy_heavy low_copy heldout]
+        [--lookup 10 N] [--items N] [--every K] [--repeats 1] [--max-new-tokens N] [--threads 2]
+        [--memory] [--no-ttft] [--out FILE]
 
 The machine may be shared: figures are ratios of variants run interleaved in one process, and the
 load average at start and end is recorded with them.
@@ -24,6 +32,8 @@ import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -35,12 +45,12 @@ from benchmarks.workloads import (
     ALIGNER,
     DESCRIPTION,
     KEPT_FRACTION,
-    WORKLOADS,
     copied_blocks,
     targets,
+    workload,
 )
-from metaaligner_chain.backends.base import Generation, GenerationSettings
-from metaaligner_chain.backends.llamacpp import DRAFTER, LlamaCppBackend, default_threads
+from metaaligner_chain.backends.base import Generation, GenerationSettings, stream_in_worker
+from metaaligner_chain.backends.llamacpp import EXACT_BATCH, LlamaCppBackend, default_threads
 from metaaligner_chain.models.defaults import (
     ADAPTER_GGUF,
     DEFAULT_MODEL_NAME,
@@ -54,6 +64,12 @@ RESULTS = Path(__file__).parent / "results" / "drafting_llamacpp.json"
 CHUNKS = (1, 2, 4, 8, 16, 32)
 #: Timings per chunk size for the forward-cost curve (median taken).
 REPEATS = 15
+#: New tokens allowed per workload: the held-out answers run to 184 tokens, so rewrites end at EOS.
+MAX_NEW_TOKENS = {"copy_heavy": 128, "low_copy": 128, "heldout": 256}
+#: `num_pred_tokens` of the stock peers: llama-cpp-python's default and the value tuned here
+#: (a sweep over 2-24 on copy-heavy and held-out items; see benchmarks/RESULTS.md).
+LOOKUP = (10, 16)
+
 #: Two objective sets whose preambles are about 300 tokens each.
 LONG_OBJECTIVES = {
     "a": [
@@ -116,156 +132,249 @@ LONG_OBJECTIVES = {
 
 def main() -> None:
     args = _parse_args()
-    path = default_gguf_path()
+    if args.measure_rss:
+        return _report_rss(args)
+    load_at_start = os.getloadavg()
     costs, comparisons = {}, []
-    for threads in args.threads:
-        costs[str(threads)] = {}
-        for name, items in WORKLOADS.items():
-            aligner = ALIGNER[name]
-            backend = _backend(aligner, n_threads=threads)
-            backend.generate(["Hello"], GenerationSettings(max_new_tokens=2))  # warm-up
-            costs[str(threads)][aligner] = curve = forward_costs(backend)
-            comparison = _compare(
-                backend, name, items[: args.items], args.max_new_tokens, curve, args.repeats
-            )
-            comparisons.append({"n_threads": threads, "aligner": aligner, **comparison})
-            backend.close()
-    ttft = _time_to_first_token(path, args.ttft_rounds)
+    for name in args.workloads:
+        aligner = ALIGNER[name]
+        items = workload(name, args.every)[: args.items]
+        variants = _variants(aligner, args.threads, args.lookup)
+        costs[aligner] = curve = forward_costs(variants["backend"])
+        max_new_tokens = args.max_new_tokens or MAX_NEW_TOKENS[name]
+        comparison = _compare(variants, name, items, max_new_tokens, curve, args.repeats)
+        comparisons.append({"aligner": aligner, "max_new_tokens": max_new_tokens, **comparison})
+        for variant in variants.values():
+            variant.close()
+        print(_summary(comparisons[-1]), flush=True)
     model_bytes = {aligner: _model(aligner).stat().st_size for aligner in ("default", "base")}
     bound = {a: args.bandwidth_gbs * 1e9 / size for a, size in model_bytes.items()}
     for c in comparisons:
         c["decode_tokens_per_s_bandwidth_bound"] = round(bound[c["aligner"]], 1)
-        c["plain_fraction_of_bandwidth_bound"] = round(c["plain_tokens_per_s"] / bound[c["aligner"]], 3)
-        c["drafted_fraction_of_bandwidth_bound"] = round(c["drafted_tokens_per_s"] / bound[c["aligner"]], 3)
-    by_name = {c["workload"]: c for c in comparisons if c["n_threads"] == args.threads[0]}
-    result = {
-        **run_header(
-            "copy-aware drafted vs plain greedy decoding, and prefix reuse, llama.cpp",
-            args.load_at_start, n_threads=args.threads, default_n_threads=default_threads(),
-            llama_cpp_python=llama_cpp_version(),
-        ),
+    header = run_header(
+        "drafted vs plain greedy decoding: the backend beside llama-cpp-python's prompt lookup, "
+        "and prefix reuse, llama.cpp",
+        load_at_start, n_threads=args.threads, llama_cpp_python=llama_cpp_version(),
+    )
+    result = _merge(args.out, header, comparisons)
+    result.update({
         "model": {"name": DEFAULT_MODEL_NAME, "bytes": model_bytes},
-        "aligners": {"default": f"{_model('default').name} (default_aligner_gguf(): {path.name} "
-                     f"+ {ADAPTER_GGUF.name} merged, F16)",
-                     "base": f"{path.name} alone"},
+        "aligners": {"default": f"{_model('default').name} (default_aligner_gguf(): "
+                     f"{default_gguf_path().name} + {ADAPTER_GGUF.name} merged, F16)",
+                     "base": f"{default_gguf_path().name} alone"},
         "workloads": DESCRIPTION,
+        "variants": {
+            "plain": "Llama.generate, greedy, no draft model",
+            "stock_<n>": "Llama(draft_model=LlamaPromptLookupDecoding(num_pred_tokens=n)) "
+            "(max_ngram_size 2, its default), Llama.generate, greedy",
+            "backend": f"LlamaCppBackend, drafting=True: {_backend_drafting()}",
+        },
         "settings": {
-            "max_new_tokens": args.max_new_tokens,
-            "repeats_per_item_and_variant": args.repeats,
-            "prompt_format": DEFAULT_PROMPT_FORMAT,
-            "drafter": DRAFTER,
+            "n_batch": EXACT_BATCH, "flash_attn": True, "prompt_format": DEFAULT_PROMPT_FORMAT,
             "kept_fraction": KEPT_FRACTION,
-            "tokens_per_s": "decode rate after the first token (completion tokens - 1) / time",
-            "ideal_speedup": "measured plain decode time over the time the all-logits "
-            "forward-cost curve allows when every copied token is accepted in the cheapest "
-            "chunking (chunks of 2-32 tokens) and every other token takes a plain decoding step "
-            "(its measured time)",
+            "decode_tokens_per_s": "(completion tokens - 1) / time after the first token",
+            "call_tokens_per_s": "completion tokens / whole call (prompt evaluation included)",
+            "vs_best_peer": "backend decode tokens/s / the best stock variant's",
+            "ideal_speedup": "plain decode time over the time the all-logits forward-cost curve "
+            "allows when every copied token is accepted in the cheapest chunking (chunks of "
+            "2-32 tokens) and every other token takes a plain decoding step (its measured time)",
         },
-        "forward_cost_ms_by_threads": costs,
-        "comparisons": comparisons,
-        "time_to_first_token": ttft,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "bandwidth_bound": {
-            "memory_bandwidth_gb_s": args.bandwidth_gbs,
-            "decode_tokens_per_s_upper_bound": {a: round(b, 1) for a, b in bound.items()},
-            "note": "each aligner's model bytes read once per forward pass; a drafted forward "
-            "checks several tokens per read, so drafted tokens/s is not bounded by it in the same way",
-        },
-        "targets": targets(
-            by_name, ttft["ratio"], speedup=2, kept=0.9,
-            identical=all(c["identical_outputs"] for c in comparisons),
-        ),
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    })
+    result.setdefault("forward_cost_ms", {}).update(costs)
+    if not args.no_ttft:
+        result["time_to_first_token"] = _time_to_first_token(args.ttft_rounds, args.threads)
+    if args.memory:
+        result["peak_rss_mb_fresh_process"] = _peak_rss(args)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    by_name = {c["workload"]: c for c in result["comparisons"]}
+    ttft = result.get("time_to_first_token", {}).get("ratio")
+    result["targets"] = targets(by_name, ttft, speedup=2, kept=0.9)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["targets"]), f"\nwrote {args.out}")
+
+
+def _merge(path: Path, header: dict, comparisons: list[dict]) -> dict:
+    """This run's records, and those of workloads it did not run kept from `path` (each record
+    carries its own date and command)."""
+    run = {"date": header["date"], "command": header["command"],
+           "load_average": [header["machine"]["load_average_at_start"],
+                            header["machine"]["load_average_at_end"]]}
     for c in comparisons:
-        print(
-            f"{c['n_threads']} thread(s), {c['workload']}: kept {c['kept_fraction']:.2f}, plain {c['plain_tokens_per_s']} "
-            f"tok/s, drafted {c['drafted_tokens_per_s']} tok/s, speed-up {c['speedup']} "
-            f"(ideal {c['ideal_speedup']}), acceptance {c['acceptance']}, identical "
-            f"{c['identical_outputs']}"
-        )
-    print(f"TTFT {ttft['with_reuse_ms']} ms with reuse, {ttft['without_reuse_ms']} ms without")
-    print(json.dumps(result["targets"]), f"\nwrote {RESULTS}")
+        c["run"] = run
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    names = {c["workload"] for c in comparisons}
+    kept = [c for c in old.get("comparisons", []) if "variants" in c and c["workload"] not in names]
+    order = list(ALIGNER)
+    merged = sorted(kept + comparisons, key=lambda c: order.index(c["workload"]))
+    keep = {k: old[k] for k in ("forward_cost_ms", "time_to_first_token", "peak_rss_mb_fresh_process")
+            if k in old and kept}
+    return {**header, **keep, "comparisons": merged}
 
 
-def _compare(
-    backend, name: str, items: list[dict], max_new_tokens: int, curve: dict, repeats: int
-) -> dict:
-    """Plain and drafted decoding of every item, interleaved `repeats` times, and their ratios."""
+class _Raw:
+    """A bare `Llama` (optionally with llama-cpp-python's prompt lookup) streamed like a backend.
+
+    With a draft model `Llama` evaluates with logits at every position, but sizes its logits
+    buffer by the `logits_all` argument: with 32-token batches it must be passed too."""
+
+    def __init__(self, path: Path, threads: int, num_pred_tokens: int | None):
+        from llama_cpp import Llama
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        draft = None if num_pred_tokens is None else LlamaPromptLookupDecoding(num_pred_tokens=num_pred_tokens)
+        self.llama = Llama(model_path=str(path), n_ctx=2048, n_threads=threads,
+                           n_threads_batch=threads, flash_attn=True, n_batch=EXACT_BATCH,
+                           draft_model=draft, logits_all=draft is not None, verbose=False)
+
+    def stream(self, prompt: str, settings: GenerationSettings, response: str | None = None):
+        import llama_cpp
+
+        llama = self.llama
+
+        def produce(emit, stop) -> Generation:
+            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            out, reason = [], "length"
+            for token in llama.generate(tokens, temp=0.0, top_p=1.0, top_k=0, min_p=0.0,
+                                        typical_p=1.0, repeat_penalty=1.0):
+                if llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
+                    reason = "stop"
+                    break
+                out.append(token)
+                emit(token)
+                if len(out) >= settings.max_new_tokens:
+                    break
+            text = llama.detokenize(out).decode("utf-8", errors="replace")
+            return Generation(text, reason, len(tokens), len(out))  # EOS not counted, as the backend
+
+        return stream_in_worker(produce)
+
+    def close(self) -> None:
+        self.llama.close()
+
+
+def _variants(aligner: str, threads: int, lookup: list[int]) -> dict:
+    path = _model(aligner)
+    variants = {"plain": _Raw(path, threads, None)}
+    variants.update({f"stock_{n}": _Raw(path, threads, n) for n in lookup})
+    variants["backend"] = LlamaCppBackend(path, n_threads=threads)
+    warm = GenerationSettings(max_new_tokens=2)
+    for variant in variants.values():
+        timed_stream(variant.stream("Hello", warm))
+    return variants
+
+
+def _backend_drafting() -> str:
+    """What `drafting=True` runs in the backend at this commit."""
+    from metaaligner_chain.backends.llamacpp import backend as module
+
+    lookup = getattr(module, "LOOKUP_TOKENS", None)
+    if lookup:
+        return f"llama-cpp-python's LlamaPromptLookupDecoding(num_pred_tokens={lookup})"
+    return f"the package's own copy-aware drafting (CopyDrafter, {getattr(module, 'DRAFTER', '')})"
+
+
+def _compare(variants: dict, name: str, items: list[dict], max_new_tokens: int, curve: dict,
+             repeats: int) -> dict:
+    """Every item decoded by every variant, order rotating item by item, `repeats` times."""
+    names = list(variants)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
     rows = []
     for i, item in enumerate(items):
         prompt = build_prompt(item["query"], item["response"], item["objectives"])
-        runs: dict[bool, list[dict]] = {False: [], True: []}
-        for repeat in range(repeats):  # alternate which variant goes first
-            for d in (False, True) if (i + repeat) % 2 == 0 else (True, False):
-                runs[d].append(_timed(backend, prompt, item["response"], max_new_tokens, d))
-        plain, drafted = runs[False][0], runs[True][0]
-        texts = {(r["text"], r["completion_tokens"]) for r in runs[False] + runs[True]}
-        tokens = _tokenize(backend, plain["text"])
-        blocks = copied_blocks(_tokenize(backend, item["response"]), tokens)
-        rows.append(
-            {
-                "completion_tokens": plain["completion_tokens"],
-                "identical": len(texts) == 1,
-                "kept_fraction": round(sum(blocks) / max(len(tokens), 1), 3),
-                "plain_decode_s": sum(r["decode_s"] for r in runs[False]) / repeats,
-                "drafted_decode_s": sum(r["decode_s"] for r in runs[True]) / repeats,
-                "ideal_decode_s": _ideal_seconds(
-                    len(tokens), blocks, curve["all_logits_ms"], _step_s(runs[False])
-                ),
-                **drafted["stats"],
-                "aligned": plain["text"][:160],
-            }
-        )
+        runs: dict[str, list[dict]] = defaultdict(list)
+        for repeat in range(repeats):
+            shift = (i + repeat) % len(names)
+            for v in names[shift:] + names[:shift]:
+                runs[v].append(_timed(variants[v], prompt, item["response"], settings))
+        plain = runs["plain"][0]
+        tokens = _tokenize(variants["backend"], plain["text"])
+        blocks = copied_blocks(_tokenize(variants["backend"], item["response"]), tokens)
+        rows.append({
+            "id": item.get("id", i),
+            "completion_tokens": plain["completion_tokens"],
+            "kept_fraction": round(sum(blocks) / max(len(tokens), 1), 3),
+            "ideal_decode_s": _ideal_seconds(len(tokens), blocks, curve["all_logits_ms"],
+                                             _step_s(runs["plain"])),
+            "variants": {
+                v: {
+                    "decode_s": sum(r["decode_s"] for r in rs) / repeats,
+                    "ttft_s": rs[0]["ttft_s"],  # the first run: later ones find the prompt cached
+                    "identical": all(
+                        (r["text"], r["completion_tokens"]) == (plain["text"], plain["completion_tokens"])
+                        for r in rs),
+                    **({"stats": rs[0]["stats"]} if rs[0]["stats"] else {}),
+                }
+                for v, rs in runs.items()
+            },
+            "aligned": plain["text"][:160],
+        })
+    return _summarize(name, rows, names)
+
+
+def _summarize(name: str, rows: list[dict], names: list[str]) -> dict:
     decoded = sum(max(r["completion_tokens"] - 1, 0) for r in rows)
-    plain_s = sum(r["plain_decode_s"] for r in rows)
-    drafted_s = sum(r["drafted_decode_s"] for r in rows)
-    ideal = plain_s / sum(r["ideal_decode_s"] for r in rows)
-    speedup = plain_s / drafted_s
-    drafted_tokens = sum(r["drafted_tokens"] for r in rows)
+    completion = sum(r["completion_tokens"] for r in rows)
+    ideal_s = sum(r["ideal_decode_s"] for r in rows)
+    seconds = {v: sum(r["variants"][v]["decode_s"] for r in rows) for v in names}
+    ttft = {v: sum(r["variants"][v]["ttft_s"] for r in rows) for v in names}
+    variants = {}
+    for v in names:
+        speedup = seconds["plain"] / seconds[v]
+        record = {
+            "decode_tokens_per_s": round(decoded / seconds[v], 1),
+            "speedup": round(speedup, 3),
+            "call_tokens_per_s": round(completion / (seconds[v] + ttft[v]), 1),
+            "call_speedup": round((seconds["plain"] + ttft["plain"]) / (seconds[v] + ttft[v]), 3),
+            "ttft_ms_mean": round(1000 * ttft[v] / len(rows), 1),
+            "identical_to_plain": sum(r["variants"][v]["identical"] for r in rows),
+        }
+        if v != "plain":
+            record["fraction_of_ideal"] = round(speedup / (seconds["plain"] / ideal_s), 3)
+        stats = [r["variants"][v]["stats"] for r in rows if "stats" in r["variants"][v]]
+        if stats:
+            drafted = sum(s.get("drafted_tokens", 0) for s in stats)
+            accepted = sum(s.get("accepted_tokens", 0) for s in stats)
+            record.update(drafted_tokens=drafted, accepted_tokens=accepted,
+                          acceptance=round(accepted / max(drafted, 1), 3))
+        variants[v] = record
+    stock = {v: r for v, r in variants.items() if v.startswith("stock_")}
+    best = max(stock, key=lambda v: stock[v]["decode_tokens_per_s"])
+    best_call = max(stock, key=lambda v: stock[v]["call_tokens_per_s"])
     return {
         "backend": "llama.cpp",
         "workload": name,
         "items": len(rows),
         "kept_fraction": round(statistics.mean(r["kept_fraction"] for r in rows), 3),
-        "kept_fraction_min_max": [
-            min(r["kept_fraction"] for r in rows),
-            max(r["kept_fraction"] for r in rows),
-        ],
-        "completion_tokens": sum(r["completion_tokens"] for r in rows),
-        "plain_tokens_per_s": round(decoded / plain_s, 1),
-        # a plain step repeats one batch shape; the curve's 1-token forward is timed between
-        # forwards of other sizes, and back to back
-        "plain_ms_per_token": round(1000 * plain_s / decoded, 2),
-        "curve_ms_one_token": curve["all_logits_ms"]["1"],
-        "curve_ms_one_token_back_to_back": curve["one_token_back_to_back_ms"]["1"],
-        "drafted_tokens_per_s": round(decoded / drafted_s, 1),
-        "speedup": round(speedup, 3),
-        "ideal_speedup": round(ideal, 3),
-        "fraction_of_ideal": round(speedup / ideal, 3),
-        "identical_outputs": all(r["identical"] for r in rows),
-        "acceptance": round(sum(r["accepted_tokens"] for r in rows) / max(drafted_tokens, 1), 3),
-        "drafted_tokens": drafted_tokens,
-        "accepted_tokens": sum(r["accepted_tokens"] for r in rows),
-        "forward_passes_drafted": sum(r["forward_passes"] for r in rows),
+        "completion_tokens": completion,
+        "ideal_speedup": round(seconds["plain"] / ideal_s, 3),
+        "variants": variants,
+        "best_peer": best,
+        "vs_best_peer": round(variants["backend"]["decode_tokens_per_s"]
+                              / stock[best]["decode_tokens_per_s"], 3),
+        "vs_best_peer_call": round(variants["backend"]["call_tokens_per_s"]
+                                   / stock[best_call]["call_tokens_per_s"], 3),
         "per_item": rows,
     }
 
 
-def _timed(backend, prompt: str, response: str, max_new_tokens: int, drafting: bool) -> dict:
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, drafting=drafting)
-    generation, ttft_s, decode_s = timed_stream(
-        backend.stream(prompt, settings, response if drafting else None)
-    )
+def _summary(c: dict) -> str:
+    parts = [f"{v} {r['decode_tokens_per_s']} tok/s ({r['speedup']:.2f}x, "
+             f"{r['identical_to_plain']}/{c['items']} identical)" for v, r in c["variants"].items()]
+    return (f"{c['workload']} ({c['items']} items, kept {c['kept_fraction']}): " + "; ".join(parts)
+            + f"; backend / best stock {c['vs_best_peer']} (call {c['vs_best_peer_call']})")
+
+
+def _timed(variant, prompt: str, response: str, settings: GenerationSettings) -> dict:
+    generation, ttft_s, decode_s = timed_stream(variant.stream(prompt, settings, response))
     stats = generation.stats or {}
     return {
         "text": generation.text,
         "completion_tokens": generation.completion_tokens,
         "decode_s": decode_s,
         "ttft_s": ttft_s,
-        "stats": {k: stats.get(k, 0) for k in ("drafted_tokens", "accepted_tokens")}
-        | {"forward_passes": stats.get("forward_passes", generation.completion_tokens)},
+        "stats": {k: stats[k] for k in ("drafted_tokens", "accepted_tokens", "forward_passes")
+                  if k in stats},
     }
 
 
@@ -337,11 +446,12 @@ def _step_s(plain_runs: list[dict]) -> float:
     return sum(r["decode_s"] for r in plain_runs) / steps
 
 
-def _time_to_first_token(path: Path, rounds: int) -> dict:
+def _time_to_first_token(rounds: int, threads: int) -> dict:
     """Calls alternating between two ~300-token objective preambles, with and without snapshots."""
     from benchmarks.workloads import LOW_COPY
 
-    reuse, plain = _backend("default"), _backend("default", prefix_cache=0)
+    reuse = _backend("default", n_threads=threads)
+    plain = _backend("default", n_threads=threads, prefix_cache=0)
     settings = GenerationSettings(max_new_tokens=1)
     times: dict[str, list[float]] = {"reuse": [], "plain": []}
     for i in range(2 * rounds + 2):
@@ -372,6 +482,40 @@ def _time_to_first_token(path: Path, rounds: int) -> dict:
     }
 
 
+#: What each fresh process aligns for `--memory`: the first held-out items.
+RSS_ITEMS = 6
+
+
+def _peak_rss(args: argparse.Namespace) -> dict[str, float]:
+    """Peak resident memory (VmHWM, MB) of a fresh process per variant on the default aligner."""
+    out = {}
+    for variant in ["plain", *(f"stock_{n}" for n in args.lookup), "backend"]:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_drafting_llamacpp", "--measure-rss", variant,
+             "--threads", str(args.threads)],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+        )
+        out[variant] = float(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _report_rss(args: argparse.Namespace) -> None:
+    """In a fresh process: load one variant, align `RSS_ITEMS` held-out items, print VmHWM."""
+    name = args.measure_rss
+    path = _model("default")
+    if name == "backend":
+        variant = LlamaCppBackend(path, n_threads=args.threads)
+    else:
+        variant = _Raw(path, args.threads, None if name == "plain" else int(name.split("_")[1]))
+    settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS["heldout"])
+    for item in workload("heldout")[:RSS_ITEMS]:
+        prompt = build_prompt(item["query"], item["response"], item["objectives"])
+        timed_stream(variant.stream(prompt, settings, item["response"]))
+    with open("/proc/self/status") as status:  # this process's own peak, not the parent's
+        print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
+    variant.close()
+
+
 def _model(aligner: str) -> Path:
     """The shipped default aligner (its adapter merged into one F16 GGUF, as the runnable loads
     it) or the packaged base model alone."""
@@ -389,21 +533,23 @@ def _tokenize(backend, text: str) -> list[int]:
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--ttft-rounds", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per item and variant")
+    parser.add_argument("--workloads", nargs="+", default=list(ALIGNER), choices=list(ALIGNER))
+    parser.add_argument("--lookup", type=int, nargs="+", default=list(LOOKUP),
+                        help="num_pred_tokens of the stock prompt-lookup variants")
     parser.add_argument("--items", type=int, default=None, help="first N items of each workload")
+    parser.add_argument("--every", type=int, default=1, help="every K-th held-out item")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per item and variant")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help=f"for every workload (default: {MAX_NEW_TOKENS})")
+    parser.add_argument("--threads", type=int, default=default_threads(), help="llama.cpp threads")
+    parser.add_argument("--ttft-rounds", type=int, default=4)
+    parser.add_argument("--no-ttft", action="store_true", help="skip the prefix-reuse timing")
+    parser.add_argument("--memory", action="store_true",
+                        help="peak RSS of each variant in a fresh process")
+    parser.add_argument("--measure-rss", metavar="VARIANT", help=argparse.SUPPRESS)
     parser.add_argument("--bandwidth-gbs", type=float, default=26.0)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        nargs="+",
-        default=[default_threads()],
-        help="llama.cpp thread counts (default: the backend's); targets use the first",
-    )
-    args = parser.parse_args()
-    args.load_at_start = os.getloadavg()
-    return args
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser.parse_args()
 
 
 if __name__ == "__main__":

@@ -74,75 +74,83 @@ def default_aligner(data: dict) -> list[str]:
     ]
 
 
-def drafting(data: dict, title: str) -> list[str]:
-    head = ["backend", "aligner", "threads", "workload", "kept fraction", "plain tok/s",
-            "drafted tok/s", "speed-up", "ideal", "share of ideal", "acceptance", "identical outputs"]
-    threads = data.get("machine", {}).get("torch_threads")
+def drafting(data: dict, title: str, note: str = "") -> list[str]:
+    """A drafting results file: every variant's rate per workload, the backend ÷ the best stock
+    prompt lookup, whole-call figures, the copying subsets beside the whole sets, and batching."""
+    lines = [*_header(title, data)]
+    if note:
+        lines += [note, ""]
+    variants = data.get("variants", {})
+    lines.append("Variants: " + "; ".join(f"`{k}` = {v}" for k, v in variants.items()) + ".")
+    lines.append("")
+    comparisons = data["comparisons"]
+    names = list(comparisons[0]["variants"]) if comparisons else []
+    rate = "decode_tokens_per_s" if comparisons and "decode_tokens_per_s" in comparisons[0]["variants"]["plain"] else "tokens_per_s"
     rows = []
-    for c in data["comparisons"]:
-        ideal_share = c["fraction_of_ideal"]
+    for c in comparisons:
+        v = c["variants"]
         rows.append([
-            c["backend"], c.get("aligner", "—"), c.get("n_threads", threads), c["workload"],
-            c["kept_fraction"], c["plain_tokens_per_s"], c["drafted_tokens_per_s"],
-            f"{c['speedup']:.2f}×",
-            f"{c['ideal_speedup']:.2f}×" if c.get("ideal_speedup") else "—",
-            f"{ideal_share:.0%}" if ideal_share and (c.get("ideal_speedup") or 0) > 1.05 else "—",
-            c["acceptance"], c["identical_outputs"],
+            c["workload"], c.get("aligner", "—"), c["items"], c["kept_fraction"],
+            *(f"{v[n][rate]} ({v[n]['speedup']:.2f}×)" for n in names),
+            f"**{c['vs_best_peer']:.2f}×** vs {c['best_peer']}",
+            " / ".join(f"{v[n]['identical_to_plain']}" for n in names[1:]) + f" of {c['items']}",
+            f"{c['ideal_speedup']:.2f}×",
+            " / ".join(f"{v[n].get('fraction_of_ideal', 0):.0%}" for n in names[1:]),
         ])
-    ttft = data["time_to_first_token"]
-    lines = [*_header(title, data), *_table(rows, head)]
-    aligners = data.get("aligners", {})
-    if aligners:
-        lines.append("Aligners: " + "; ".join(f"`{k}` = {v}" for k, v in aligners.items()) + ".")
-        lines.append("")
-    lines.append(
-        f"Time to first token with a ~{_first(ttft, 'preamble_tokens', 'prefix_tokens')}-token "
-        f"objectives prefix: {_first(ttft, 'with_reuse_ms', 'ttft_with_reuse_ms')} ms with prefix "
-        f"reuse vs {_first(ttft, 'without_reuse_ms', 'ttft_without_reuse_ms')} ms without (ratio "
-        f"{ttft['ratio']:.2f}). Peak resident memory {data['peak_rss_mb']} MB."
-    )
-    bound = data.get("bandwidth_bound")
-    if bound:
-        lines.append(
-            f"Memory-bandwidth bound for plain decoding (model bytes once per token at "
-            f"{bound['memory_bandwidth_gb_s']} GB/s): "
-            + "; ".join(
-                f"{c['workload']} ({c.get('aligner', '')}) {upper} tok/s, plain rate "
-                f"{c['plain_tokens_per_s']} tok/s ({c['plain_tokens_per_s'] / upper:.0%} of it)"
-                for c in data["comparisons"]
-                for upper in [c.get("decode_tokens_per_s_bandwidth_bound")
-                              or bound["decode_tokens_per_s_upper_bound"]]
-            )
-            + "."
-        )
-    for c in data["comparisons"]:
-        subset = copying_items(c)
+    what = "decode tok/s after the first token" if rate == "decode_tokens_per_s" else "tok/s, whole calls"
+    lines += _table(rows, ["workload", "aligner", "items", "kept fraction",
+                           *(f"{n} {what}" if n == "plain" else n for n in names),
+                           "backend ÷ best stock (vs_best_peer)",
+                           f"identical to plain ({', '.join(names[1:])})", "ideal",
+                           "share of ideal"])
+    if rate == "decode_tokens_per_s":
+        lines += _table(
+            [[c["workload"], *(f"{c['variants'][n]['ttft_ms_mean']} / {c['variants'][n]['call_tokens_per_s']}"
+                               for n in names), f"{c['vs_best_peer_call']:.2f}×"]
+             for c in comparisons],
+            ["whole calls: workload", *(f"{n} TTFT ms / tok/s" for n in names), "backend ÷ best stock"])
+    for c in comparisons:
+        subset = copying_items(c, names)
         if subset:
             lines.append(
-                f"{c['workload']} ({c.get('aligner', '')}, {c.get('n_threads', threads)} threads): the "
-                f"{subset['items']} of {c['items']} rewrites keeping ≥ {KEPT_AT_LEAST:.0%} of their "
-                f"tokens (mean kept {subset['kept_fraction']:.3f}) decoded {subset['speedup']:.2f}× "
-                f"faster drafted{_ideal_note(subset)}; the others ({subset['others']}) kept a mean "
-                f"{subset['others_kept_fraction']:.3f}."
+                f"{c['workload']}: beside the whole set, the {subset['items']} of {c['items']} "
+                f"rewrites keeping ≥ {KEPT_AT_LEAST:.0%} of their tokens: "
+                + ", ".join(f"{n} {x:.2f}×" for n, x in subset["speedup"].items())
+                + f"; the other {subset['others']}: "
+                + ", ".join(f"{n} {x:.2f}×" for n, x in subset["others_speedup"].items()) + "."
             )
-        if "plain_ms_per_token" in c:
-            lines.append(
-                f"{c['workload']}: a plain decoding step took {c['plain_ms_per_token']} ms; a 1-token "
-                f"forward took {c['curve_ms_one_token_back_to_back']} ms back to back and "
-                f"{c['curve_ms_one_token']} ms between forwards of other sizes in the cost curve. "
-                "The ideal uses the measured plain step for every token it does not verify in a chunk."
-            )
+        runs = c.get("run")
+        if runs:
+            lines.append(f"{c['workload']}: `{runs['command']}`, {runs['date']}, load average "
+                         f"{runs['load_average'][0]} → {runs['load_average'][1]}; "
+                         f"max_new_tokens {c.get('max_new_tokens', '?')}.")
+    lines.append("")
+    for b in data.get("batching", []):
+        one = {k[: -len("_one_by_one_tokens_per_s")]: v for k, v in b.items()
+               if k.endswith("_one_by_one_tokens_per_s")}
+        paths = [k[: -len("_tokens_per_s")] for k in b if k.endswith("_batched_tokens_per_s")]
+        lines.append(
+            f"Batching ({b['workload']}, {b['items']} items, batches of {b['batch_size']}): "
+            + "; ".join(f"{p} {b[f'{p}_tokens_per_s']} tok/s ({b[f'{p}_identical_to_plain']}/"
+                        f"{b['items']} identical to one-by-one plain)" for p in paths)
+            + "; one by one: " + ", ".join(f"{k} {v}" for k, v in one.items()) + " tok/s."
+        )
+    ttft = data.get("time_to_first_token")
+    if ttft:
+        lines.append(
+            f"Time to first token with a ~{_first(ttft, 'preamble_tokens', 'prefix_tokens')}-token "
+            f"objectives prefix: {_first(ttft, 'with_reuse_ms', 'ttft_with_reuse_ms')} ms with "
+            f"prefix reuse vs {_first(ttft, 'without_reuse_ms', 'ttft_without_reuse_ms')} ms "
+            f"without (ratio {ttft['ratio']:.2f})."
+        )
+    rss = data.get("peak_rss_mb_fresh_process")
+    if rss:
+        lines.append("Peak resident memory of a fresh process aligning 6 held-out items: "
+                     + ", ".join(f"{k} {v:.0f} MB" for k, v in rss.items()) + ".")
+    lines.append(f"Peak resident memory of the benchmark process: {data['peak_rss_mb']} MB.")
     targets = data.get("targets")
     if targets:
         lines.append("Targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()) + ".")
-    lines.append("")
-    for b in data.get("batching", []):
-        lines.append(
-            f"Batching ({b['workload']}, batch {b['batch_size']}): plain batched "
-            f"{b['plain_batched_tokens_per_s']} tok/s vs sequential {b['plain_sequential_tokens_per_s']} "
-            f"({b['plain_batch_vs_sequential']:.2f}×); drafted batched {b['drafted_batched_tokens_per_s']} "
-            f"vs drafted sequential {b['drafted_sequential_tokens_per_s']}; identical: {b['identical_outputs']}."
-        )
     return lines + [""]
 
 
@@ -188,29 +196,35 @@ def prefix_cache(data: dict) -> list[str]:
     ]
 
 
+#: What the decision runs are (results files frozen when the package's own drafting was removed).
+DECISION_NOTE = (
+    "Measured before the switch, with the package's own copy-aware drafting (`CopyDrafter`) as "
+    "`backend`; issue 17 asked to keep it only where it beats the engine's stock prompt lookup. "
+    "That code is gone since; the file is kept as the record of the decision (rerun: check out "
+    "the commit before the switch and run the command below)."
+)
+
 #: Rewrites keeping at least this share of their tokens from the response count as copying.
 KEPT_AT_LEAST = 0.9
 
 
-def copying_items(c: dict) -> dict | None:
-    """Speed-up over the items of a comparison whose rewrites copy (from its per-item records)."""
+def copying_items(c: dict, names: list[str]) -> dict | None:
+    """Speed-ups of each variant over the rewrites that copy, and over the others."""
     rows = c.get("per_item") or []
     keep = [r for r in rows if r["kept_fraction"] >= KEPT_AT_LEAST]
     others = [r for r in rows if r["kept_fraction"] < KEPT_AT_LEAST]
     if not keep or not others:
         return None
-    return {
-        "items": len(keep),
-        "kept_fraction": sum(r["kept_fraction"] for r in keep) / len(keep),
-        "speedup": sum(_first(r, "plain_decode_s", "plain_s") for r in keep)
-        / sum(_first(r, "drafted_decode_s", "drafted_s") for r in keep),
-        "others": len(others),
-        "others_kept_fraction": sum(r["kept_fraction"] for r in others) / len(others),
-        "ideal_speedup": (
-            sum(r["plain_decode_s"] for r in keep) / sum(r["ideal_decode_s"] for r in keep)
-            if all("ideal_decode_s" in r for r in keep) else None
-        ),
-    }
+
+    def seconds(r: dict, n: str) -> float:
+        return _first(r["variants"][n], "decode_s", "s")
+
+    def speedups(group: list[dict]) -> dict[str, float]:
+        plain = sum(seconds(r, "plain") for r in group)
+        return {n: plain / sum(seconds(r, n) for r in group) for n in names[1:]}
+
+    return {"items": len(keep), "others": len(others), "speedup": speedups(keep),
+            "others_speedup": speedups(others)}
 
 
 def endpoint(data: dict) -> list[str]:
@@ -264,7 +278,10 @@ def main() -> None:
     if data := _load("default_aligner"):
         lines += default_aligner(data)
     if data := _load("drafting_llamacpp"):
-        lines += drafting(data, "Copy-aware drafting and prefix reuse: llama.cpp")
+        lines += drafting(data, "Drafting beside llama.cpp's stock prompt lookup, and prefix reuse")
+    if data := _load("drafting_llamacpp_decision"):
+        lines += drafting(data, "Decision run: the package's own drafting vs stock prompt lookup, "
+                          "llama.cpp", DECISION_NOTE)
     if data := _load("prefix_cache"):
         lines += prefix_cache(data)
     if data := _load("default_quant"):
@@ -272,7 +289,11 @@ def main() -> None:
     if data := _load("endpoint"):
         lines += endpoint(data)
     if data := _load("drafting_transformers"):
-        lines += drafting(data, "Copy-aware drafting, prefix reuse and batching: transformers")
+        lines += drafting(data, "Drafting beside transformers' stock prompt lookup, prefix reuse "
+                          "and batching")
+    if data := _load("drafting_transformers_decision"):
+        lines += drafting(data, "Decision run: the package's own drafting vs stock prompt lookup, "
+                          "transformers", DECISION_NOTE)
     if data := _load("train_allocator"):
         lines += train_allocator(data)
     (HERE / "RESULTS.md").write_text("\n".join(lines))

@@ -2,11 +2,16 @@
 
 Plain data: each workload is a list of ``{"query", "response", "objectives"}`` dicts in the hh-rlhf
 prompt format, so every backend aligns the same items. See `DESCRIPTION` for how they were chosen.
+`held_out()` reads the default aligner's held-out set, prompted as the runnable prompts it.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+from pathlib import Path
+
+HELDOUT = Path(__file__).resolve().parents[1] / "examples" / "eval" / "heldout"
 
 #: A copied run counts as kept from this many tokens on (one common word is not copying).
 MIN_BLOCK = 3
@@ -16,33 +21,64 @@ KEPT_FRACTION = (
 )
 
 
-def targets(by_name: dict[str, dict], ttft_ratio: float, identical: bool, *, speedup: float,
+def targets(by_name: dict[str, dict], ttft_ratio: float | None, *, speedup: float,
             kept: float) -> dict[str, bool]:
-    """The speed issue's targets for one backend: `speedup` and `kept` are its copy-heavy bars,
-    checked over the whole copy-heavy workload and over its rewrites that keep at least `kept`."""
-    copy_heavy, low_copy = by_name["copy_heavy"], by_name["low_copy"]
-    copying = [r for r in copy_heavy["per_item"] if r["kept_fraction"] >= kept]
-    seconds = {  # per-item decode (llama.cpp) or whole-call (transformers) seconds
-        variant: sum(r.get(f"{variant}_decode_s", r.get(f"{variant}_s", 0.0)) for r in copying)
-        for variant in ("plain", "drafted")
-    }
-    return {
-        f"copy_heavy_speedup_ge_{speedup:g}": copy_heavy["speedup"] >= speedup,
-        f"rewrites_keeping_ge_{kept:g}_speedup_ge_{speedup:g}": bool(copying)
-        and seconds["plain"] >= speedup * seconds["drafted"],
-        "low_copy_speedup_ge_0.9": low_copy["speedup"] >= 0.9,
-        "copy_heavy_ge_70pct_of_ideal": copy_heavy["fraction_of_ideal"] >= 0.7,
-        f"copy_heavy_kept_ge_{kept:g}": copy_heavy["kept_fraction"] >= kept,
-        "low_copy_kept_lt_0.2": low_copy["kept_fraction"] < 0.2,
-        "ttft_with_reuse_le_half": ttft_ratio <= 0.5,
-        "identical_outputs": identical,
-    }
+    """The speed issues' targets for one backend, on the `backend` variant (what `drafting=True`
+    runs): `speedup` and `kept` are its copy-heavy bars; issue 17 adds ≥ 1.0× the best stock
+    prompt lookup on every workload and ≥ 90% of the cost-curve ideal on copy-heavy rewrites.
+    Only the workloads present in `by_name` are checked."""
+    out: dict[str, bool] = {}
+    copy_heavy, low_copy = by_name.get("copy_heavy"), by_name.get("low_copy")
+    if copy_heavy:
+        ours = copy_heavy["variants"]["backend"]
+        out[f"copy_heavy_speedup_ge_{speedup:g}"] = ours["speedup"] >= speedup
+        out["copy_heavy_ge_90pct_of_ideal"] = (ours.get("fraction_of_ideal") or 0) >= 0.9
+        out[f"copy_heavy_kept_ge_{kept:g}"] = copy_heavy["kept_fraction"] >= kept
+    if low_copy:
+        out["low_copy_speedup_ge_0.9"] = low_copy["variants"]["backend"]["speedup"] >= 0.9
+        out["low_copy_kept_lt_0.2"] = low_copy["kept_fraction"] < 0.2
+    for name, c in by_name.items():
+        out[f"{name}_backend_ge_best_stock"] = c["vs_best_peer"] >= 1.0
+    if ttft_ratio is not None:
+        out["ttft_with_reuse_le_half"] = ttft_ratio <= 0.5
+    out["identical_outputs"] = all(
+        v["identical_to_plain"] == c["items"] for c in by_name.values() for v in c["variants"].values()
+    )
+    return out
 
 
 def copied_blocks(source: list[int], aligned: list[int]) -> list[int]:
     """Lengths of the runs of `aligned` copied from `source` (at least MIN_BLOCK tokens each)."""
     matcher = difflib.SequenceMatcher(None, source, aligned, autojunk=False)
     return [b.size for b in matcher.get_matching_blocks() if b.size >= MIN_BLOCK]
+
+def held_out(every: int = 1) -> list[dict]:
+    """The default aligner's held-out rewrites (examples/eval/heldout/*.jsonl, file order; every
+    `every`-th item) as the runnable prompts them: the query (and any earlier turns) through
+    `coerce` and `context_text`, the answer as `AlignRequest.quoted`, the row's objectives as the
+    evaluation passes them (`objective_specs`)."""
+    from langchain_core.messages import AIMessage
+
+    from metaaligner_chain.coerce import clean_text, coerce, context_text
+    from metaaligner_chain.models.defaults import DEFAULT_PROMPT_FORMAT
+    from trainer.data.formats import history_messages, parse_history
+    from trainer.evaluate.rewrites import objective_specs
+
+    rows = [json.loads(line) for path in sorted(HELDOUT.glob("*.jsonl"))
+            for line in path.read_text().splitlines() if line.strip()]
+    items = []
+    for row in rows[::every]:
+        value = {"query": row["query"], "response": AIMessage(row["answer"]),
+                 "objectives": objective_specs(row["objectives"])}
+        history = history_messages(parse_history(row.get("context")))
+        if history:
+            value["chat_history"] = history
+        request = coerce(value)
+        query = clean_text(context_text(request.context, DEFAULT_PROMPT_FORMAT))
+        items.append({"id": row["id"], "query": query, "response": request.quoted,
+                      "objectives": list(request.objectives)})
+    return items
+
 
 DESCRIPTION = """\
 24 hand-written hh-rlhf style exchanges (everyday advice, facts, how-tos; answers of 20-60 words,
@@ -59,10 +95,15 @@ LOW_COPY (aligner: the base SmolLM2-135M-Instruct without the adapter, which rew
 copying): the 19 exchanges whose rewrite under harmlessness + helpfulness kept under 20% in a
 screen of that model, and exchange 2 under harmlessness (kept 0%) to make 20. This is the regime
 where drafts from the response keep failing; it checks that drafting then costs (almost) nothing.
+
+HELDOUT (aligner: the built-in default): the default aligner's held-out set, examples/eval/heldout/
+h1.jsonl + h2.jsonl, 290 written items (230 rewrites of flawed answers, 60 clean answers) that
+no training row comes from, each under its own objectives, prompted exactly as the runnable
+prompts them (`held_out()`). The realistic workload: what the shipped aligner really rewrites.
 """
 
 #: Which aligner each workload is decoded with: the shipped default, or its base model alone.
-ALIGNER = {"copy_heavy": "default", "low_copy": "base"}
+ALIGNER = {"copy_heavy": "default", "low_copy": "base", "heldout": "default"}
 
 _ITEMS = [
     (
@@ -301,3 +342,12 @@ COPY_HEAVY = [
 ]
 LOW_COPY = [_item(i, objectives) for i, objectives in _NOT_COPYING]
 WORKLOADS = {"copy_heavy": COPY_HEAVY, "low_copy": LOW_COPY}
+
+
+def workload(name: str, every: int = 1) -> list[dict]:
+    """The items of workload `name` (`held_out(every)` for "heldout")."""
+    if name == "heldout":
+        return held_out(every)
+    if name not in WORKLOADS:
+        raise ValueError(f"workload {name!r} is unknown; choose one of {', '.join(ALIGNER)}.")
+    return WORKLOADS[name]
