@@ -7,8 +7,10 @@ is aligned one sequence at a time by every variant in turn (the order rotating i
 - `plain`: `generate`, greedy;
 - `stock_<n>`: `generate(prompt_lookup_num_tokens=n)` (10 is the value transformers documents;
   `--lookup` picks them), greedy;
-- `backend`: `TransformersBackend.generate` with `drafting=True`, what the runnable runs (prefix
-  reuse off here: it is timed on its own below).
+- `backend`: `TransformersBackend.generate` with `drafting=True` and prefix reuse off (drafting
+  alone);
+- `backend_prefix`: the same with the backend's prefix reuse on, as the runnable runs it (when
+  the backend has prefix reuse).
 Whole calls are timed (prompt included); outputs are checked identical to `plain`;
 `vs_best_peer` = backend ÷ the best stock variant. Then all items of the workload in batches:
 plain `generate` batched and the backend's greedy batch path, beside the per-item figures (stock
@@ -120,7 +122,10 @@ def main() -> None:
         "variants": {
             "plain": "model.generate, greedy",
             "stock_<n>": "model.generate(prompt_lookup_num_tokens=n), greedy (max_matching_ngram_size 2)",
-            "backend": f"TransformersBackend.generate, drafting=True, one prompt: {_backend_drafting()}",
+            "backend": f"TransformersBackend.generate, drafting=True, one prompt, prefix reuse "
+            f"off: {_backend_drafting()}",
+            "backend_prefix": "the same with the backend's prefix reuse on (PrefixCache(4)), as "
+            "the runnable runs it",
         },
         "settings": {"items": args.items, "heldout_every": args.every, "batch_size": args.batch_size,
                      "kept_fraction": KEPT_FRACTION,
@@ -229,12 +234,18 @@ def _cost_curve(backend, torch) -> dict[int, float]:
 def _compare(backend, name, items, max_new_tokens, curve, lookup) -> dict:
     """One sequence at a time: every variant on every item, the order rotating item by item."""
     names = ["plain", *(f"stock_{n}" for n in lookup), "backend"]
+    caches = {}
+    if hasattr(backend, "prefixes"):
+        names.append("backend_prefix")
+        caches = {"backend": type(backend.prefixes)(0), "backend_prefix": type(backend.prefixes)(4)}
     rows, ideal_s = [], 0.0
     for i, item in enumerate(items):
         prompt = build_prompt(item["query"], item["response"], item["objectives"])
         runs = {}
         shift = i % len(names)
         for v in names[shift:] + names[:shift]:
+            if v in caches:
+                backend.prefixes = caches[v]
             started = time.perf_counter()
             generation = _run(backend, v, prompt, item["response"], max_new_tokens)
             runs[v] = (generation, time.perf_counter() - started)
@@ -275,6 +286,8 @@ def _compare(backend, name, items, max_new_tokens, curve, lookup) -> dict:
                                acceptance=round(accepted / max(drafted, 1), 3))
     stock = {v: r for v, r in variants.items() if v.startswith("stock_")}
     best = max(stock, key=lambda v: stock[v]["tokens_per_s"])
+    if caches:
+        backend.prefixes = caches["backend"]
     return {
         "backend": "transformers",
         "workload": name,
@@ -296,8 +309,8 @@ def _compare(backend, name, items, max_new_tokens, curve, lookup) -> dict:
 
 def _run(backend, variant: str, prompt: str, response: str, max_new_tokens: int) -> Generation:
     """One call of `variant`: the backend's own paths, or `generate` with stock prompt lookup."""
-    if variant in ("plain", "backend"):
-        settings = GenerationSettings(max_new_tokens=max_new_tokens, drafting=variant == "backend")
+    if not variant.startswith("stock_"):
+        settings = GenerationSettings(max_new_tokens=max_new_tokens, drafting=variant != "plain")
         return backend.generate([prompt], settings, [response])[0]
     import torch
 
