@@ -59,9 +59,9 @@ class AlignerConfigError(ValueError):
     """The aligner is set up wrong: its model cannot be found or loaded, a needed extra is missing,
     or its server cannot be reached when it is first used.
 
-    Raised by invoke, batch and stream whatever `strict` is: a set-up that cannot work is not a
-    failed generation, which the gate answers with the original response. The message says what
-    to fix; the loader's own error is its `__cause__`.
+    Raised by invoke and batch (sync and async) whatever `strict` is: a set-up that cannot work is
+    not a failed generation, which the gate answers with the original response. The message says
+    what to fix; the loader's own error is its `__cause__`.
     """
 
 
