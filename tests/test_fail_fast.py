@@ -11,7 +11,9 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from langchain_core.messages import AIMessage
@@ -118,6 +120,41 @@ def test_an_unknown_hub_id_with_the_hub_unreachable_fails_at_once(monkeypatch):
         aligner.invoke("Keep me.")
     assert time.monotonic() - start < 5  # from_pretrained alone retried for ~50 s
     assert huggingface_hub.is_offline_mode() is False
+
+
+@pytest.fixture
+def hub_without_models():
+    """A loopback stand-in for the hub that knows no model: 404 with the hub's RepoNotFound code."""
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"error": "Repository not found"}'
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_hub_id_the_hub_does_not_know_fails_at_once(hub_without_models, monkeypatch):
+    from huggingface_hub import constants, hf_api
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_api.api, "endpoint", hub_without_models)
+    aligner = MetaAlignerRunnable(objectives=OBJECTIVES, model="no-such-org/no-such-model",
+                                  prompt_format="hh-rlhf")
+    with pytest.raises(AlignerConfigError, match=r"'no-such-org/no-such-model' is not a model on "
+                       r"the hub \(or it is private: log in with `hf auth login`\)"):
+        aligner.invoke("Keep me.")
 
 
 def test_a_cached_hub_model_is_used_when_the_hub_is_unreachable(tmp_path, monkeypatch):
