@@ -1,12 +1,16 @@
 """Figures from judgements: win/tie/loss, win rates under both tie conventions, harm, edits, speed.
 
-Pure numpy over fixed inputs. Confidence intervals are percentile bootstraps over items (seeded);
-every comparison of one run resamples the *same* items, so differences (gains) are paired.
+Confidence intervals are `scipy.stats.bootstrap` percentile intervals over items, drawn per figure
+with `rng=numpy.random.default_rng(seed)`: every figure of a run resamples the *same* items (the
+same draws as the hand-written bootstrap this replaced, so earlier reports' numbers are
+reproduced), and differences (gains) are bootstrapped paired.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 
 import numpy as np
@@ -14,55 +18,75 @@ import numpy as np
 CI_LEVEL = 0.95
 
 
-def resample_indices(n: int, rounds: int = 2000, seed: int = 0) -> np.ndarray:
-    """A (rounds, n) matrix of item indices drawn with replacement, fixed by `seed`."""
-    return np.random.default_rng(seed).integers(0, n, size=(rounds, n))
+@dataclass(frozen=True)
+class Resampling:
+    """How a run's intervals are drawn: `rounds` bootstrap resamples of its items, from `seed`."""
+
+    rounds: int = 2000
+    seed: int = 0
 
 
-def _ci(samples: np.ndarray) -> list[float | None]:
-    tail = (1 - CI_LEVEL) / 2 * 100
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
+def interval(statistic: Callable[..., np.ndarray], columns: Sequence[np.ndarray],
+             resampling: Resampling) -> list[float | None]:
+    """The percentile interval of `statistic(*columns, axis=-1)`, the columns resampled together
+    by item (`scipy.stats.bootstrap`, paired and vectorized).
+
+    Resamples where the statistic is undefined (nan, e.g. a win rate when no decided comparison was
+    drawn) are left out of the quantiles; scipy's own interval would be nan then. [None, None]
+    when every resample is undefined.
+    """
+    from scipy import stats
+
+    columns = [np.asarray(c, dtype=float) for c in columns]
+    if len(columns[0]) < 2:  # scipy needs two items; one item resamples to itself
+        value = _num(statistic(*columns, axis=-1))
+        return [value, value]
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(columns, statistic, n_resamples=resampling.rounds, paired=True,
+                              vectorized=True, method="percentile", confidence_level=CI_LEVEL,
+                              rng=np.random.default_rng(resampling.seed))
+    low, high = res.confidence_interval
+    if np.isfinite(low) and np.isfinite(high):
+        return [float(low), float(high)]
+    samples = res.bootstrap_distribution
+    if not np.isfinite(samples).any():
         return [None, None]
-    return [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))]
+    tail = (1 - CI_LEVEL) / 2
+    low, high = stats.quantile(samples[np.isfinite(samples)], [tail, 1 - tail])
+    return [float(low), float(high)]
 
 
-def _rates(w: np.ndarray, t: np.ndarray, l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ties excluded, ties as wins); nan where the denominator is 0."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return w / (w + l), (w + t) / (w + t + l)
-
-
-def _counts(outcomes: Sequence[str | None], idx: np.ndarray) -> dict[str, tuple]:
-    """Per outcome kind: (total count, count in each bootstrap round)."""
+def _flags(outcomes: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per item: (is win, is tie, is loss) as 0/1 columns."""
     arr = np.array([o or "" for o in outcomes], dtype=object)
-    out = {}
-    for kind in ("win", "tie", "loss"):
-        flags = (arr == kind).astype(float)
-        out[kind] = (flags.sum(), flags[idx].sum(axis=1))
-    return out
+    return tuple((arr == kind).astype(float) for kind in ("win", "tie", "loss"))
 
 
-def _rate_samples(outcomes: Sequence[str | None], idx: np.ndarray) -> dict[str, tuple]:
-    """Per convention: (point estimate, bootstrap samples)."""
-    c = _counts(outcomes, idx)
-    point = _rates(*(np.array(c[k][0]) for k in ("win", "tie", "loss")))
-    boot = _rates(*(c[k][1] for k in ("win", "tie", "loss")))
-    return {
-        "win_rate": (point[0], boot[0]),
-        "win_rate_ties_as_wins": (point[1], boot[1]),
-    }
+def _win_rate(w: np.ndarray, t: np.ndarray, l: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Ties excluded (the paper); nan where nothing was decided."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return w.sum(axis) / (w.sum(axis) + l.sum(axis))
 
 
-def summarize(outcomes: Sequence[str | None], idx: np.ndarray) -> dict:
+def _ties_as_wins(w: np.ndarray, t: np.ndarray, l: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The released scoring code's convention; nan where nothing was compared."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w.sum(axis) + t.sum(axis)) / (w.sum(axis) + t.sum(axis) + l.sum(axis))
+
+
+RATES = {"win_rate": _win_rate, "win_rate_ties_as_wins": _ties_as_wins}
+
+
+def summarize(outcomes: Sequence[str | None], resampling: Resampling = Resampling()) -> dict:
     """Counts and both win rates with intervals for one objective and comparison.
 
     `outcomes` has one entry per item ("win"/"tie"/"loss"/"invalid", or None where the
     comparison does not apply, e.g. no golden response). Invalid and None count in no rate.
     Win rate excludes ties (the paper); "ties as wins" is the released scoring code's convention.
     """
-    c = _counts(outcomes, idx)
-    wins, ties, losses = (int(c[k][0]) for k in ("win", "tie", "loss"))
+    flags = _flags(outcomes)
+    wins, ties, losses = (int(f.sum()) for f in flags)
     out = {
         "n": wins + ties + losses,
         "wins": wins,
@@ -70,31 +94,37 @@ def summarize(outcomes: Sequence[str | None], idx: np.ndarray) -> dict:
         "losses": losses,
         "invalid": sum(o == "invalid" for o in outcomes),
     }
-    for name, (point, boot) in _rate_samples(outcomes, idx).items():
-        out[name], out[name + "_ci"] = _num(point), _ci(boot)
+    for name, rate in RATES.items():
+        out[name], out[name + "_ci"] = _num(rate(*flags)), interval(rate, flags, resampling)
     return out
 
 
-def gain(
-    aligned: Sequence[str | None], original: Sequence[str | None], idx: np.ndarray
-) -> dict:
+def gain(aligned: Sequence[str | None], original: Sequence[str | None],
+         resampling: Resampling = Resampling()) -> dict:
     """The paper's figure: win rate vs golden of aligned minus that of original, paired CI."""
-    a, o = _rate_samples(aligned, idx), _rate_samples(original, idx)
+    a, o = _flags(aligned), _flags(original)
     out = {}
-    for name in a:
-        out[name] = _num(a[name][0] - o[name][0])
-        out[name + "_ci"] = _ci(a[name][1] - o[name][1])
+    for name, rate in RATES.items():
+        def difference(aw, at, al, ow, ot, ol, axis=-1, rate=rate):
+            return rate(aw, at, al, axis) - rate(ow, ot, ol, axis)
+
+        out[name] = _num(difference(*a, *o))
+        out[name + "_ci"] = interval(difference, [*a, *o], resampling)
     return out
 
 
-def mean_with_ci(values: Sequence[float | None], idx: np.ndarray) -> dict:
+def mean_with_ci(values: Sequence[float | None], resampling: Resampling = Resampling()) -> dict:
     """Mean of the non-None values with a bootstrap interval (None entries are skipped)."""
     arr = np.array([np.nan if v is None else float(v) for v in values])
-    with np.errstate(invalid="ignore"):
-        mask = np.isfinite(arr)
-        boot = np.nansum(np.where(mask, arr, 0)[idx], axis=1) / mask[idx].sum(axis=1)
-    return {"mean": _num(np.nanmean(arr)) if mask.any() else None, "ci": _ci(boot),
-            "n": int(mask.sum())}
+    present = np.isfinite(arr)
+
+    def mean(x: np.ndarray, mask: np.ndarray, axis: int = -1) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(mask > 0, x, 0).sum(axis) / mask.sum(axis)
+
+    return {"mean": _num(np.nanmean(arr)) if present.any() else None,
+            "ci": interval(mean, [np.where(present, arr, 0.0), present], resampling),
+            "n": int(present.sum())}
 
 
 def harm_flags(per_objective: Mapping[str, Sequence[str | None]]) -> list[float | None]:

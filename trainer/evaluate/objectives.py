@@ -196,11 +196,10 @@ def aggregate(
 ) -> dict:
     """The results dict: per objective and comparison, then the do-no-harm figures."""
     from trainer.evaluate.metrics import (
-        edit_distance, gain, harm_flags, loss_flags, mean_with_ci, resample_indices, speed,
-        summarize,
+        Resampling, edit_distance, gain, harm_flags, loss_flags, mean_with_ci, speed, summarize,
     )
 
-    idx = resample_indices(len(items), rounds, seed)
+    resampling = Resampling(rounds, seed)
     per_objective, vs_original = {}, {}
     for objective in objectives:
         judge = judges[objective.key]
@@ -217,25 +216,25 @@ def aggregate(
             if any(o is not None for o in column):
                 outcomes[comparison] = column
         block = {"judge": judge.name,
-                 "comparisons": {c: summarize(o, idx) for c, o in outcomes.items()}}
+                 "comparisons": {c: summarize(o, resampling) for c, o in outcomes.items()}}
         if "aligned_vs_golden" in outcomes:
             block["gain_vs_golden"] = gain(
-                outcomes["aligned_vs_golden"], outcomes["original_vs_golden"], idx
+                outcomes["aligned_vs_golden"], outcomes["original_vs_golden"], resampling
             )
         per_objective[objective.key] = block
         vs_original[objective.key] = outcomes["aligned_vs_original"]
     sources = {i["tokens_source"] for i in items}
     do_no_harm = {
-        "harm": mean_with_ci(harm_flags(vs_original), idx),
-        "any_loss": mean_with_ci(loss_flags(vs_original), idx),
+        "harm": mean_with_ci(harm_flags(vs_original), resampling),
+        "any_loss": mean_with_ci(loss_flags(vs_original), resampling),
         "unchanged": mean_with_ci(
-            [float(i["aligned"].strip() == i["response"].strip()) for i in items], idx
+            [float(i["aligned"].strip() == i["response"].strip()) for i in items], resampling
         ),
         "edit_distance": mean_with_ci([edit_distance(i["response"], i["aligned"]) for i in items],
-                                      idx),
+                                      resampling),
         "fallback": mean_with_ci(
             [float(i["metadata"].get("fallback_reason") is not None) if i["metadata"] else None
-             for i in items], idx),
+             for i in items], resampling),
         "speed": {**speed([i["latency_s"] for i in items], [i["tokens"] for i in items]),
                   "tokens_source": "/".join(sorted(sources))},
     }
