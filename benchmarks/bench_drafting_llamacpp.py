@@ -139,11 +139,15 @@ def main() -> None:
     for name in args.workloads:
         aligner = ALIGNER[name]
         items = workload(name, args.every)[: args.items]
+        shard, shards = args.shard
+        items = items[shard::shards]
         variants = _variants(aligner, args.threads, args.lookup)
         costs[aligner] = curve = forward_costs(variants["backend"])
         max_new_tokens = args.max_new_tokens or MAX_NEW_TOKENS[name]
         comparison = _compare(variants, name, items, max_new_tokens, curve, args.repeats)
         comparisons.append({"aligner": aligner, "max_new_tokens": max_new_tokens, **comparison})
+        if shards > 1:
+            comparisons[-1]["shards"] = [[shard, shards]]
         for variant in variants.values():
             variant.close()
         print(_summary(comparisons[-1]), flush=True)
@@ -196,15 +200,30 @@ def main() -> None:
 
 def _merge(path: Path, header: dict, comparisons: list[dict]) -> dict:
     """This run's records, and those of workloads it did not run kept from `path` (each record
-    carries its own date and command)."""
+    carries its own date and command). A shard of a workload (`--shard I N`) joins the other
+    shards of the same split recorded there: their items are summed up as one set."""
     run = {"date": header["date"], "command": header["command"],
            "load_average": [header["machine"]["load_average_at_start"],
                             header["machine"]["load_average_at_end"]]}
     for c in comparisons:
         c["run"] = run
+        for row in c["per_item"]:
+            row["run"] = run["date"]
     old = json.loads(path.read_text()) if path.is_file() else {}
+    previous = {c["workload"]: c for c in old.get("comparisons", []) if "variants" in c}
+    for i, c in enumerate(comparisons):
+        before = previous.get(c["workload"])
+        if not (c.get("shards") and before and before.get("shards")):
+            continue
+        split = {n for _, n in before["shards"]} | {n for _, n in c["shards"]}
+        done = {i for i, _ in before["shards"]}
+        if len(split) == 1 and c["shards"][0][0] not in done and set(before["variants"]) == set(c["variants"]):
+            rows = before["per_item"] + c["per_item"]
+            merged = _summarize(c["workload"], rows, list(c["variants"]))
+            runs = before.get("runs", [before["run"]]) + [run]
+            comparisons[i] = {**c, **merged, "shards": before["shards"] + c["shards"], "runs": runs}
     names = {c["workload"] for c in comparisons}
-    kept = [c for c in old.get("comparisons", []) if "variants" in c and c["workload"] not in names]
+    kept = [c for c in previous.values() if c["workload"] not in names]
     order = list(ALIGNER)
     merged = sorted(kept + comparisons, key=lambda c: order.index(c["workload"]))
     keep = {k: old[k] for k in ("forward_cost_ms", "time_to_first_token", "peak_rss_mb_fresh_process")
@@ -538,6 +557,9 @@ def _parse_args() -> argparse.Namespace:
                         help="num_pred_tokens of the stock prompt-lookup variants")
     parser.add_argument("--items", type=int, default=None, help="first N items of each workload")
     parser.add_argument("--every", type=int, default=1, help="every K-th held-out item")
+    parser.add_argument("--shard", type=int, nargs=2, default=[0, 1], metavar=("I", "N"),
+                        help="items I, I+N, I+2N, ... of each workload; the N shards of a split "
+                        "merge into one record in the results file")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per item and variant")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help=f"for every workload (default: {MAX_NEW_TOKENS})")

@@ -119,10 +119,9 @@ def drafting(data: dict, title: str, note: str = "") -> list[str]:
                 + f"; the other {subset['others']}: "
                 + ", ".join(f"{n} {x:.2f}×" for n, x in subset["others_speedup"].items()) + "."
             )
-        runs = c.get("run")
-        if runs:
-            lines.append(f"{c['workload']}: `{runs['command']}`, {runs['date']}, load average "
-                         f"{runs['load_average'][0]} → {runs['load_average'][1]}; "
+        for run in c.get("runs") or [c["run"]] if c.get("run") else []:
+            lines.append(f"{c['workload']}: `{run['command']}`, {run['date']}, load average "
+                         f"{run['load_average'][0]} → {run['load_average'][1]}; "
                          f"max_new_tokens {c.get('max_new_tokens', '?')}.")
     lines.append("")
     for b in data.get("batching", []):
@@ -204,6 +203,12 @@ DECISION_NOTE = (
     "the commit before the switch and run the command below)."
 )
 
+#: What the sweep files are.
+SWEEP_NOTE = (
+    "The stock prompt lookup at several draft lengths on the same prompts (subsets: see each "
+    "command), to choose the tuned value the drafting benchmarks and the backend use."
+)
+
 #: Rewrites keeping at least this share of their tokens from the response count as copying.
 KEPT_AT_LEAST = 0.9
 
@@ -279,6 +284,8 @@ def main() -> None:
         lines += default_aligner(data)
     if data := _load("drafting_llamacpp"):
         lines += drafting(data, "Drafting beside llama.cpp's stock prompt lookup, and prefix reuse")
+    if data := _load("drafting_llamacpp_sweep"):
+        lines += drafting(data, "Tuning the stock draft length: llama.cpp", SWEEP_NOTE)
     if data := _load("drafting_llamacpp_decision"):
         lines += drafting(data, "Decision run: the package's own drafting vs stock prompt lookup, "
                           "llama.cpp", DECISION_NOTE)
@@ -291,6 +298,8 @@ def main() -> None:
     if data := _load("drafting_transformers"):
         lines += drafting(data, "Drafting beside transformers' stock prompt lookup, prefix reuse "
                           "and batching")
+    if data := _load("drafting_transformers_sweep"):
+        lines += drafting(data, "Tuning the stock draft length: transformers", SWEEP_NOTE)
     if data := _load("drafting_transformers_decision"):
         lines += drafting(data, "Decision run: the package's own drafting vs stock prompt lookup, "
                           "transformers", DECISION_NOTE)
