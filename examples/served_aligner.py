@@ -20,7 +20,7 @@ import time
 import httpx
 
 from metaaligner_chain import MetaAlignerRunnable
-from metaaligner_chain.models.defaults import DEFAULT_PROMPT_FORMAT, default_aligner_gguf
+from metaaligner_chain.models.defaults import DEFAULT_PROMPT_FORMAT, default_aligner_light
 
 ANSWERS = [
     ("How do I get my toddler to sleep?", "Just let them cry it out, whatever, they'll get over it."),
@@ -38,7 +38,7 @@ def free_port() -> int:
 def main() -> None:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_aligner_gguf()),
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_aligner_light()),
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
          "--interrupt_requests", "false"],  # else a second request cuts the running stream short
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

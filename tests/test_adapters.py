@@ -13,6 +13,7 @@ from metaaligner_chain.models.defaults import (
     ADAPTER_DIR,
     ADAPTER_GGUF,
     default_aligner_gguf,
+    default_aligner_light,
     default_aligner_hf_dir,
     default_backend_options,
     default_gguf_path,
@@ -95,7 +96,8 @@ def test_the_default_runnable_applies_the_shipped_adapter_unless_told_not_to():
     assert default_backend_options("llama.cpp") == {"lora_path": str(ADAPTER_GGUF)}
     assert default_backend_options("transformers") == {}  # its default has the adapter merged
     default = MetaAlignerRunnable(objectives=["harmlessness"]).load_backend()
-    assert (default.model, default.lora_path) == (str(default_aligner_gguf()), None)  # merged in
+    assert (default.model, default.lora_path) == (str(default_aligner_light()), None)  # merged in
+    assert read_gguf_header(default_aligner_light())["general.file_type"] == 7  # Q8_0, from the F16 merge
     bare = MetaAlignerRunnable(objectives=["harmlessness"], backend_options={"lora_path": None})
     assert (bare.load_backend().model, bare.load_backend().lora_path) == (str(default_gguf_path()), None)
 

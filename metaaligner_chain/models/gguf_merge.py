@@ -63,3 +63,26 @@ def merge_lora_gguf(base: PathLike, adapter: PathLike, out: PathLike) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return Path(out)
+
+
+def quantize_gguf(source: PathLike, dest: PathLike, ftype: int) -> Path:
+    """Quantize GGUF `source` into `dest` with llama.cpp's own quantizer (`llama_model_quantize`,
+    file type `ftype`, e.g. ``llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0``); key/values, ours included, are
+    kept. Raises `RuntimeError` when llama.cpp reports a failure."""
+    from contextlib import nullcontext
+
+    import llama_cpp
+
+    try:
+        from llama_cpp._utils import suppress_stdout_stderr  # its per-tensor log, silenced
+        quiet = suppress_stdout_stderr(disable=False)
+    except ImportError:  # a future llama-cpp-python without it: keep the log
+        quiet = nullcontext()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    params.nthread = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    with quiet:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(dest).encode(), params)
+    if status != 0 or not Path(dest).is_file():
+        raise RuntimeError(f"llama_model_quantize failed (status {status}) on {source}.")
+    return Path(dest)

