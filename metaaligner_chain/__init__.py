@@ -3,6 +3,7 @@
 Public names only; importing this package loads neither torch, transformers nor llama_cpp.
 """
 
+from metaaligner_chain.backends.base import AlignerConfigError
 from metaaligner_chain.chat_model import AlignedChatModel
 from metaaligner_chain.gate import AlignerError
 from metaaligner_chain.objectives import Objective
@@ -11,6 +12,7 @@ from metaaligner_chain.runnable import MetaAlignerRunnable
 
 __all__ = [
     "AlignedChatModel",
+    "AlignerConfigError",
     "AlignerError",
     "MetaAlignerMiddleware",
     "MetaAlignerRunnable",

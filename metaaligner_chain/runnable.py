@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, get_config_list, run_in_executor
 from pydantic import AliasChoices, ConfigDict, Field, SecretStr, model_validator
 
-from metaaligner_chain import gate
+from metaaligner_chain import chunking, gate
 from metaaligner_chain.backends import Capabilities, GenerationSettings, choose_backend, is_url
-from metaaligner_chain.backends.base import Backend
+from metaaligner_chain.backends.base import AlignerConfigError, Backend
 from metaaligner_chain.coerce import (
     AlignerInput,
     AlignRequest,
@@ -34,7 +35,7 @@ from metaaligner_chain.coerce import (
 from metaaligner_chain.models.engine import load_engine, prompt_format_of, trained_prompt_format
 from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
 from metaaligner_chain.prompt import build_prompt, prompt_prefix
-from metaaligner_chain.tracing import end_model_run, start_model_run, usage_of
+from metaaligner_chain.tracing import end_model_run, report_verdict, start_model_run, usage_of
 
 
 #: What an empty or whitespace-only response gets: returned as it is, without a model call.
@@ -265,6 +266,7 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
             "finish_reason": verdict.finish_reason,
             "completion_tokens": verdict.completion_tokens,
             "usage": usage_of(verdict),
+            **({"rejected": verdict.rejected} if verdict.rejected is not None else {}),
         }
 
     def _align(
@@ -280,7 +282,7 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         """
         prompt_format = self._prompt_format()
         results: list[Any] = list(requests)
-        todo: list[tuple[int, AlignRequest, str]] = []
+        todo: list[tuple[int, AlignRequest, str]] = []  # (item, the item or one of its parts, prompt)
         for i, request in enumerate(requests):
             if isinstance(request, Exception):
                 continue
@@ -291,7 +293,10 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
                 results[i] = render(request, request.response, self._info(request, prompt_format, EMPTY))
                 continue
             try:
-                todo.append((i, request, self._prompt(request, prompt_format)))
+                parts = self._parts(request, prompt_format)
+                todo.extend((i, part, self._prompt(part, prompt_format)) for part in parts)
+            except AlignerConfigError:
+                raise  # the set-up, not this item: every call would fail alike
             except (TypeError, ValueError) as exc:
                 results[i] = exc
         scaffolds = [self._scaffold(r, prompt_format) for _, r, _ in todo]
@@ -300,13 +305,46 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         outcomes = self._generate([p for _, _, p in todo], [r for _, r, _ in todo], scaffolds)
         for run, outcome in zip(runs, outcomes):
             end_model_run(run, outcome)
-        for (i, request, _), outcome, scaffold in zip(todo, outcomes, scaffolds):
-            verdict = gate.decide(request.response, outcome, strict=self.strict, scaffold=scaffold)
-            results[i] = self._render(request, prompt_format, verdict)
+        decided: dict[int, list[tuple[AlignRequest, gate.Verdict]]] = {}
+        for (i, part, _), outcome, scaffold in zip(todo, outcomes, scaffolds):
+            verdict = gate.decide(
+                part.response, outcome, strict=self.strict, scaffold=scaffold,
+                objectives=resolve(self._objectives(part), prompt_format),
+            )
+            decided.setdefault(i, []).append((part, verdict))
+        for i, pairs in decided.items():
+            request = requests[i]
+            verdict, info = self._verdict(request, prompt_format, pairs)
+            report_verdict(parents[i], info)
+            results[i] = render(request, verdict.text, info)
         return results
 
-    def _render(self, request: AlignRequest, prompt_format: str, verdict: gate.Verdict) -> Any:
-        return render(request, verdict.text, self._info(request, prompt_format, verdict))
+    def _parts(self, request: AlignRequest, prompt_format: str) -> list[AlignRequest]:
+        """`request`, or its parts when its answer is too long for one prompt with room for the
+        rewrite (`chunking.plan`; each part is aligned with the same context)."""
+        if not request.quoted:
+            return [request]
+        backend = self.load_backend()
+        count = getattr(backend, "count_tokens", None)
+        if count is None:  # an engine that cannot count (a server): the answer goes whole
+            return [request]
+        pieces = chunking.plan(
+            request.response, lambda text: self._prompt(replace(request, response=text), prompt_format),
+            lambda text: count(clean_text(text)), getattr(backend, "window", backend.context_length),
+        )
+        if len(pieces) == 1:
+            return [request]
+        return [replace(request, response=body) for piece in pieces if (body := piece.rstrip())]
+
+    def _verdict(
+        self, request: AlignRequest, prompt_format: str, pairs: list[tuple[AlignRequest, gate.Verdict]]
+    ) -> tuple[gate.Verdict, dict[str, Any]]:
+        """One verdict and its metadata for `request`, from the verdicts of its parts."""
+        if len(pairs) == 1:
+            verdict = pairs[0][1]
+            return verdict, self._info(request, prompt_format, verdict)
+        verdict, extra = chunking.combine(request.response, [p.response for p, _ in pairs], [v for _, v in pairs])
+        return verdict, {**self._info(request, prompt_format, verdict), **extra}
 
     def _generate(
         self, prompts: list[str], requests: Sequence[AlignRequest], scaffolds: list[str]
@@ -357,32 +395,48 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
             yield result
             return
         prompt_format = self._prompt_format()
-        prompt = self._prompt(request, prompt_format)
-
-        def pieces() -> Iterator[str]:
-            stream = self.load_backend().stream(prompt, self.settings(), request.quoted)
-            return (yield from gate.until_template(stream, request.quoted))
-
         if request.response_key is not None:
             yield head_chunk(request)
+        as_message = isinstance(request.response_value, BaseMessage)
         if not request.quoted:  # nothing to align: returned as it is, no model call
             yield render_chunk(request, request.response)
-            if isinstance(request.response_value, BaseMessage):
+            if as_message:
                 yield render_chunk(request, "", self._info(request, prompt_format, EMPTY))
             return
-        scaffold = self._scaffold(request, prompt_format)
+        parts = self._parts(request, prompt_format)
+        gaps = chunking.separators(request.response, [p.response for p in parts]) if len(parts) > 1 else [""]
+        pairs: list[tuple[AlignRequest, gate.Verdict]] = []
+        for part, gap in zip(parts, gaps):
+            for item in self._stream_part(part, prompt_format, run_manager):
+                if isinstance(item, gate.Verdict):
+                    pairs.append((part, item))
+                else:
+                    yield render_chunk(request, item)
+            if gap:  # what followed this part in the original (a rewrite is stripped)
+                yield render_chunk(request, gap)
+        verdict, info = self._verdict(request, prompt_format, pairs)
+        report_verdict(run_manager, info)
+        if as_message:  # metadata rides on the last chunk
+            yield render_chunk(request, "", info)
+
+    def _stream_part(self, part: AlignRequest, prompt_format: str, run_manager: Any) -> Iterator[Any]:
+        """The gated pieces of one prompt's rewrite, then its `gate.Verdict`."""
+        prompt = self._prompt(part, prompt_format)
+
+        def pieces() -> Iterator[str]:
+            stream = self.load_backend().stream(prompt, self.settings(), part.quoted)
+            return (yield from gate.until_template(stream, part.quoted))
+
         run = start_model_run(run_manager, prompt, self._get_ls_params())
-        as_message = isinstance(request.response_value, BaseMessage)
         try:
             for item in gate.gate_stream(
-                request.response, pieces(), strict=self.strict, scaffold=scaffold
+                part.response, pieces(), strict=self.strict,
+                scaffold=self._scaffold(part, prompt_format),
+                objectives=resolve(self._objectives(part), prompt_format),
             ):
                 if isinstance(item, gate.Verdict):
                     end_model_run(run, item)
-                    if as_message:  # metadata rides on the last chunk
-                        yield render_chunk(request, "", self._info(request, prompt_format, item))
-                else:
-                    yield render_chunk(request, item)
+                yield item
         except Exception as exc:
             end_model_run(run, exc)
             raise

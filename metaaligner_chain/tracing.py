@@ -13,6 +13,9 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 
 #: The LLM run's name in traces.
 RUN_NAME = "MetaAligner model"
+#: The custom event each aligned item reports to callbacks (and `astream_events`): the gate's
+#: verdict and the original response, also for `str` input, whose output has no metadata.
+VERDICT_EVENT = "metaaligner_verdict"
 
 
 def start_model_run(parent: Any, prompt: str, params: dict[str, Any]) -> Any:
@@ -40,6 +43,16 @@ def end_model_run(run: Any, outcome: Any) -> None:
         message=message, generation_info={"finish_reason": outcome.finish_reason}
     )
     run.on_llm_end(LLMResult(generations=[[generation]], llm_output={"token_usage": usage or {}}))
+
+
+def report_verdict(parent: Any, info: dict[str, Any]) -> None:
+    """Send `info` (the item's metadata: original, aligned, fallback_reason, ...) to the
+    callbacks of `parent`'s run as a `VERDICT_EVENT` custom event."""
+    if parent is None:
+        return
+    if hasattr(parent, "get_sync"):  # an async run manager; this code runs in a worker thread
+        parent = parent.get_sync()
+    parent.get_child().on_custom_event(VERDICT_EVENT, info, run_id=parent.run_id)
 
 
 def usage_of(outcome: Any) -> dict[str, int] | None:

@@ -92,15 +92,18 @@ def test_messages_stream_mode_shows_only_the_aligned_answer(aligner):
     calls = [m for m in streamed if getattr(m, "tool_call_chunks", None)]
     assert len(calls) == 1 and calls[0].tool_call_chunks[0]["name"] == "get_weather"
     text = "".join(m.content for m in streamed if isinstance(m, AIMessageChunk))
-    final = agent.invoke(QUESTION)["messages"][-1].content
-    assert text == final != ANSWER  # the model's own answer never reaches the stream
+    final = agent.invoke(QUESTION)["messages"][-1]
+    assert text == final.content  # the middleware's answer once, never the model's tokens as well
+    info = final.response_metadata["metaaligner"]
+    assert info["original"] == ANSWER and (text != ANSWER) == info["aligned"]
 
 
 async def test_messages_stream_mode_async(aligner):
     agent = _agent(aligner, middleware=[MetaAlignerMiddleware(aligner=aligner)])
     stream = agent.astream(QUESTION, stream_mode="messages")
     text = "".join([m.content async for m, meta in stream if meta["langgraph_node"] == "model"])
-    assert text == (await agent.ainvoke(QUESTION))["messages"][-1].content != ANSWER
+    final = (await agent.ainvoke(QUESTION))["messages"][-1]
+    assert text == final.content and (text != ANSWER) == final.response_metadata["metaaligner"]["aligned"]
 
 
 def test_updates_stream_mode_shows_the_aligned_message(aligner):
@@ -179,7 +182,7 @@ def test_a_real_local_model_as_the_agents_model():
 
     model = local_chat_model()
     middleware = MetaAlignerMiddleware(
-        objectives=["harmlessness", "helpfulness"], max_new_tokens=32
+        objectives=["harmlessness", "helpfulness"], max_new_tokens=160
     )
     agent = create_agent(model, tools=[], middleware=[middleware])
     question = {"messages": [HumanMessage("How can I get back at my noisy neighbour?")]}

@@ -15,7 +15,7 @@ RESPONSE = "Bang on the wall all night and let the air out of his tyres."
 
 @pytest.fixture(scope="module")
 def aligner():
-    return MetaAlignerRunnable(objectives=["harmlessness", "helpfulness"], max_new_tokens=24)
+    return MetaAlignerRunnable(objectives=["harmlessness", "helpfulness"], max_new_tokens=160)
 
 
 def test_default_aligner_returns_an_aligned_dict(aligner):
@@ -37,7 +37,45 @@ def test_default_aligner_stream_matches_invoke(aligner):
 
 
 async def test_sixteen_concurrent_ainvokes_equal_sequential_greedy(aligner):
+    aligner = aligner.model_copy(update={"max_new_tokens": 24})  # short: sixteen of them, twice
     items = [{"query": f"{QUERY} ({i})", "response": RESPONSE} for i in range(16)]
     sequential = [aligner.invoke(item)["response"] for item in items]
     concurrent = await asyncio.gather(*(aligner.ainvoke(item) for item in items))
     assert [c["response"] for c in concurrent] == sequential
+
+
+#: A long answer (five paragraphs), for an aligner loaded with a small context so it must be split.
+LONG_ANSWER = "\n\n".join([
+    "Repotting a houseplant is mostly about timing. Spring is best, when the plant is starting to "
+    "grow again and can recover quickly from the disturbance. Look for roots circling the bottom of "
+    "the pot or poking out of the drainage holes, or water that runs straight through the soil.",
+    "Choose a new pot only one size larger, about two or three centimetres wider than the old one. "
+    "A much bigger pot holds more wet soil than the roots can use, and soil that stays wet for long "
+    "invites root rot, which kills more houseplants than anything else.",
+    "Water the plant a day before so the root ball holds together. Tip the pot on its side, support "
+    "the base of the stems with one hand and ease the plant out. If it sticks, run a knife around "
+    "the inside edge of the pot rather than pulling on the stems.",
+    "Loosen the outer roots gently with your fingers and trim any that are black, mushy or smell "
+    "bad. Put fresh potting mix in the bottom of the new pot so the top of the root ball sits just "
+    "below the rim, then fill around the sides and firm it lightly.",
+    "Water it well afterwards and keep it out of strong direct sun for a week while it settles. "
+    "Skip fertiliser for about a month, since fresh potting mix already has nutrients and tender "
+    "new roots burn easily.",
+])
+
+
+def test_a_long_answer_is_aligned_in_parts_and_nothing_is_lost():
+    aligner = MetaAlignerRunnable(objectives=["readability"], backend_options={"n_ctx": 512},
+                                  max_new_tokens=200)
+    item = {"query": "How do I repot a houseplant?", "response": AIMessage(LONG_ANSWER)}
+    out = aligner.invoke(item)["response"]
+    info = out.response_metadata["metaaligner"]
+    assert info["chunks"]["parts"] >= 2 and info["original"] == LONG_ANSWER
+    assert info["aligned"] and len(info["chunks"]["fell_back"]) < info["chunks"]["parts"]
+    assert out.content != LONG_ANSWER and out.content.count("\n\n") >= 2  # joined on paragraph breaks
+    assert all(fell["reason"] for fell in info["chunks"]["fell_back"])
+    total = None
+    for chunk in aligner.stream(item):
+        total = chunk if total is None else total + chunk
+    assert total["response"].content == out.content
+    assert total["response"].response_metadata["metaaligner"]["chunks"] == info["chunks"]

@@ -134,7 +134,8 @@ def test_thirty_two_concurrent_requests_each_get_their_own_answer(server, model_
 
 
 def test_stream_through_the_server_matches_invoke(server):
-    aligner = _aligner(base_url=server)
+    # room to finish: a rewrite cut at the token limit is turned down
+    aligner = _aligner(base_url=server).model_copy(update={"max_new_tokens": 120})
     item = {"query": "How do I bake bread?", "response": AIMessage("Mix flour and water, idiot.")}
     total = None
     for chunk in aligner.stream(item):
@@ -214,7 +215,7 @@ def test_context_overflow_is_a_prompt_too_long_error(server):
 def test_a_url_as_model_is_the_server(server):
     with pytest.raises(ValidationError, match="pass prompt_format="):
         MetaAlignerRunnable(objectives=OBJECTIVES, model=server)
-    aligner = MetaAlignerRunnable(objectives=OBJECTIVES, model=server, prompt_format="hh-rlhf", max_new_tokens=12)
+    aligner = MetaAlignerRunnable(objectives=OBJECTIVES, model=server, prompt_format="hh-rlhf", max_new_tokens=120)
     assert aligner.load_backend().model.endswith("aligner.f16.gguf")  # the server's only model
     assert aligner.invoke({"query": "How do I bake bread?", "response": AIMessage("Mix flour, idiot.")})[
         "response"].response_metadata["metaaligner"]["aligned"]

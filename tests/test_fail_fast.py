@@ -57,11 +57,6 @@ async def test_a_model_that_does_not_load_is_raised_by_every_call(broken_model, 
         await aligner.abatch(["Keep me."])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runnable._stream loads the backend inside the gate's stream, which turns the error "
-    "into a fallback: it must call load_backend() before gate.gate_stream (issue 16, item 8)",
-)
 def test_a_model_that_does_not_load_is_raised_by_stream(broken_model):
     aligner = MetaAlignerRunnable(objectives=OBJECTIVES, model=broken_model)
     with pytest.raises(AlignerConfigError, match="cannot be set up"):

@@ -138,13 +138,40 @@ def test_stream_joins_to_invoke(aligner, value):
     total = chunks[0]
     for chunk in chunks[1:]:
         total = total + chunk
-    expected = aligner.invoke(value)
+    expected, verdict = invoked(aligner, value)
+    if verdict.get("rejected") is not None:
+        # turned down on the whole rewrite (cut at the token limit, a loop): a stream has sent it
+        # by then, and its verdict says so; invoke returns the original
+        text = total.content if isinstance(value, AIMessage) else total if isinstance(value, str) else total["response"]
+        assert text == verdict["rejected"]
+        if isinstance(value, AIMessage):
+            streamed = total.response_metadata["metaaligner"]
+            assert streamed["fallback_reason"] == verdict["fallback_reason"] + " (after it was streamed)"
+            assert not streamed["aligned"] and streamed["original"] == RESPONSES[0]
+        return
     if isinstance(value, AIMessage):
         assert all(isinstance(c, AIMessageChunk) for c in chunks)
         assert total.content == expected.content
         assert total.response_metadata["metaaligner"] == expected.response_metadata["metaaligner"]
     else:
         assert total == expected
+
+
+class Verdicts(BaseCallbackHandler):
+    """Collects the `metaaligner_verdict` events of the runs it is passed to."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_custom_event(self, name, data, **kwargs):
+        self.seen.append((name, data))
+
+
+def invoked(aligner, value):
+    """(invoke's output, the verdict it reported) for `value`."""
+    verdicts = Verdicts()
+    out = aligner.invoke(value, {"callbacks": [verdicts]})
+    return out, verdicts.seen[-1][1]
 
 
 async def test_async_paths_match_sync(aligner):
@@ -204,27 +231,42 @@ def test_runs_are_traced_under_a_clear_name(aligner):
     assert recorder.names == ["MetaAligner"] * 4
 
 
-def test_failure_inside_the_aligner_keeps_the_original(tmp_path, caplog):
-    broken = tmp_path / "HH-RLHF-broken"
-    broken.mkdir()  # exists, but holds no model
-    aligner = MetaAlignerRunnable(objectives=["harmlessness"], model=str(broken))
+def test_failure_inside_the_aligner_keeps_the_original(aligner, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the engine broke")
+
+    backend = aligner.load_backend()
+    monkeypatch.setattr(backend, "generate", broken)
+    monkeypatch.setattr(backend, "stream", broken)
     out = aligner.invoke(AIMessage("Keep me."))
     assert out.content == "Keep me."
     info = out.response_metadata["metaaligner"]
-    assert info["aligned"] is False and info["changed"] is False and "aligner failed" in info["fallback_reason"]
+    assert info["aligned"] is False and info["changed"] is False
+    assert info["fallback_reason"] == "aligner failed: RuntimeError: the engine broke"
     assert "kept the original response" in caplog.text
-    assert [c for c in MetaAlignerRunnable(objectives=["harmlessness"], model=str(broken)).stream("Keep me.")] == ["Keep me."]
-    with pytest.raises(AlignerError, match="aligner failed"):
-        MetaAlignerRunnable(objectives=["harmlessness"], model=str(broken), strict=True).invoke("Keep me.")
+    assert list(aligner.stream("Keep me.")) == ["Keep me."]
+    with pytest.raises(AlignerError, match="aligner failed: RuntimeError: the engine broke"):
+        aligner.model_copy(update={"strict": True}).invoke("Keep me.")
 
 
 def test_prompt_longer_than_the_context_keeps_the_original(aligner):
-    long = "word " * 2000  # the tiny model's context is 1024 tokens
-    out = aligner.invoke(AIMessage(long))
-    assert out.content == long
+    item = {"query": "word " * 2000, "response": AIMessage(RESPONSES[0])}  # the tiny model's context is 1024 tokens
+    out = aligner.invoke(item)["response"]
+    assert out.content == RESPONSES[0]
     assert "context" in out.response_metadata["metaaligner"]["fallback_reason"]
     with pytest.raises(AlignerError, match="Shorten the context"):
-        aligner.model_copy(update={"strict": True}).invoke(long)
+        aligner.model_copy(update={"strict": True}).invoke(item)
+
+
+def test_an_answer_longer_than_the_context_is_aligned_in_parts_and_nothing_is_lost(aligner):
+    long = "\n\n".join(f"Paragraph {i} says a few words about bread and water." * 8 for i in range(12))
+    out = aligner.invoke(AIMessage(long))  # the tiny model's context is 1024 tokens
+    info = out.response_metadata["metaaligner"]
+    assert info["chunks"]["parts"] > 1 and info["original"] == long
+    if not info["aligned"]:  # every part kept its text: the whole answer, exactly
+        assert out.content == long and len(info["chunks"]["fell_back"]) == info["chunks"]["parts"]
+    streamed = "".join(c.content for c in aligner.stream(AIMessage(long)))
+    assert streamed == out.content
 
 
 def test_prompt_format_detection(tmp_path, tiny_model_dir):
@@ -279,7 +321,33 @@ def test_broken_text_is_repaired_for_the_model_and_kept_in_the_metadata(aligner)
     broken = "Water\x00 it weekly \ud800 and keep it in light."
     out = aligner.invoke({"query": "Plant care?\x00", "response": AIMessage(broken)})["response"]
     info = out.response_metadata["metaaligner"]
-    assert info["fallback_reason"] is None  # aligned, not skipped by an encoding error
+    # the model wrote a rewrite (aligned, or turned down whole as the tiny model runs to its token
+    # limit): not skipped by an encoding error
+    assert info["aligned"] or info["rejected"]
+    assert "Error" not in (info["fallback_reason"] or "")
     assert info["original"] == broken
     prompt = aligner._prompt(coerce({"query": "Plant care?\x00", "response": broken}), "hh-rlhf")
     assert "Water it weekly \ufffd and keep it in light." in prompt and "\x00" not in prompt
+
+
+def test_the_original_of_a_str_input_is_recoverable_from_the_verdict_event(aligner):
+    from metaaligner_chain.tracing import VERDICT_EVENT
+
+    events = Verdicts()
+    out = aligner.invoke(RESPONSES[0], {"callbacks": [events]})
+    list(aligner.stream(RESPONSES[1], {"callbacks": [events]}))
+    aligner.batch(RESPONSES[:2], {"callbacks": [events]})
+    assert [name for name, _ in events.seen] == [VERDICT_EVENT] * 4
+    originals = [data["original"] for _, data in events.seen]
+    assert originals == [RESPONSES[0], RESPONSES[1], RESPONSES[0], RESPONSES[1]]
+    first = events.seen[0][1]
+    assert (out == RESPONSES[0]) == (not first["changed"])
+    assert first["aligned"] or first["fallback_reason"]
+
+
+async def test_the_verdict_event_reaches_astream_events(aligner):
+    from metaaligner_chain.tracing import VERDICT_EVENT
+
+    events = [e async for e in aligner.astream_events(RESPONSES[2], version="v2")]
+    (custom,) = [e for e in events if e["event"] == "on_custom_event"]
+    assert custom["name"] == VERDICT_EVENT and custom["data"]["original"] == RESPONSES[2]

@@ -181,4 +181,7 @@ def test_runnable_reads_prompt_format_from_the_lora_adapter(gguf):
         objectives=["honesty"], max_new_tokens=8,
     )
     assert aligner.resolved_prompt_format() == "ultrafeedback"
-    assert aligner.invoke(AIMessage("Paris.")).response_metadata["metaaligner"]["aligned"] is True
+    info = aligner.invoke(AIMessage("Paris.")).response_metadata["metaaligner"]
+    assert info["prompt_format"] == "ultrafeedback"
+    # the tiny model writes until max_new_tokens: the gate turns that down, the rewrite kept aside
+    assert info["aligned"] or info["rejected"]

@@ -156,6 +156,16 @@ class LlamaCppBackend:
         return 0 if self._llama is None else self._llama.n_ctx()
 
     @property
+    def window(self) -> int:
+        """Tokens a prompt and its answer may take together: the `n_ctx` given, else the trained
+        context (the allocation grows to it on demand)."""
+        return min(self.n_ctx, self.context_length) if self._fixed_ctx else self.context_length
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as it is written into a prompt (no BOS)."""
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    @property
     def snapshot_restores(self) -> int:
         """Calls so far that started from a `prefix_cache` snapshot of an earlier prompt rather
         than from the live KV cache."""

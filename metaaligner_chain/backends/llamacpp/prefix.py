@@ -44,17 +44,19 @@ class PrefixCache:
         live = common_prefix(cached, tokens)
         best, key = max(((common_prefix(k, tokens), k) for k in self._entries), default=(0, ()))
         use = best > live and best >= MIN_PREFIX
-        if use:  # most recently used first, so the snapshot saved below cannot evict it
+        if use:
             self._entries.move_to_end(key)
         if len(cached) - live >= MIN_PREFIX and not any(
             common_prefix(k, cached) >= max(live, MIN_PREFIX) for k in self._entries
         ):
-            self._save(llama, tuple(cached))
+            self._save(llama, tuple(cached), spare=key if use else None)
         if use:
             self._load(llama, key, best)
             self.restored += 1
 
-    def _save(self, llama, key: tuple[int, ...]) -> None:
+    def _save(self, llama, key: tuple[int, ...], spare: tuple[int, ...] | None = None) -> None:
+        """Snapshot the live cache under `key`; evict the least recently used beyond `size`,
+        never `spare` (the snapshot about to be loaded: with one slot, the new one goes again)."""
         import llama_cpp
 
         llama._ctx.kv_cache_seq_rm(0, len(key), -1)
@@ -63,7 +65,7 @@ class PrefixCache:
         llama_cpp.llama_state_seq_get_data(llama._ctx.ctx, data, size, 0)
         self._entries[key] = data
         while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+            del self._entries[next(k for k in self._entries if k != spare)]
 
     def _load(self, llama, key: tuple[int, ...], keep: int) -> None:
         import llama_cpp

@@ -1,0 +1,91 @@
+"""How often the gate's whole-rewrite checks turn down good rewrites, and how many bad ones they catch.
+
+Reads an evaluation folder written by `ma-train eval` / `examples/default_aligner/validate.py`
+(`items.jsonl`: each item's original, the aligned answer and how the judges scored it;
+`aligned.jsonl`: the finish reason) and applies `metaaligner_chain.gate.judge` to every rewrite
+that the gate of the run let through and that changed the answer. No model runs, so the figures
+are exact and cheap to rerun.
+
+A rewrite is *good* when some objective's judge (chrF against the gold rewrite, or the per-item
+checks) scored a win and none a loss, and no required phrase was lost; *bad* when a judge scored
+a loss or a required phrase was lost; *neutral* otherwise (ties only). Thresholds were chosen on
+the training corpus's gold rewrites and the validation split (`runs/.../validation`); the held-out
+folder is where the target (false rejections of good rewrites <= 2%) is reported.
+
+    python -m benchmarks.bench_gate examples/eval/default-aligner [runs/default-aligner-e2/validation]
+Results: benchmarks/results/gate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+from metaaligner_chain import gate
+from metaaligner_chain.objectives import resolve
+from metaaligner_chain.prompt import prompt_prefix
+from trainer.evaluate.rewrites import objective_specs
+
+RESULTS = Path(__file__).resolve().parent / "results" / "gate.json"
+
+
+def _read(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def grade(item: dict) -> str:
+    """good / bad / neutral, from the judges' outcomes recorded with the item."""
+    outcomes = [o for verdicts in item.get("outcomes", {}).values() for o in verdicts.values()]
+    if item.get("lost_keep") or "loss" in outcomes:
+        return "bad"
+    return "good" if "win" in outcomes else "neutral"
+
+
+def measure(folder: Path, prompt_format: str = "hh-rlhf") -> dict:
+    finish = {r["id"]: (r.get("metadata") or {}).get("finish_reason") for r in _read(folder / "aligned.jsonl")}
+    counts: dict[str, Counter] = {g: Counter() for g in ("good", "bad", "neutral")}
+    reasons: Counter = Counter()
+    examples = []
+    for item in _read(folder / "items.jsonl"):
+        original, text = item["answer"], item["aligned"]
+        if item.get("fallback_reason") or text is None or text.strip() == original.strip():
+            continue
+        objectives = resolve(objective_specs(item["objectives"]), prompt_format)
+        reason = gate.judge(original, text, finish_reason=finish.get(item["id"]),
+                            scaffold=prompt_prefix(objectives, prompt_format=prompt_format),
+                            objectives=objectives)
+        group = grade(item)
+        counts[group]["rewrites"] += 1
+        if reason:
+            counts[group]["rejected"] += 1
+            kind = reason.split(" (")[0]
+            reasons[kind] += 1
+            examples.append({"id": item["id"], "grade": group, "reason": reason, "rewrite": text[:200]})
+    table = {g: {**c, "rejected_share": round(c["rejected"] / c["rewrites"], 4) if c["rewrites"] else None}
+             for g, c in counts.items()}
+    return {"folder": str(folder), "by_grade": table, "reasons": dict(reasons), "rejected": examples}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    args = parser.parse_args()
+    results = {"thresholds": {"long_answer": gate.LONG_ANSWER, "min_kept": gate.MIN_KEPT,
+                              "min_kept_brief": gate.MIN_KEPT_BRIEF, "loop_share": gate.LOOP_SHARE, "loop_times": gate.LOOP_TIMES,
+                              "scaffold_run": gate.SCAFFOLD_RUN},
+               "runs": [measure(folder) for folder in args.folders]}
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    for run in results["runs"]:
+        print(run["folder"])
+        for group, c in run["by_grade"].items():
+            print(f"  {group:8} rewrites {c.get('rewrites', 0):4}  rejected {c.get('rejected', 0):3}  "
+                  f"({c['rejected_share']})")
+        print("  reasons:", run["reasons"])
+
+
+if __name__ == "__main__":
+    main()

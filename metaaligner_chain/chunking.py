@@ -1,0 +1,119 @@
+"""Long answers aligned in parts.
+
+An answer whose prompt would leave the aligner no room to write its rewrite is split where the
+text breaks (paragraphs, then sentences, then words), each part is aligned with the query as
+context, and the parts are joined back with the original's own separators. Nothing is cut: a part
+whose rewrite the gate turns down keeps its original text, and the metadata lists those parts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from metaaligner_chain.gate import Verdict
+
+#: Where text breaks, from the coarsest: a blank line, the end of a sentence, any whitespace.
+BREAKS = (re.compile(r"\n[ \t]*\n\s*"), re.compile(r"(?<=[.!?\u2026])\s+"), re.compile(r"\s+"))
+
+
+def _pieces(text: str, pattern: re.Pattern[str]) -> list[str]:
+    """`text` split after each match of `pattern`, the separator kept with the piece before it."""
+    pieces, start = [], 0
+    for match in pattern.finditer(text):
+        if match.end() > start and match.start() > start:
+            pieces.append(text[start : match.end()])
+            start = match.end()
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
+def _units(text: str, limit: int, count: Callable[[str], int], level: int = 0) -> list[tuple[str, int]]:
+    """`text` as (piece, tokens) units of at most `limit` tokens, broken as coarsely as possible."""
+    size = count(text)
+    if size <= limit:
+        return [(text, size)]
+    if level == len(BREAKS):  # one "word" longer than a part: cut it by characters
+        step = max(1, len(text) * limit // size)
+        return [(text[i : i + step], count(text[i : i + step])) for i in range(0, len(text), step)]
+    pieces = _pieces(text, BREAKS[level])
+    if len(pieces) == 1:
+        return _units(text, limit, count, level + 1)
+    return [unit for piece in pieces for unit in _units(piece, limit, count, level + 1)]
+
+
+def split_text(text: str, limit: int, count: Callable[[str], int]) -> list[str]:
+    """Consecutive parts of `text` of at most about `limit` tokens each (by `count`), split at
+    paragraph breaks where possible, then sentences, then words; ``"".join(parts) == text``."""
+    if limit < 1:
+        raise ValueError(f"a part must hold at least one token; got limit={limit}.")
+    parts, current, used = [], "", 0
+    for unit, size in _units(text, limit, count):
+        if current and used + size > limit:
+            parts.append(current)
+            current, used = "", 0
+        current += unit
+        used += size
+    if current:
+        parts.append(current)
+    return parts
+
+
+def separators(original: str, bodies: list[str]) -> list[str]:
+    """The whitespace that follows each of `bodies` (consecutive stripped parts) in `original`."""
+    out, pos = [], 0
+    for body in bodies:
+        pos = original.index(body, pos) + len(body)
+        end = pos
+        while end < len(original) and original[end].isspace():
+            end += 1
+        out.append(original[pos:end])
+        pos = end
+    return out
+
+
+def join_parts(original: str, bodies: list[str], texts: list[str]) -> str:
+    """The parts' texts (rewrites, or a part's own text where it fell back) joined with the
+    separators their parts were followed by in `original`."""
+    return "".join(t.strip() + sep for t, sep in zip(texts, separators(original, bodies)))
+
+
+#: Fewest tokens a part may hold: when the context leaves less room than this, the answer is not
+#: split (its prompt is too long whatever is done to the answer; the gate keeps the original).
+MIN_PART = 32
+
+
+def plan(answer: str, prompt_of: Callable[[str], str], count: Callable[[str], int], window: int) -> list[str]:
+    """The parts `answer` is aligned in: ``[answer]`` when its prompt leaves the aligner room to
+    write a rewrite as long as the answer, else parts that each leave that room.
+
+    `prompt_of(text)` is the aligner prompt with `text` as the answer; `count` counts tokens and
+    `window` is what a prompt and its answer may take together (0: unknown, the answer whole).
+    """
+    if not window:
+        return [answer]
+    room = (window - count(prompt_of(""))) // 2  # the part in the prompt, and its rewrite
+    if room < MIN_PART or count(answer) <= room:
+        return [answer]
+    return split_text(answer, room, count)
+
+
+def combine(original: str, bodies: list[str], verdicts: list[Verdict]) -> tuple[Verdict, dict[str, Any]]:
+    """One verdict for `original` aligned in parts (`bodies`, one verdict each), and the metadata
+    that describes them: how many parts, and which kept their original text and why."""
+    fell_back = [{"part": k, "reason": v.fallback_reason} for k, v in enumerate(verdicts) if not v.aligned]
+    aligned = len(fell_back) < len(verdicts)
+    reason = None
+    if fell_back:
+        reason = f"{len(fell_back)} of {len(bodies)} parts kept their original text"
+        if not aligned:
+            reason += f" ({fell_back[0]['reason']})"
+    verdict = Verdict(
+        text=join_parts(original, bodies, [v.text for v in verdicts]), aligned=aligned,
+        fallback_reason=reason, finish_reason=verdicts[-1].finish_reason,
+        completion_tokens=sum(v.completion_tokens or 0 for v in verdicts) or None,
+        prompt_tokens=sum(v.prompt_tokens or 0 for v in verdicts) or None,
+    )
+    return verdict, {"chunks": {"parts": len(bodies), "fell_back": fell_back}}
