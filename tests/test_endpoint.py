@@ -141,8 +141,11 @@ def test_stream_through_the_server_matches_invoke(server):
     for chunk in aligner.stream(item):
         total = chunk if total is None else total + chunk
     expected = aligner.invoke(item)["response"]
-    assert total["response"].content == expected.content
-    assert expected.response_metadata["metaaligner"]["aligned"]
+    info = expected.response_metadata["metaaligner"]
+    # the aligned answer, or (turned down on the whole rewrite, e.g. cut at the token limit) the
+    # rewrite the stream had already sent; either way the server's tokens, in order
+    assert total["response"].content == (expected.content if info["aligned"] else info["rejected"])
+    assert info["aligned"] or info["rejected"]
 
 
 @pytest.mark.parametrize("strict", [False, True])
