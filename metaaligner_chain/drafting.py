@@ -4,7 +4,11 @@ An aligner mostly copies its input answer. `CopyDrafter` finds where the generat
 answer (the longest recent suffix that occurs there, preferring the place it was last copying
 from, so it re-synchronizes after an edit) and proposes the tokens that follow. The draft length
 adapts to how much of recent drafts was accepted, and after drafts that were wholly rejected the
-drafter pauses (1, 2, 4, ... tokens) so a rewrite that stopped copying costs plain decoding. Pure: token ids in, token ids out, no model.
+drafter pauses (1, 2, 4, ... tokens) so a rewrite that stopped copying costs plain decoding.
+Where the generation is not in the response (an inserted sentence, a model that does not copy),
+it falls back to what the engines' stock prompt lookup does: the tokens that followed the last
+occurrence of the generation's last one or two tokens in the prompt or in the generation itself
+(a list, a repeated phrase). Pure: token ids in, token ids out, no model.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ class CopyDrafter:
         window: a 1-token match only counts within this many tokens after the cursor (a single
             common token elsewhere is too weak a signal to copy from).
         max_pause: longest pause (in `propose` calls) after consecutive wholly rejected drafts.
+        context: token ids of the whole prompt, searched (with the generation) when the
+            generation is not in `source`; empty turns the fallback search off.
+        lookup_ngram: longest suffix the fallback search matches (stock prompt lookup: 2).
     """
 
     def __init__(
@@ -35,6 +42,8 @@ class CopyDrafter:
         start_draft: int = 8,
         window: int = 8,
         max_pause: int = 16,
+        context: Sequence[int] = (),
+        lookup_ngram: int = 2,
     ):
         self.source = list(source)
         self.max_ngram = max_ngram
@@ -45,10 +54,10 @@ class CopyDrafter:
         self.max_pause = max_pause
         self.misses = 0  # consecutive drafts with nothing accepted
         self.pause = 0  # `propose` calls left to answer with no draft
-        self._index: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for n in range(1, max_ngram + 1):
-            for end in range(n, len(self.source) + 1):
-                self._index[tuple(self.source[end - n : end])].append(end)
+        self._index = _ngram_ends(self.source, max_ngram)
+        self.context = list(context)
+        self.lookup_ngram = lookup_ngram
+        self._context_index = _ngram_ends(self.context, lookup_ngram)
 
     def locate(self, generated: Sequence[int]) -> int | None:
         """The position in `source` right after the generation's current suffix, if it is there."""
@@ -74,9 +83,23 @@ class CopyDrafter:
             return []
         end = self.locate(generated)
         if end is None:
-            return []
+            return self.lookup(generated)
         self.cursor = end
         return self.source[end : end + self.k]
+
+    def lookup(self, generated: Sequence[int]) -> list[int]:
+        """Up to `k` tokens that followed the last earlier occurrence of the generation's last
+        `lookup_ngram` (or fewer) tokens: in the generation itself first, then in the prompt."""
+        for n in range(min(self.lookup_ngram, len(generated)), 0, -1):
+            suffix = list(generated[-n:])
+            for start in range(len(generated) - n - 1, -1, -1):  # the suffix itself excluded
+                if list(generated[start : start + n]) == suffix:
+                    return list(generated[start + n : start + n + self.k])
+            ends = self._context_index.get(tuple(suffix))
+            if ends:
+                end = ends[-1]
+                return (self.context[end : end + self.k] + list(generated))[: self.k]
+        return []
 
     def update(self, proposed: int, accepted: int) -> None:
         """Record how many of `proposed` draft tokens the model agreed with; adapt `k`."""
@@ -90,6 +113,15 @@ class CopyDrafter:
             self.k = min(self.max_draft, self.k * 2)
         elif proposed:
             self.k = max(self.min_draft, min(self.k - 1, accepted + 1))
+
+
+def _ngram_ends(tokens: Sequence[int], longest: int) -> dict[tuple[int, ...], list[int]]:
+    """Every n-gram of `tokens` (n = 1..longest) mapped to the positions right after it, ascending."""
+    index: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for n in range(1, longest + 1):
+        for end in range(n, len(tokens) + 1):
+            index[tuple(tokens[end - n : end])].append(end)
+    return index
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -74,3 +74,27 @@ def test_pauses_longer_after_each_wholly_rejected_draft():
     drafter.update(2, 0)
     assert drafter.propose(SOURCE[:2]) == []
     assert drafter.propose(SOURCE[:2]) == [12, 13]
+
+
+def test_off_the_response_it_looks_up_the_prompt_like_stock_prompt_lookup():
+    prompt = [1, 2, 50, 51, 52, 53, 3, *SOURCE, 4]
+    drafter = CopyDrafter(SOURCE, context=prompt, start_draft=3)
+    assert drafter.propose([99, 50, 51]) == [52, 53, 3]  # not in the response, in the instruction
+    assert CopyDrafter(SOURCE, start_draft=3).propose([99, 50, 51]) == []  # no context: no fallback
+
+
+def test_a_repeated_phrase_is_drafted_from_the_generation_itself():
+    drafter = CopyDrafter(SOURCE, context=[1, 2, 3], start_draft=4)
+    generated = [70, 71, 72, 73, 74, 70, 71]
+    assert drafter.propose(generated) == [72, 73, 74, 70]
+
+
+def test_the_response_is_preferred_over_the_lookup():
+    prompt = [12, 13, 77, 78, *SOURCE]
+    drafter = CopyDrafter(SOURCE, context=prompt, start_draft=2)
+    assert drafter.propose([10, 11, 12, 13]) == [14, 15]
+
+
+def test_a_lookup_at_the_prompt_end_continues_into_the_generation():
+    drafter = CopyDrafter(SOURCE, context=[5, 80, 81], start_draft=4)
+    assert drafter.propose([80, 81]) == [80, 81]  # prompt + generation: 5 80 81 | 80 81

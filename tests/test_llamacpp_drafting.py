@@ -73,9 +73,12 @@ def test_copying_rewrites_accept_most_drafts_and_need_fewer_forwards(backend):
         assert drafted.stats["accepted_tokens"] >= 10
         assert drafted.stats["acceptance"] > 0.5
         assert drafted.stats["forward_passes"] < drafted.completion_tokens
+    # Not copying the response, the base model repeats the prompt's instruction: the prompt
+    # lookup fallback drafts that (the tokens stay those of plain decoding, tested above).
     prompt, response = NO_COPY[1]
     drafted = backend.generate([prompt], DRAFTED, [response])[0]
-    assert drafted.stats["accepted_tokens"] == 0
+    assert response not in drafted.text
+    assert drafted.stats["forward_passes"] < drafted.completion_tokens
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, 2, 7, 12, 19])

@@ -334,7 +334,8 @@ class LlamaCppBackend:
         llama.cpp's own sampling loop. Both give the same greedy tokens."""
         llama = self._llama
         if settings.drafting and settings.greedy and response:
-            drafter = CopyDrafter(response_span(llama, prompt, tokens, response), **DRAFTER)
+            span = response_span(llama, prompt, tokens, response)
+            drafter = CopyDrafter(span, context=tokens, **DRAFTER)
             tally.drafts = DraftTally()
             return drafted_greedy(llama, tokens, drafter, budget, tally.drafts)
         temp, top_p = (0.0, 1.0) if settings.greedy else (settings.temperature, settings.top_p)
