@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, get_config_list, run_in_executor
 from pydantic import AliasChoices, ConfigDict, Field, SecretStr, model_validator
@@ -27,19 +26,14 @@ from metaaligner_chain.coerce import (
     clean_text,
     coerce,
     context_text,
-    head_chunk,
     join_chunks,
     render,
-    render_chunk,
 )
 from metaaligner_chain.models.engine import load_engine, prompt_format_of, trained_prompt_format
 from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
 from metaaligner_chain.prompt import build_prompt, prompt_prefix
+from metaaligner_chain.streaming import EMPTY, iterate_in_executor, stream_request
 from metaaligner_chain.tracing import end_model_run, report_verdict, start_model_run, usage_of
-
-
-#: What an empty or whitespace-only response gets: returned as it is, without a model call.
-EMPTY = gate.Verdict(text="", aligned=False, fallback_reason="the response is empty; nothing to align")
 
 
 class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
@@ -383,64 +377,6 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
                 outcomes.append(exc)
         return outcomes
 
-    def _stream(self, request: AlignRequest, run_manager: Any = None) -> Iterator[Any]:
-        """Aligned pieces of one request as they are generated, shaped like its input.
-
-        An agent state comes back whole, as one chunk: its messages are not addable pieces (for
-        token streaming inside an agent use `MetaAlignerMiddleware`)."""
-        if request.message_index is not None:
-            (result,) = self._align([request], [run_manager])
-            if isinstance(result, Exception):
-                raise result
-            yield result
-            return
-        prompt_format = self._prompt_format()
-        if request.response_key is not None:
-            yield head_chunk(request)
-        as_message = isinstance(request.response_value, BaseMessage)
-        if not request.quoted:  # nothing to align: returned as it is, no model call
-            yield render_chunk(request, request.response)
-            if as_message:
-                yield render_chunk(request, "", self._info(request, prompt_format, EMPTY))
-            return
-        parts = self._parts(request, prompt_format)
-        gaps = chunking.separators(request.response, [p.response for p in parts]) if len(parts) > 1 else [""]
-        pairs: list[tuple[AlignRequest, gate.Verdict]] = []
-        for part, gap in zip(parts, gaps):
-            for item in self._stream_part(part, prompt_format, run_manager):
-                if isinstance(item, gate.Verdict):
-                    pairs.append((part, item))
-                else:
-                    yield render_chunk(request, item)
-            if gap:  # what followed this part in the original (a rewrite is stripped)
-                yield render_chunk(request, gap)
-        verdict, info = self._verdict(request, prompt_format, pairs)
-        report_verdict(run_manager, info)
-        if as_message:  # metadata rides on the last chunk
-            yield render_chunk(request, "", info)
-
-    def _stream_part(self, part: AlignRequest, prompt_format: str, run_manager: Any) -> Iterator[Any]:
-        """The gated pieces of one prompt's rewrite, then its `gate.Verdict`."""
-        prompt = self._prompt(part, prompt_format)
-
-        def pieces() -> Iterator[str]:
-            stream = self.load_backend().stream(prompt, self.settings(), part.quoted)
-            return (yield from gate.until_template(stream, part.quoted))
-
-        run = start_model_run(run_manager, prompt, self._get_ls_params())
-        try:
-            for item in gate.gate_stream(
-                part.response, pieces(), strict=self.strict,
-                scaffold=self._scaffold(part, prompt_format),
-                objectives=resolve(self._objectives(part), prompt_format),
-            ):
-                if isinstance(item, gate.Verdict):
-                    end_model_run(run, item)
-                yield item
-        except Exception as exc:
-            end_model_run(run, exc)
-            raise
-
     # -- the Runnable interface --------------------------------------------------------------
 
     def _invoke_one(self, value: Any, run_manager: Any = None) -> Any:
@@ -491,7 +427,7 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         def run(chunks: Iterator[Any], run_manager: Any) -> Iterator[Any]:
-            yield from self._stream(coerce(join_chunks(list(chunks))), run_manager)
+            yield from stream_request(self, coerce(join_chunks(list(chunks))), run_manager)
 
         yield from self._transform_stream_with_config(input, run, self._traced(config), **kwargs)
 
@@ -503,7 +439,7 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
             chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
         ) -> AsyncIterator[Any]:
             request = coerce(join_chunks([chunk async for chunk in chunks]))
-            async for item in iterate_in_executor(config, self._stream(request, run_manager)):
+            async for item in iterate_in_executor(config, stream_request(self, request, run_manager)):
                 yield item
 
         async for chunk in self._atransform_stream_with_config(input, run, self._traced(config), **kwargs):
@@ -527,13 +463,6 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         from metaaligner_chain.wrapped import AlignedChain
 
         return AlignedChain(chain=chain, aligner=self, context=context)
-
-
-async def iterate_in_executor(config: RunnableConfig, iterator: Iterator[Any]) -> AsyncIterator[Any]:
-    """Drive a blocking iterator from async code, one step at a time in the executor."""
-    done = object()
-    while (item := await run_in_executor(config, next, iterator, done)) is not done:
-        yield item
 
 
 #: Keywords other LangChain models take, and what the aligner has instead.
