@@ -32,7 +32,7 @@ from metaaligner_chain.coerce import (
 from metaaligner_chain.models.engine import load_engine, prompt_format_of, trained_prompt_format
 from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
 from metaaligner_chain.prompt import build_prompt, prompt_prefix
-from metaaligner_chain.streaming import EMPTY, iterate_in_executor, stream_request
+from metaaligner_chain.streaming import EMPTY, adrive, drive, iterate_in_executor, stream_request, stream_through
 from metaaligner_chain.tracing import end_model_run, report_verdict, start_model_run, usage_of
 
 
@@ -127,6 +127,11 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     """Let the backend draft from the response and verify drafts in one pass (same output)."""
     strict: bool = False
     """Raise `AlignerError` when the aligner fails, instead of returning the original response."""
+    stream_through: bool = True
+    """When the response streams in (``policy | aligner`` under ``.stream()``/``.astream()``),
+    align each completed paragraph while the policy is still writing, so the first aligned tokens
+    go out before it has finished; the paragraphs are reported as parts (``chunks``). ``False``:
+    wait for the whole response and align it as one (in parts only when it is too long)."""
     name: str | None = "MetaAligner"
 
     @model_validator(mode="before")
@@ -322,9 +327,10 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         count = getattr(backend, "count_tokens", None)
         if count is None:  # an engine that cannot count (a server): the answer goes whole
             return [request]
+        window = getattr(backend, "window", backend.context_length)
         pieces = chunking.plan(
             request.response, lambda text: self._prompt(replace(request, response=text), prompt_format),
-            lambda text: count(clean_text(text)), getattr(backend, "window", backend.context_length),
+            lambda text: count(clean_text(text)), window,
         )
         if len(pieces) == 1:
             return [request]
@@ -335,9 +341,10 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     ) -> tuple[gate.Verdict, dict[str, Any]]:
         """One verdict and its metadata for `request`, from the verdicts of its parts."""
         if len(pairs) == 1:
-            verdict = pairs[0][1]
-            return verdict, self._info(request, prompt_format, verdict)
-        verdict, extra = chunking.combine(request.response, [p.response for p, _ in pairs], [v for _, v in pairs])
+            verdict, extra = pairs[0][1], {}
+        else:
+            verdict, extra = chunking.combine(
+                request.response, [p.response for p, _ in pairs], [v for _, v in pairs])
         return verdict, {**self._info(request, prompt_format, verdict), **extra}
 
     def _generate(
@@ -427,7 +434,10 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         def run(chunks: Iterator[Any], run_manager: Any) -> Iterator[Any]:
-            yield from stream_request(self, coerce(join_chunks(list(chunks))), run_manager)
+            if self.stream_through:
+                yield from drive(stream_through(self, run_manager), chunks)
+            else:
+                yield from stream_request(self, coerce(join_chunks(list(chunks))), run_manager)
 
         yield from self._transform_stream_with_config(input, run, self._traced(config), **kwargs)
 
@@ -438,8 +448,12 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         async def run(
             chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
         ) -> AsyncIterator[Any]:
-            request = coerce(join_chunks([chunk async for chunk in chunks]))
-            async for item in iterate_in_executor(config, stream_request(self, request, run_manager)):
+            if self.stream_through:
+                items = adrive(stream_through(self, run_manager), chunks, config)
+            else:
+                request = coerce(join_chunks([chunk async for chunk in chunks]))
+                items = iterate_in_executor(config, stream_request(self, request, run_manager))
+            async for item in items:
                 yield item
 
         async for chunk in self._atransform_stream_with_config(input, run, self._traced(config), **kwargs):
