@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, get_config_list, run_in_executor
 from pydantic import AliasChoices, ConfigDict, Field, SecretStr, model_validator
@@ -23,6 +24,7 @@ from metaaligner_chain.backends.base import AlignerConfigError, Backend
 from metaaligner_chain.coerce import (
     AlignerInput,
     AlignRequest,
+    as_messages,
     clean_text,
     coerce,
     context_text,
@@ -328,6 +330,7 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         if count is None:  # an engine that cannot count (a server): the answer goes whole
             return [request]
         window = getattr(backend, "window", backend.context_length)
+        request = self._fit_context(request, prompt_format, lambda text: count(clean_text(text)), window)
         pieces = chunking.plan(
             request.response, lambda text: self._prompt(replace(request, response=text), prompt_format),
             lambda text: count(clean_text(text)), window,
@@ -335,6 +338,27 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         if len(pieces) == 1:
             return [request]
         return [replace(request, response=body) for piece in pieces if (body := piece.rstrip())]
+
+    def _fit_context(
+        self, request: AlignRequest, prompt_format: str, count: Callable[[str], int], window: int
+    ) -> AlignRequest:
+        """`request` with its conversation trimmed from the oldest turns (`chunking.trim_turns`)
+        when it leaves less room than the answer, or `chunking.CONTEXT_ROOM` tokens, for the
+        answer and its rewrite; the latest question is always kept."""
+        if not window or isinstance(request.context, str):
+            return request
+        messages = as_messages(request.context)
+        if len(messages) < 2:
+            return request
+        need = min(count(request.quoted), chunking.CONTEXT_ROOM)
+
+        def size(kept: list[BaseMessage]) -> int:
+            return count(self._prompt(replace(request, context=kept, response=""), prompt_format))
+
+        kept = chunking.trim_turns(messages, size, window - 2 * need)
+        if len(kept) == len(messages):
+            return request
+        return replace(request, context=kept, dropped_turns=len(messages) - len(kept))
 
     def _verdict(
         self, request: AlignRequest, prompt_format: str, pairs: list[tuple[AlignRequest, gate.Verdict]]
@@ -345,6 +369,8 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         else:
             verdict, extra = chunking.combine(
                 request.response, [p.response for p, _ in pairs], [v for _, v in pairs])
+        if dropped := max(p.dropped_turns for p, _ in pairs):
+            extra["dropped_turns"] = dropped  # messages of the conversation left out of the context
         return verdict, {**self._info(request, prompt_format, verdict), **extra}
 
     def _generate(
