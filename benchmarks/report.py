@@ -264,11 +264,62 @@ def default_quant(data: dict) -> list[str]:
          + (f" Peak RSS: {data['peak_rss_note']}" if data.get("peak_rss_note") else ""), ""]
 
 
+def stream_through(data: dict) -> list[str]:
+    rows = [[item["question"], item["through"]["first_aligned_s"], item["whole"]["first_aligned_s"],
+             item["through"]["end_s"], item["whole"]["end_s"], item["through"]["parts"],
+             item["through"]["answer_paragraphs"]]
+            for item in data["items"]]
+    first, end, settings = data["first_aligned_s_total"], data["end_s_total"], data["settings"]
+    return _header("Stream-through: time to the first aligned token", data) + [
+        f"Policy: {data['models']['policy']}, {settings['policy_max_tokens']} tokens at most; aligner: "
+        f"{data['models']['aligner']}, objectives {', '.join(settings['objectives'])}. `through` aligns "
+        "each completed paragraph while the policy writes; `whole` waits for the whole answer.",
+        "",
+        *_table(rows, ["question", "through: first aligned s", "whole: first aligned s", "through: end s",
+                       "whole: end s", "parts (through)", "paragraphs in the answer"]),
+        f"Over the workload: first aligned token after {first['through']} s (through) vs "
+        f"{first['whole']} s (whole), summed: **{data['whole_vs_through_first_aligned']:.2f}×** "
+        f"sooner; to the end {end['through']} s vs {end['whole']} s.",
+        "",
+    ]
+
+
+def gate(data: dict) -> list[str]:
+    """The gate's whole-rewrite checks on saved evaluation outputs (no model runs; no header)."""
+    lines = ["## The gate's whole-rewrite checks on saved rewrites (`bench_gate.py`)", "",
+             "Thresholds: " + ", ".join(f"{k} {v}" for k, v in data["thresholds"].items()) + ".", ""]
+    for run in data["runs"]:
+        rows = [[grade, c.get("rewrites", 0), c.get("rejected", 0),
+                 "—" if c["rejected_share"] is None else f"{c['rejected_share']:.1%}"]
+                for grade, c in run["by_grade"].items()]
+        reasons = "; ".join(f"{k}: {v}" for k, v in run["reasons"].items()) or "none"
+        lines += [f"Folder `{run['folder']}`:", "",
+                  *_table(rows, ["rewrite graded", "rewrites", "turned down", "share turned down"]),
+                  f"Reasons: {reasons}. A *good* rewrite turned down is a false rejection (target ≤ 2%).",
+                  ""]
+    return lines
+
+
 def _ideal_note(subset: dict) -> str:
     ideal = subset.get("ideal_speedup")
     if not ideal:
         return ""
     return f" (ideal {ideal:.2f}×, {subset['speedup'] / ideal:.0%} of it)"
+
+
+def _section(name: str, layout, *args) -> list[str]:
+    """`layout(data, *args)` for results file `name`; a file written by an older version of its
+    benchmark, which lacks a field the layout reads, is named with the fix instead of failing the
+    whole report."""
+    data = _load(name)
+    if data is None:
+        return []
+    try:
+        return layout(data, *args)
+    except KeyError as missing:
+        return [f"## {name}", "", f"`results/{name}.json` has no field {missing} that this report "
+                "lays out: it was written by an older version of its benchmark. Rerun the "
+                f"benchmark named in its `command` ({data.get('command', '?')!r}).", ""]
 
 
 def main() -> None:
@@ -280,31 +331,25 @@ def main() -> None:
         "one run: the machine is shared and its absolute speed varies.",
         "",
     ]
-    if data := _load("default_aligner"):
-        lines += default_aligner(data)
-    if data := _load("drafting_llamacpp"):
-        lines += drafting(data, "Drafting beside llama.cpp's stock prompt lookup, and prefix reuse")
-    if data := _load("drafting_llamacpp_sweep"):
-        lines += drafting(data, "Tuning the stock draft length: llama.cpp", SWEEP_NOTE)
-    if data := _load("drafting_llamacpp_decision"):
-        lines += drafting(data, "Decision run: the package's own drafting vs stock prompt lookup, "
-                          "llama.cpp", DECISION_NOTE)
-    if data := _load("prefix_cache"):
-        lines += prefix_cache(data)
-    if data := _load("default_quant"):
-        lines += default_quant(data)
-    if data := _load("endpoint"):
-        lines += endpoint(data)
-    if data := _load("drafting_transformers"):
-        lines += drafting(data, "Drafting beside transformers' stock prompt lookup, prefix reuse "
-                          "and batching")
-    if data := _load("drafting_transformers_sweep"):
-        lines += drafting(data, "Tuning the stock draft length: transformers", SWEEP_NOTE)
-    if data := _load("drafting_transformers_decision"):
-        lines += drafting(data, "Decision run: the package's own drafting vs stock prompt lookup, "
-                          "transformers", DECISION_NOTE)
-    if data := _load("train_allocator"):
-        lines += train_allocator(data)
+    lines += _section("default_aligner", default_aligner)
+    lines += _section("drafting_llamacpp", drafting,
+                      "Drafting beside llama.cpp's stock prompt lookup, and prefix reuse")
+    lines += _section("drafting_llamacpp_sweep", drafting, "Tuning the stock draft length: llama.cpp",
+                      SWEEP_NOTE)
+    lines += _section("drafting_llamacpp_decision", drafting, "Decision run: the package's own "
+                      "drafting vs stock prompt lookup, llama.cpp", DECISION_NOTE)
+    lines += _section("prefix_cache", prefix_cache)
+    lines += _section("default_quant", default_quant)
+    lines += _section("endpoint", endpoint)
+    lines += _section("drafting_transformers", drafting, "Drafting beside transformers' stock prompt "
+                      "lookup, prefix reuse and batching")
+    lines += _section("drafting_transformers_sweep", drafting,
+                      "Tuning the stock draft length: transformers", SWEEP_NOTE)
+    lines += _section("drafting_transformers_decision", drafting, "Decision run: the package's own "
+                      "drafting vs stock prompt lookup, transformers", DECISION_NOTE)
+    lines += _section("stream_through", stream_through)
+    lines += _section("gate", gate)
+    lines += _section("train_allocator", train_allocator)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")
 

@@ -1,16 +1,20 @@
-"""Long answers aligned in parts.
+"""Long answers aligned in parts, long conversations trimmed to fit.
 
 An answer whose prompt would leave the aligner no room to write its rewrite is split where the
 text breaks (paragraphs, then sentences, then words), each part is aligned with the query as
 context, and the parts are joined back with the original's own separators. Nothing is cut: a part
 whose rewrite the gate turns down keeps its original text, and the metadata lists those parts.
+A conversation given as context that leaves too little room is trimmed from its oldest turns,
+never the latest question (`trim_turns`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from langchain_core.messages import BaseMessage, trim_messages
 
 from metaaligner_chain.gate import Verdict
 
@@ -117,3 +121,27 @@ def combine(original: str, bodies: list[str], verdicts: list[Verdict]) -> tuple[
         prompt_tokens=sum(v.prompt_tokens or 0 for v in verdicts) or None,
     )
     return verdict, {"chunks": {"parts": len(bodies), "fell_back": fell_back}}
+
+
+#: The room a conversation must leave for the answer and its rewrite: the whole answer, or parts
+#: of at least this many tokens when the answer is longer. Older turns are dropped until it does.
+CONTEXT_ROOM = 4 * MIN_PART
+
+
+def trim_turns(
+    messages: Sequence[BaseMessage], size: Callable[[list[BaseMessage]], int], budget: int
+) -> list[BaseMessage]:
+    """`messages` without their oldest turns, so that `size` (the prompt's tokens with them as the
+    context) is at most `budget`: system messages stay, the kept turns start on a human one
+    (langchain's `trim_messages`), and the latest human message and all after it are kept even
+    when they alone are over the budget."""
+    messages = list(messages)
+    if size(messages) <= budget:
+        return messages
+    latest = max((i for i, m in enumerate(messages) if m.type == "human"), default=len(messages) - 1)
+    kept = trim_messages(messages, max_tokens=budget, token_counter=size, strategy="last",
+                         include_system=True, start_on="human")
+    tail = messages[latest:]
+    if len(kept) < len(tail) or kept[len(kept) - len(tail):] != tail:  # the latest question stays
+        kept = [m for m in messages[:latest] if m.type == "system"] + tail
+    return kept

@@ -74,6 +74,8 @@ class AlignRequest:
     message_index: int | None = None
     #: Why this item is returned untouched without a model call (e.g. its AI message calls tools).
     untouched: str | None = None
+    #: Messages of a long conversation left out of the context so the prompt fits (oldest first).
+    dropped_turns: int = 0
 
     @property
     def response_value(self) -> Any:

@@ -24,22 +24,18 @@ from metaaligner_chain.backends.base import AlignerConfigError, Backend
 from metaaligner_chain.coerce import (
     AlignerInput,
     AlignRequest,
+    as_messages,
     clean_text,
     coerce,
     context_text,
-    head_chunk,
     join_chunks,
     render,
-    render_chunk,
 )
 from metaaligner_chain.models.engine import load_engine, prompt_format_of, trained_prompt_format
 from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
 from metaaligner_chain.prompt import build_prompt, prompt_prefix
+from metaaligner_chain.streaming import EMPTY, adrive, drive, iterate_in_executor, stream_request, stream_through
 from metaaligner_chain.tracing import end_model_run, report_verdict, start_model_run, usage_of
-
-
-#: What an empty or whitespace-only response gets: returned as it is, without a model call.
-EMPTY = gate.Verdict(text="", aligned=False, fallback_reason="the response is empty; nothing to align")
 
 
 class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
@@ -133,6 +129,11 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     """Let the backend draft from the response and verify drafts in one pass (same output)."""
     strict: bool = False
     """Raise `AlignerError` when the aligner fails, instead of returning the original response."""
+    stream_through: bool = True
+    """When the response streams in (``policy | aligner`` under ``.stream()``/``.astream()``),
+    align each completed paragraph while the policy is still writing, so the first aligned tokens
+    go out before it has finished; the paragraphs are reported as parts (``chunks``). ``False``:
+    wait for the whole response and align it as one (in parts only when it is too long)."""
     name: str | None = "MetaAligner"
 
     @model_validator(mode="before")
@@ -328,22 +329,48 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         count = getattr(backend, "count_tokens", None)
         if count is None:  # an engine that cannot count (a server): the answer goes whole
             return [request]
+        window = getattr(backend, "window", backend.context_length)
+        request = self._fit_context(request, prompt_format, lambda text: count(clean_text(text)), window)
         pieces = chunking.plan(
             request.response, lambda text: self._prompt(replace(request, response=text), prompt_format),
-            lambda text: count(clean_text(text)), getattr(backend, "window", backend.context_length),
+            lambda text: count(clean_text(text)), window,
         )
         if len(pieces) == 1:
             return [request]
         return [replace(request, response=body) for piece in pieces if (body := piece.rstrip())]
+
+    def _fit_context(
+        self, request: AlignRequest, prompt_format: str, count: Callable[[str], int], window: int
+    ) -> AlignRequest:
+        """`request` with its conversation trimmed from the oldest turns (`chunking.trim_turns`)
+        when it leaves less room than the answer, or `chunking.CONTEXT_ROOM` tokens, for the
+        answer and its rewrite; the latest question is always kept."""
+        if not window or isinstance(request.context, str):
+            return request
+        messages = as_messages(request.context)
+        if len(messages) < 2:
+            return request
+        need = min(count(request.quoted), chunking.CONTEXT_ROOM)
+
+        def size(kept: list[BaseMessage]) -> int:
+            return count(self._prompt(replace(request, context=kept, response=""), prompt_format))
+
+        kept = chunking.trim_turns(messages, size, window - 2 * need)
+        if len(kept) == len(messages):
+            return request
+        return replace(request, context=kept, dropped_turns=len(messages) - len(kept))
 
     def _verdict(
         self, request: AlignRequest, prompt_format: str, pairs: list[tuple[AlignRequest, gate.Verdict]]
     ) -> tuple[gate.Verdict, dict[str, Any]]:
         """One verdict and its metadata for `request`, from the verdicts of its parts."""
         if len(pairs) == 1:
-            verdict = pairs[0][1]
-            return verdict, self._info(request, prompt_format, verdict)
-        verdict, extra = chunking.combine(request.response, [p.response for p, _ in pairs], [v for _, v in pairs])
+            verdict, extra = pairs[0][1], {}
+        else:
+            verdict, extra = chunking.combine(
+                request.response, [p.response for p, _ in pairs], [v for _, v in pairs])
+        if dropped := max(p.dropped_turns for p, _ in pairs):
+            extra["dropped_turns"] = dropped  # messages of the conversation left out of the context
         return verdict, {**self._info(request, prompt_format, verdict), **extra}
 
     def _generate(
@@ -382,64 +409,6 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes
-
-    def _stream(self, request: AlignRequest, run_manager: Any = None) -> Iterator[Any]:
-        """Aligned pieces of one request as they are generated, shaped like its input.
-
-        An agent state comes back whole, as one chunk: its messages are not addable pieces (for
-        token streaming inside an agent use `MetaAlignerMiddleware`)."""
-        if request.message_index is not None:
-            (result,) = self._align([request], [run_manager])
-            if isinstance(result, Exception):
-                raise result
-            yield result
-            return
-        prompt_format = self._prompt_format()
-        if request.response_key is not None:
-            yield head_chunk(request)
-        as_message = isinstance(request.response_value, BaseMessage)
-        if not request.quoted:  # nothing to align: returned as it is, no model call
-            yield render_chunk(request, request.response)
-            if as_message:
-                yield render_chunk(request, "", self._info(request, prompt_format, EMPTY))
-            return
-        parts = self._parts(request, prompt_format)
-        gaps = chunking.separators(request.response, [p.response for p in parts]) if len(parts) > 1 else [""]
-        pairs: list[tuple[AlignRequest, gate.Verdict]] = []
-        for part, gap in zip(parts, gaps):
-            for item in self._stream_part(part, prompt_format, run_manager):
-                if isinstance(item, gate.Verdict):
-                    pairs.append((part, item))
-                else:
-                    yield render_chunk(request, item)
-            if gap:  # what followed this part in the original (a rewrite is stripped)
-                yield render_chunk(request, gap)
-        verdict, info = self._verdict(request, prompt_format, pairs)
-        report_verdict(run_manager, info)
-        if as_message:  # metadata rides on the last chunk
-            yield render_chunk(request, "", info)
-
-    def _stream_part(self, part: AlignRequest, prompt_format: str, run_manager: Any) -> Iterator[Any]:
-        """The gated pieces of one prompt's rewrite, then its `gate.Verdict`."""
-        prompt = self._prompt(part, prompt_format)
-
-        def pieces() -> Iterator[str]:
-            stream = self.load_backend().stream(prompt, self.settings(), part.quoted)
-            return (yield from gate.until_template(stream, part.quoted))
-
-        run = start_model_run(run_manager, prompt, self._get_ls_params())
-        try:
-            for item in gate.gate_stream(
-                part.response, pieces(), strict=self.strict,
-                scaffold=self._scaffold(part, prompt_format),
-                objectives=resolve(self._objectives(part), prompt_format),
-            ):
-                if isinstance(item, gate.Verdict):
-                    end_model_run(run, item)
-                yield item
-        except Exception as exc:
-            end_model_run(run, exc)
-            raise
 
     # -- the Runnable interface --------------------------------------------------------------
 
@@ -491,7 +460,10 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         def run(chunks: Iterator[Any], run_manager: Any) -> Iterator[Any]:
-            yield from self._stream(coerce(join_chunks(list(chunks))), run_manager)
+            if self.stream_through:
+                yield from drive(stream_through(self, run_manager), chunks)
+            else:
+                yield from stream_request(self, coerce(join_chunks(list(chunks))), run_manager)
 
         yield from self._transform_stream_with_config(input, run, self._traced(config), **kwargs)
 
@@ -502,8 +474,12 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         async def run(
             chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
         ) -> AsyncIterator[Any]:
-            request = coerce(join_chunks([chunk async for chunk in chunks]))
-            async for item in iterate_in_executor(config, self._stream(request, run_manager)):
+            if self.stream_through:
+                items = adrive(stream_through(self, run_manager), chunks, config)
+            else:
+                request = coerce(join_chunks([chunk async for chunk in chunks]))
+                items = iterate_in_executor(config, stream_request(self, request, run_manager))
+            async for item in items:
                 yield item
 
         async for chunk in self._atransform_stream_with_config(input, run, self._traced(config), **kwargs):
@@ -527,13 +503,6 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         from metaaligner_chain.wrapped import AlignedChain
 
         return AlignedChain(chain=chain, aligner=self, context=context)
-
-
-async def iterate_in_executor(config: RunnableConfig, iterator: Iterator[Any]) -> AsyncIterator[Any]:
-    """Drive a blocking iterator from async code, one step at a time in the executor."""
-    done = object()
-    while (item := await run_in_executor(config, next, iterator, done)) is not done:
-        yield item
 
 
 #: Keywords other LangChain models take, and what the aligner has instead.

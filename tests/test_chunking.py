@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from metaaligner_chain.chunking import join_parts, separators, split_text
+from metaaligner_chain.chunking import join_parts, separators, split_text, trim_turns
 
 
 def words(text: str) -> int:
@@ -49,3 +50,23 @@ def test_rewritten_parts_are_joined_with_the_original_separators():
     assert separators(original, bodies) == ["\n\n", " ", "\n"]
     assert join_parts(original, bodies, [" One. ", "Two.\n", "Three"]) == "One.\n\nTwo. Three\n"
     assert join_parts(original, bodies, bodies) == original
+
+
+def test_a_long_conversation_loses_its_oldest_turns_never_the_latest_question():
+    system = SystemMessage("Answer briefly.")
+    turns = [m for i in range(6) for m in (HumanMessage(f"question {i} " + "word " * 8),
+                                           AIMessage(f"answer {i} " + "word " * 8))]
+    latest = HumanMessage("the latest question " + "word " * 8)
+    messages = [system, *turns, latest]
+
+    def size(kept):
+        return sum(words(m.text) for m in kept)
+
+    assert trim_turns(messages, size, size(messages)) == messages  # it fits: nothing dropped
+    kept = trim_turns(messages, size, 45)
+    assert size(kept) <= 45 and kept[0] == system and kept[-1] == latest
+    assert kept[1].type == "human" and kept[1:] == messages[-(len(kept) - 1):]  # the newest turns
+    assert kept == [system, turns[-2], turns[-1], latest]
+    assert trim_turns(messages, size, 3) == [system, latest]  # over budget alone: still kept
+    tool_turn = [*messages, AIMessage("calling a tool")]  # what follows the latest question stays
+    assert trim_turns(tool_turn, size, 3) == [system, latest, tool_turn[-1]]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from langchain_core.messages import AIMessage
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, HumanMessage
 
 from metaaligner_chain import MetaAlignerRunnable
 
@@ -79,3 +80,34 @@ def test_a_long_answer_is_aligned_in_parts_and_nothing_is_lost():
         total = chunk if total is None else total + chunk
     assert total["response"].content == out.content
     assert total["response"].response_metadata["metaaligner"]["chunks"] == info["chunks"]
+
+
+class Prompts(BaseCallbackHandler):
+    """The prompts the aligner's generations were started with (its traced LLM runs)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_llm_start(self, serialized, prompts, **kwargs):
+        self.seen.extend(prompts)
+
+
+def test_a_long_conversation_is_trimmed_from_its_oldest_turns_never_the_latest_question():
+    aligner = MetaAlignerRunnable(objectives=["readability"], backend_options={"n_ctx": 512},
+                                  max_new_tokens=120)
+    history = [m for i in range(20) for m in (
+        HumanMessage(f"Old question {i}: which vegetables can I sow outdoors this month?"),
+        AIMessage(f"Old answer {i}: beans, peas and lettuce once the soil is warm enough."))]
+    latest = "How often should I water a cactus?"
+    response = AIMessage("Water a cactus every two or three weeks in summer and once a month in winter.")
+    prompts = Prompts()
+    out = aligner.invoke({"chat_history": history, "query": latest, "response": response},
+                         {"callbacks": [prompts]})
+    info = out["response"].response_metadata["metaaligner"]
+    assert 0 < info["dropped_turns"] < len(history)
+    assert "context" not in (info["fallback_reason"] or "")  # not turned down as too long
+    (prompt,) = prompts.seen
+    assert latest in prompt and "Old answer 19:" in prompt  # the newest turns stay
+    assert "Old question 0:" not in prompt  # the oldest went first
+    kept = len(history) - info["dropped_turns"]
+    assert f"Old question {20 - kept // 2}:" in prompt and f"Old question {19 - kept // 2}:" not in prompt
