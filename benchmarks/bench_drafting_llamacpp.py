@@ -66,9 +66,9 @@ CHUNKS = (1, 2, 4, 8, 16, 32)
 REPEATS = 15
 #: New tokens allowed per workload: the held-out answers run to 184 tokens, so rewrites end at EOS.
 MAX_NEW_TOKENS = {"copy_heavy": 128, "low_copy": 128, "heldout": 256}
-#: `num_pred_tokens` of the stock peers: llama-cpp-python's default and the value tuned here
-#: (a sweep over 2-24 on copy-heavy and held-out items; see benchmarks/RESULTS.md).
-LOOKUP = (10, 16)
+#: `num_pred_tokens` of the stock peers: llama-cpp-python's default (10) and the best values of a
+#: sweep over 4-24 (`drafting_llamacpp_sweep.json`): 4 on copy-heavy items, 8 on held-out ones.
+LOOKUP = (10, 8, 4)
 
 #: Two objective sets whose preambles are about 300 tokens each.
 LONG_OBJECTIVES = {
