@@ -74,7 +74,8 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path)
     args = parser.parse_args()
     results = {"thresholds": {"long_answer": judge.LONG_ANSWER, "min_kept": judge.MIN_KEPT,
-                              "min_kept_brief": judge.MIN_KEPT_BRIEF, "loop_share": judge.LOOP_SHARE, "loop_times": judge.LOOP_TIMES,
+                              "min_kept_brief": judge.MIN_KEPT_BRIEF, "loop_share": judge.LOOP_SHARE,
+                              "loop_times": judge.LOOP_TIMES,
                               "scaffold_run": judge.SCAFFOLD_RUN},
                "runs": [measure(folder) for folder in args.folders]}
     RESULTS.parent.mkdir(exist_ok=True)

@@ -1,5 +1,6 @@
 """The aligned answer as a chat model's output: one message, or stream chunks, cut before the stop
-sequences and carrying the aligner's metadata; an untouched answer (tool calls) as one closing chunk.
+sequences and carrying the aligner's metadata; an untouched answer (tool calls) as one closing
+chunk.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ def run_export(config: ExportConfig) -> Path:
     """Package a LoRA run as a shippable adapter folder (`trainer.export.package`)."""
     from trainer.export.package import export_adapter
 
-    return _written(export_adapter, config.run, config.adapter_dir, config.base, config.base_name, config.recipe)
+    return _written(export_adapter, config.run, config.adapter_dir, config.base, config.base_name,
+                    config.recipe)
 
 
 def run_merge(config: MergeConfig) -> Path:

@@ -61,7 +61,8 @@ def pick_dtype(torch: Any, dtype: str | None, device: str) -> Any:
 
 
 def load_model(
-    model: str, dtype: Any, device: str, adapter: Path | None = None, *, trust_remote_code: bool = False
+    model: str, dtype: Any, device: str, adapter: Path | None = None, *,
+    trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
     """The tokenizer and causal LM of `model` (a folder, a .gguf file, or a hub id checked at
     once) on `device` in `dtype`, with the peft `adapter` merged into its weights when given."""
