@@ -96,3 +96,25 @@ def test_no_import_circles():
 def test_the_circle_check_finds_a_circle():
     assert _circle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert _circle({"a": {"b"}, "b": set()}) is None
+
+
+def _all_imports(path: Path) -> Iterator[str]:
+    """Every module `path` names in an import, at module level or inside a function."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield from (f"{node.module}.{a.name}" for a in node.names)
+
+
+def test_imports_point_one_way():
+    """`trainer` may import `metaaligner_chain`, never the reverse; `trainer.data` and
+    `trainer.train` import neither `trainer.export` nor `trainer.evaluate`."""
+    forbidden = {"metaaligner_chain": ("trainer",),
+                 "trainer/data": ("trainer.export", "trainer.evaluate"),
+                 "trainer/train": ("trainer.export", "trainer.evaluate")}
+    wrong = [f"{path.relative_to(ROOT)} imports {name}"
+             for folder, targets in forbidden.items() for path in (ROOT / folder).rglob("*.py")
+             for name in _all_imports(path) if name.split(".")[0] in ("trainer", "metaaligner_chain")
+             and any(name == t or name.startswith(t + ".") for t in targets)]
+    assert not wrong, wrong
