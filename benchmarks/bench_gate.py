@@ -2,7 +2,7 @@
 
 Reads an evaluation folder written by `ma-train eval` / `examples/default_aligner/validate.py`
 (`items.jsonl`: each item's original, the aligned answer and how the judges scored it;
-`aligned.jsonl`: the finish reason) and applies `metaaligner_chain.gate.judge` to every rewrite
+`aligned.jsonl`: the finish reason) and applies `metaaligner_chain.judge.judge` to every rewrite
 that the gate of the run let through and that changed the answer. No model runs, so the figures
 are exact and cheap to rerun.
 
@@ -23,7 +23,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from metaaligner_chain import gate
+from metaaligner_chain import judge
 from metaaligner_chain.objectives import resolve
 from metaaligner_chain.prompt import prompt_prefix
 from trainer.evaluate.rewrites import objective_specs
@@ -54,7 +54,7 @@ def measure(folder: Path, prompt_format: str = "hh-rlhf") -> dict:
         if item.get("fallback_reason") or text is None or text.strip() == original.strip():
             continue
         objectives = resolve(objective_specs(item["objectives"]), prompt_format)
-        reason = gate.judge(original, text, finish_reason=finish.get(item["id"]),
+        reason = judge.judge(original, text, finish_reason=finish.get(item["id"]),
                             scaffold=prompt_prefix(objectives, prompt_format=prompt_format),
                             objectives=objectives)
         group = grade(item)
@@ -73,9 +73,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
     args = parser.parse_args()
-    results = {"thresholds": {"long_answer": gate.LONG_ANSWER, "min_kept": gate.MIN_KEPT,
-                              "min_kept_brief": gate.MIN_KEPT_BRIEF, "loop_share": gate.LOOP_SHARE, "loop_times": gate.LOOP_TIMES,
-                              "scaffold_run": gate.SCAFFOLD_RUN},
+    results = {"thresholds": {"long_answer": judge.LONG_ANSWER, "min_kept": judge.MIN_KEPT,
+                              "min_kept_brief": judge.MIN_KEPT_BRIEF, "loop_share": judge.LOOP_SHARE,
+                              "loop_times": judge.LOOP_TIMES,
+                              "scaffold_run": judge.SCAFFOLD_RUN},
                "runs": [measure(folder) for folder in args.folders]}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")

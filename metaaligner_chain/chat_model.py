@@ -9,9 +9,8 @@ what the user finally gets.
 
 from __future__ import annotations
 
-import json
 import warnings
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -20,11 +19,13 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, Field, model_validator
 
+from metaaligner_chain.calls import Call, amake, make
+from metaaligner_chain.chat_output import Chunks, before_stop, with_metadata
 from metaaligner_chain.runnable import MetaAlignerRunnable
 
 #: LangGraph's tag for a model call whose tokens its ``messages`` stream mode does not emit.
@@ -193,15 +194,37 @@ class AlignedChatModel(BaseChatModel):
     ) -> ChatResult:
         if aligned is None:
             return ChatResult(generations=[ChatGeneration(message=answer)])
-        text = _before_stop(aligned.text, stop or self.stop)
+        text = before_stop(aligned.text, stop or self.stop)
         info = aligned.response_metadata.get("metaaligner", {})
         message = answer.model_copy(
             update={
                 "content": text,
-                "response_metadata": _metadata(answer, info, self.model_name),
+                "response_metadata": with_metadata(answer, info, self.model_name),
             }
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _answer(
+        self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
+        kwargs: dict[str, Any],
+    ) -> Generator[Call, Any, tuple[BaseMessage, dict[str, Any] | None]]:
+        """The inner model's call; returns its answer and what the aligner reads (None: the
+        answer goes out untouched)."""
+        inner, inner_kwargs = self._inner(stop, kwargs)
+        answer = yield Call(inner, messages, _child(run_manager, hidden=True), inner_kwargs)
+        return answer, self._request(messages, answer, kwargs)
+
+    def _calls(
+        self, messages: list[BaseMessage], stop: list[str] | None, run_manager: Any,
+        kwargs: dict[str, Any],
+    ) -> Generator[Call, Any, ChatResult]:
+        """One turn as the calls it makes, the inner model's then the aligner's when the answer
+        is final: `_generate` makes them with `invoke`, `_agenerate` with `ainvoke`."""
+        answer, request = yield from self._answer(messages, stop, run_manager, kwargs)
+        if request is None:
+            return self._finish(answer, None, stop)
+        aligned = yield Call(self._aligner(), request, _child(run_manager), {})
+        return self._finish(answer, aligned["response"], stop)
 
     def _generate(
         self,
@@ -210,12 +233,7 @@ class AlignedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        inner, inner_kwargs = self._inner(stop, kwargs)
-        answer = inner.invoke(messages, _child(run_manager, hidden=True), **inner_kwargs)
-        if (request := self._request(messages, answer, kwargs)) is None:
-            return self._finish(answer, None, stop)
-        aligned = self._aligner().invoke(request, _child(run_manager))
-        return self._finish(answer, aligned["response"], stop)
+        return make(self._calls(messages, stop, run_manager, kwargs))
 
     async def _agenerate(
         self,
@@ -224,12 +242,7 @@ class AlignedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        inner, inner_kwargs = self._inner(stop, kwargs)
-        answer = await inner.ainvoke(messages, _child(run_manager, hidden=True), **inner_kwargs)
-        if (request := self._request(messages, answer, kwargs)) is None:
-            return self._finish(answer, None, stop)
-        aligned = await self._aligner().ainvoke(request, _child(run_manager))
-        return self._finish(answer, aligned["response"], stop)
+        return await amake(self._calls(messages, stop, run_manager, kwargs))
 
     def _stream(
         self,
@@ -238,16 +251,12 @@ class AlignedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        inner, inner_kwargs = self._inner(stop, kwargs)
-        answer = inner.invoke(messages, _child(run_manager, hidden=True), **inner_kwargs)
-        request = self._request(messages, answer, kwargs)
-        if request is None:
-            yield ChatGenerationChunk(message=_as_last_chunk(answer))
-            return
-        chunks = _Chunks(answer, stop or self.stop, self.model_name)
-        for piece in self._aligner().stream(request, _child(run_manager)):
-            yield from chunks.feed(piece)
-        yield from chunks.close()
+        answer, request = make(self._answer(messages, stop, run_manager, kwargs))
+        chunks = Chunks(answer, stop or self.stop, self.model_name)
+        if request is not None:
+            for piece in self._aligner().stream(request, _child(run_manager)):
+                yield from chunks.feed(piece)
+        yield from chunks.close(untouched=request is None)
 
     async def _astream(
         self,
@@ -256,59 +265,14 @@ class AlignedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        inner, inner_kwargs = self._inner(stop, kwargs)
-        answer = await inner.ainvoke(messages, _child(run_manager, hidden=True), **inner_kwargs)
-        request = self._request(messages, answer, kwargs)
-        if request is None:
-            yield ChatGenerationChunk(message=_as_last_chunk(answer))
-            return
-        chunks = _Chunks(answer, stop or self.stop, self.model_name)
-        async for piece in self._aligner().astream(request, _child(run_manager)):
-            for chunk in chunks.feed(piece):
-                yield chunk
-        for chunk in chunks.close():
+        answer, request = await amake(self._answer(messages, stop, run_manager, kwargs))
+        chunks = Chunks(answer, stop or self.stop, self.model_name)
+        if request is not None:
+            async for piece in self._aligner().astream(request, _child(run_manager)):
+                for chunk in chunks.feed(piece):
+                    yield chunk
+        for chunk in chunks.close(untouched=request is None):
             yield chunk
-
-
-class _Chunks:
-    """The aligner's streamed dict chunks → chat chunks: text pieces cut before any stop
-    sequence, then one last chunk with the inner model's usage and the metadata."""
-
-    def __init__(self, answer: BaseMessage, stop: list[str] | None, model_name: str):
-        self.answer, self.stop, self.model_name = answer, stop or [], model_name
-        self.hold = max(map(len, self.stop), default=1) - 1  # a stop sequence may arrive split
-        self.text, self.sent, self.stopped, self.info = "", 0, False, {}
-
-    def feed(self, chunk: Any) -> list[ChatGenerationChunk]:
-        message = chunk.get("response") if isinstance(chunk, dict) else None
-        if message is None:
-            return []
-        self.info = message.response_metadata.get("metaaligner", self.info)
-        if self.stopped:
-            return []
-        self.text += message.text
-        cut = _stop_at(self.text, self.stop, max(0, self.sent - self.hold))
-        if cut >= 0:
-            self.stopped = True
-            return self._emit(cut)
-        return self._emit(len(self.text) - self.hold)
-
-    def close(self) -> list[ChatGenerationChunk]:
-        out = [] if self.stopped else self._emit(len(self.text))
-        last = AIMessageChunk(
-            content="",
-            id=self.answer.id,
-            chunk_position="last",
-            response_metadata=_metadata(self.answer, self.info, self.model_name),
-            usage_metadata=getattr(self.answer, "usage_metadata", None),
-        )
-        return [*out, ChatGenerationChunk(message=last)]
-
-    def _emit(self, end: int) -> list[ChatGenerationChunk]:
-        if end <= self.sent:
-            return []
-        piece, self.sent = self.text[self.sent : end], end
-        return [ChatGenerationChunk(message=AIMessageChunk(content=piece, id=self.answer.id))]
 
 
 def _child(run_manager: Any, *, hidden: bool = False) -> RunnableConfig:
@@ -329,36 +293,3 @@ def _unbound(model: Runnable) -> Runnable:
     while hasattr(model, "bound"):  # a RunnableBinding, e.g. after bind_tools
         model = model.bound
     return model
-
-
-def _metadata(answer: BaseMessage, info: dict[str, Any], model_name: str) -> dict[str, Any]:
-    metadata = {**answer.response_metadata, "metaaligner": info}
-    metadata.setdefault("model_name", model_name)
-    return metadata
-
-
-def _stop_at(text: str, stop: list[str], start: int = 0) -> int:
-    found = [i for s in stop if s and (i := text.find(s, start)) >= 0]
-    return min(found) if found else -1
-
-
-def _before_stop(text: str, stop: list[str] | None) -> str:
-    cut = _stop_at(text, stop or [])
-    return text if cut < 0 else text[:cut]
-
-
-def _as_last_chunk(message: BaseMessage) -> AIMessageChunk:
-    """An untouched answer (tool calls) as one closing chunk that adds up to the same message."""
-    calls = getattr(message, "tool_calls", []) or []
-    return AIMessageChunk(
-        content=message.content,
-        id=message.id,
-        chunk_position="last",
-        additional_kwargs=message.additional_kwargs,
-        response_metadata=message.response_metadata,
-        usage_metadata=getattr(message, "usage_metadata", None),
-        tool_call_chunks=[
-            {"name": c["name"], "args": json.dumps(c["args"]), "id": c.get("id"), "index": i}
-            for i, c in enumerate(calls)
-        ],
-    )

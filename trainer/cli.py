@@ -15,11 +15,11 @@ from typing import Annotated
 
 import typer
 
-from trainer.config import load_recipe
 from trainer.console import console, friendly
 from trainer.data.cli import build_or_reuse, data_app, run_score
 from trainer.evaluate.cli import eval_command, run_eval
 from trainer.export.cli import export_app, merge_command, run_export
+from trainer.recipe import load_recipe
 from trainer.train.cli import run_train, tiny_command, train_command
 
 app = typer.Typer(

@@ -19,7 +19,8 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from pydantic.fields import FieldInfo
 
-from trainer.config import Settings, build, read_section
+from trainer.config import Settings
+from trainer.recipe import build, read_section
 
 
 def command(

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from trainer.config import load_recipe
+from trainer.recipe import load_recipe
 from trainer.data.corpus import load
 from trainer.data.formats import load_groups
 from trainer.data.reformulate import split_queries

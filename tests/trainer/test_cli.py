@@ -12,7 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from trainer.cli import app
-from trainer.config import DataConfig, TrainConfig, load_recipe
+from trainer.config import DataConfig, TrainConfig
+from trainer.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

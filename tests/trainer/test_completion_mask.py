@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from metaaligner_chain.prompt import build_prompt
-from trainer.train.stages import load_tokenizer, tokenize_rows
+from trainer.train.inputs import load_tokenizer, tokenize_rows
 
 ROW = {"prompt": build_prompt("What is the capital of France?", "Paris, I think.", ["honesty"],
                               prompt_format="ultrafeedback"),

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from metaaligner_chain.models.gguf_header import read_gguf_header
 from trainer.cli import app
-from trainer.config import load_recipe
+from trainer.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "examples" / "default_aligner" / "recipe.yaml"

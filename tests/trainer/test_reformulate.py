@@ -276,7 +276,7 @@ def test_summary_counts_per_file_and_objective():
 def test_local_files_of_every_kind_read_the_same(tmp_path, suffix):
     import pandas as pd
 
-    from trainer.data.formats import read_records
+    from trainer.data.sources import read_records
 
     records = [json.loads(line) for line in (ROOT / "examples/data/helpsteer_tiny.jsonl").open()]
     path = tmp_path / f"helpsteer{suffix}"

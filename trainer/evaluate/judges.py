@@ -12,10 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from langchain_core.messages import BaseMessage
+
 from metaaligner_chain.objectives import Objective
-
-OUTCOMES = ("win", "tie", "loss", "invalid")
-
 
 @dataclass(frozen=True)
 class Task:
@@ -140,7 +139,7 @@ class ChatJudge:
         for task in tasks:
             prompts += [self._messages(task, task.x, task.y), self._messages(task, task.y, task.x)]
         replies = self.model.batch(prompts, config={"max_concurrency": self.max_concurrency})
-        answers = [_text(reply) for reply in replies]
+        answers = [reply.text if isinstance(reply, BaseMessage) else str(reply) for reply in replies]
         out = []
         for i in range(len(tasks)):
             x_first, y_first = answers[2 * i], answers[2 * i + 1]
@@ -152,13 +151,6 @@ class ChatJudge:
                 )
             )
         return out
-
-
-def _text(reply: Any) -> str:
-    content = getattr(reply, "content", reply)
-    if isinstance(content, list):  # content blocks
-        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
-    return str(content)
 
 
 def _model_name(model: Any) -> str:

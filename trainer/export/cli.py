@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -19,50 +19,44 @@ from trainer.options import command
 export_app = typer.Typer(help="Export a trained aligner to GGUF (llama.cpp's own converter).",
                          no_args_is_help=True)
 
-def _done(path: Path, start: float) -> None:
-    console.print(f"wrote {path} ({time.time() - start:.1f}s)")
+
+def _written(make: Callable[..., Path], *args: Any, **kwargs: Any) -> Path:
+    """`make(*args, **kwargs)`, then the path it wrote and how long it took, on the console."""
+    start = time.time()
+    out = make(*args, **kwargs)
+    console.print(f"wrote {out} ({time.time() - start:.1f}s)")
+    return out
 
 
 def run_export(config: ExportConfig) -> Path:
     """Package a LoRA run as a shippable adapter folder (`trainer.export.package`)."""
     from trainer.export.package import export_adapter
 
-    start = time.time()
-    out = export_adapter(config.run, config.adapter_dir, config.base, config.base_name, config.recipe)
-    _done(out, start)
-    return out
+    return _written(export_adapter, config.run, config.adapter_dir, config.base, config.base_name,
+                    config.recipe)
 
 
 def run_merge(config: MergeConfig) -> Path:
     """A run as a standalone model folder (`trainer.export.merge`)."""
     from trainer.export.merge import merge
 
-    start = time.time()
-    out = merge(config.run, config.out, base=config.base)
-    _done(out, start)
-    return out
+    return _written(merge, config.run, config.out, base=config.base)
 
 
 def run_gguf(config: GgufConfig) -> Path:
     """A model folder as GGUF (`trainer.export.gguf`)."""
     from trainer.export.gguf import export_gguf
 
-    start = time.time()
-    out = export_gguf(config.model, config.out, config.quant, llama_cpp_dir=config.llama_cpp_dir,
-                      pre_tokenizer=config.pre_tokenizer)
-    _done(out, start)
-    return out
+    return _written(export_gguf, config.model, config.out, config.quant, llama_cpp_dir=config.llama_cpp_dir,
+                    pre_tokenizer=config.pre_tokenizer)
 
 
 def run_gguf_lora(config: GgufLoraConfig) -> Path:
     """A LoRA run's adapter as a GGUF LoRA (`trainer.export.gguf`)."""
     from trainer.export.gguf import export_gguf_lora
 
-    start = time.time()
-    out = export_gguf_lora(config.run, config.base, config.out, llama_cpp_dir=config.llama_cpp_dir,
-                           outtype=config.outtype)
-    _done(out, start)
-    return out
+    return _written(export_gguf_lora, config.run, config.base, config.out, llama_cpp_dir=config.llama_cpp_dir,
+                    outtype=config.outtype)
 
 
 @export_app.command("fetch-converter")

@@ -1,17 +1,14 @@
-"""The llama.cpp engine: a GGUF run in process by llama-cpp-python, one sequence at a time, with
-copy-aware drafting (`drafting`) and KV snapshots of earlier prompts' preambles (`prefix`)."""
+"""The llama.cpp engine: a GGUF run in process by llama-cpp-python, one sequence at a time: the file
+found, checked and loaded (`loading`), copy-aware drafting (`drafting`) and KV snapshots of earlier
+prompts' preambles (`prefix`)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from metaaligner_chain.backends.llamacpp.backend import (
-    DRAFTER,
-    EXACT_BATCH,
-    LlamaCppBackend,
-    default_threads,
-)
+from metaaligner_chain.backends.llamacpp.backend import DRAFTER, LlamaCppBackend
+from metaaligner_chain.backends.llamacpp.loading import EXACT_BATCH, default_threads
 
 __all__ = ["DRAFTER", "EXACT_BATCH", "LlamaCppBackend", "default_aligner", "default_threads", "load"]
 

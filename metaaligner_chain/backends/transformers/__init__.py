@@ -1,11 +1,13 @@
 """The transformers engine: a hub id, local directory or GGUF (dequantized) run by Hugging Face
-transformers, with copy-aware drafting and prefix reuse in its own decoding loop (`drafting`)."""
+transformers (loaded by `loading`), with copy-aware drafting and prefix reuse in its own decoding
+loop (`drafting`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from metaaligner_chain.backends.transformers.backend import TransformersBackend, pick_device, pick_dtype
+from metaaligner_chain.backends.transformers.backend import TransformersBackend
+from metaaligner_chain.backends.transformers.loading import pick_device, pick_dtype
 
 __all__ = ["TransformersBackend", "default_aligner", "load", "pick_device", "pick_dtype"]
 

@@ -1,12 +1,12 @@
 """Transformers engine: hub id or local directory (or a GGUF file, dequantised), batched greedy generation.
 
-One model per (path, dtype, device) per process, shared through `get_backend`. Prompts are raw
-strings tokenized with the tokenizer's special tokens (BOS), as in the released inference; batches
-are length-bucketed and left-padded; only new tokens are decoded, up to the first EOS. Greedy calls
-with `settings.drafting` (the default) on one prompt (and `stream`) go through
-`drafting.decode_greedy`: drafts copied from the response, prompt prefixes reused; same tokens as
-`generate`. Greedy batches are verified in the same drafted loop (`draft_batches=False` sends them
-to `generate`); sampling and `drafting=False` use transformers' `generate`.
+One model per (path, dtype, device) per process (loaded by `loading`), shared through `get_backend`.
+Prompts are raw strings tokenized with the tokenizer's special tokens (BOS), as in the released
+inference; batches are length-bucketed and left-padded; only new tokens are decoded, up to the
+first EOS. Greedy calls with `settings.drafting` (the default) on one prompt (and `stream`) go
+through `drafting.decode_greedy`: drafts copied from the response, prompt prefixes reused; same
+tokens as `generate`. Greedy batches are verified in the same drafted loop (`draft_batches=False`
+sends them to `generate`); sampling and `drafting=False` use transformers' `generate`.
 """
 
 from __future__ import annotations
@@ -24,57 +24,13 @@ from metaaligner_chain.backends.base import (
     PromptTooLongError,
 )
 from metaaligner_chain.backends.transformers.drafting import PrefixCache, decode_greedy
-from metaaligner_chain.models.hub import hub_load_options
+from metaaligner_chain.backends.transformers.loading import (
+    import_torch_transformers,
+    load_model,
+    pick_device,
+    pick_dtype,
+)
 from metaaligner_chain.models.metadata import read_metadata
-
-_EXTRA = 'pip install "metaaligner-chain[hf]"'
-
-
-def _import_torch_transformers():
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(f"the transformers backend needs torch and transformers: {_EXTRA}") from exc
-    return torch, transformers
-
-
-def _merge_adapter(lm: Any, adapter: Path) -> Any:
-    """`lm` with the peft LoRA adapter folder `adapter` merged into its weights (no per-token cost)."""
-    if not (adapter / "adapter_config.json").is_file():
-        raise ValueError(
-            f"`adapter` {str(adapter)!r} is not a peft adapter folder (no adapter_config.json). "
-            "Pass a LoRA folder saved by peft, e.g. RUN_DIR/stages/preference of an `ma-train` run."
-        )
-    try:
-        from peft import PeftModel
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(f"`adapter` needs peft: {_EXTRA}") from exc
-    return PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload()
-
-
-def pick_device(torch: Any, device: str | None) -> str:
-    """`device` if given; else CUDA, then Apple MPS, then CPU."""
-    if device:
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(torch: Any, dtype: str | None, device: str) -> Any:
-    """bf16 on CUDA when supported, fp32 elsewhere, unless `dtype` names one."""
-    if dtype in (None, "auto"):
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    choices = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-               "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
-    if dtype not in choices:
-        raise ValueError(f"`dtype` is {dtype!r}; choose one of auto, {', '.join(choices)}.")
-    return choices[dtype]
 
 
 class TransformersBackend:
@@ -96,7 +52,7 @@ class TransformersBackend:
         draft_batches: bool = True,
         adapter: str | os.PathLike[str] | None = None,
     ):
-        torch, transformers = _import_torch_transformers()
+        torch, _ = import_torch_transformers()
         self._torch = torch
         self.model = str(model)
         self.device = pick_device(torch, device)
@@ -110,33 +66,9 @@ class TransformersBackend:
         #: copy-heavy workload and 1.01x on the low-copy one (benchmarks/results/
         #: drafting_transformers.json); False sends greedy batches to `generate`.
         self.draft_batches = draft_batches
-        path = Path(self.model).expanduser()
-        source, extra = str(path), {}
-        if path.is_file() and path.suffix == ".gguf":
-            source, extra = str(path.parent), {"gguf_file": path.name}
-        elif not path.exists():  # a hub id: checked at once, not retried for a minute
-            source, extra = self.model, hub_load_options(self.model)
-        elif path.is_dir() and not (path / "config.json").is_file():
-            raise OSError(
-                f"could not load aligner model {self.model!r}: it is a folder without a model in "
-                "it (no config.json). Pass a folder saved by `save_pretrained` (a finished "
-                "`ma-train` run directory is one), a .gguf file, or a hub id."
-            )
-        try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
-                source, trust_remote_code=trust_remote_code, **extra
-            )
-            self.lm = transformers.AutoModelForCausalLM.from_pretrained(
-                source, dtype=self.dtype, trust_remote_code=trust_remote_code, **extra
-            ).to(self.device)
-        except (OSError, ValueError) as exc:  # missing files, no hub, not a model directory
-            raise OSError(
-                f"could not load aligner model {self.model!r} with transformers: {exc}. Pass a "
-                "local model directory, a .gguf file, or a hub id while the hub is reachable."
-            ) from exc
         self.adapter = None if adapter is None else Path(adapter).expanduser()
-        if self.adapter is not None:
-            self.lm = _merge_adapter(self.lm, self.adapter)
+        self.tokenizer, self.lm = load_model(self.model, self.dtype, self.device, self.adapter,
+                                             trust_remote_code=trust_remote_code)
         self.lm.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
