@@ -1,8 +1,9 @@
 """Invoke and batch: a batch of requests aligned at once, each output in its input's type.
 
-`align` turns each request into its prompts (its parts when it is long, `chunking.parts`), runs
-every prompt of the batch through one `generate` call, has the gate decide each, and renders one
-output (or the input's own error) per request. `generate` drives the backend: streamed and cut
+`align` turns each request into its parts (itself when it is short, `chunking.parts`) and aligns
+them in rounds: part k of every request in one `generate` call, each part after the first with
+the last sentence of the one before as aligned in its context; the gate decides each, and one
+output (or the input's own error) is rendered per request. `generate` drives the backend: streamed and cut
 short on a prompt echo where the engine can, else one batched generation.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from metaaligner_chain import chunking, gate
@@ -54,7 +56,7 @@ def align(
     """
     prompt_format = aligner._prompt_format()
     results: list[Any] = list(requests)
-    todo: list[tuple[int, AlignRequest, str]] = []  # (item, the item or one of its parts, prompt)
+    todo: dict[int, list[AlignRequest]] = {}  # item → its parts (the item itself when it is short)
     for i, request in enumerate(requests):
         if isinstance(request, Exception):
             continue
@@ -65,31 +67,49 @@ def align(
             results[i] = render(request, request.response, aligner._info(request, prompt_format, gate.EMPTY))
             continue
         try:
-            found = chunking.parts(aligner, request, prompt_format)
-            todo.extend((i, part, aligner._prompt(part, prompt_format)) for part in found)
+            todo[i] = chunking.parts(aligner, request, prompt_format)
+            aligner._prompt(todo[i][0], prompt_format)  # a bad objective is this item's error
         except AlignerConfigError:
             raise  # the set-up, not this item: every call would fail alike
         except (TypeError, ValueError) as exc:
             results[i] = exc
-    scaffolds = [aligner._scaffold(r, prompt_format) for _, r, _ in todo]
+            todo.pop(i, None)
     parents = run_managers or [None] * len(requests)
-    runs = [start_model_run(parents[i], p, aligner._get_ls_params()) for i, _, p in todo]
-    outcomes = generate(aligner, [p for _, _, p in todo], [r for _, r, _ in todo], scaffolds)
-    for run, outcome in zip(runs, outcomes):
-        end_model_run(run, outcome)
-    decided: dict[int, list[tuple[AlignRequest, gate.Verdict]]] = {}
-    for (i, part, _), outcome, scaffold in zip(todo, outcomes, scaffolds):
-        found_verdict = gate.decide(
-            part.response, outcome, strict=aligner.strict, scaffold=scaffold,
-            objectives=resolve(aligner._objectives(part), prompt_format),
-        )
-        decided.setdefault(i, []).append((part, found_verdict))
+    decided: dict[int, list[tuple[AlignRequest, gate.Verdict]]] = {i: [] for i in todo}
+    for k in range(max(map(len, todo.values()), default=0)):  # part k of every item in one round
+        round_ = [(i, _after(parts[k], decided[i])) for i, parts in todo.items() if k < len(parts)]
+        for (i, part), found_verdict in zip(round_, _generate_round(aligner, round_, prompt_format, parents)):
+            decided[i].append((part, found_verdict))
     for i, pairs in decided.items():
         request = requests[i]
         found_verdict, info = chunking.verdict(aligner, request, prompt_format, pairs)
         report_verdict(parents[i], info)
         results[i] = render(request, found_verdict.text, info)
     return results
+
+
+def _after(part: AlignRequest, pairs: list[tuple[AlignRequest, gate.Verdict]]) -> AlignRequest:
+    """`part` with the last sentence of the part before it as aligned (or kept) as its context."""
+    return replace(part, previous=chunking.last_sentence(pairs[-1][1].text)) if pairs else part
+
+
+def _generate_round(
+    aligner: MetaAlignerRunnable, round_: list[tuple[int, AlignRequest]], prompt_format: str,
+    parents: Sequence[Any],
+) -> list[gate.Verdict]:
+    """The gate's verdict on each (item, part) of one round, all generated in one `generate` call,
+    each traced as an LLM run under its item's run."""
+    prompts = [aligner._prompt(part, prompt_format) for _, part in round_]
+    scaffolds = [aligner._scaffold(part, prompt_format) for _, part in round_]
+    runs = [start_model_run(parents[i], p, aligner._get_ls_params()) for (i, _), p in zip(round_, prompts)]
+    outcomes = generate(aligner, prompts, [part for _, part in round_], scaffolds)
+    for run, outcome in zip(runs, outcomes):
+        end_model_run(run, outcome)
+    return [
+        gate.decide(part.response, outcome, strict=aligner.strict, scaffold=scaffold,
+                    objectives=resolve(aligner._objectives(part), prompt_format))
+        for (_, part), outcome, scaffold in zip(round_, outcomes, scaffolds)
+    ]
 
 
 def generate(

@@ -1,8 +1,9 @@
 """Long answers aligned in parts, long conversations trimmed to fit.
 
 An answer whose prompt would leave the aligner no room to write its rewrite is split where the
-text breaks (paragraphs, then sentences, then words), each part is aligned with the query as
-context, and the parts are joined back with the original's own separators. Nothing is cut: a part
+text breaks (paragraphs, then sentences, then words), each part is aligned with the query and the
+last sentence of the part before as aligned (`last_sentence`) as context, and the parts are joined
+back with the original's own separators. Nothing is cut: a part
 whose rewrite the gate turns down keeps its original text, and the metadata lists those parts.
 A conversation given as context that leaves too little room is trimmed from its oldest turns,
 never the latest question (`trim_turns`). `parts` and `verdict` apply these to one request of a
@@ -95,19 +96,34 @@ def join_parts(original: str, bodies: list[str], texts: list[str]) -> str:
 MIN_PART = 32
 
 
+#: Most words of the part before that a part's context carries (`last_sentence`), and the tokens
+#: a split answer's parts leave free for them in their prompts.
+PREVIOUS_WORDS = 30
+PREVIOUS_ROOM = 64
+
+
+def last_sentence(text: str) -> str:
+    """The last sentence of `text` (its last `PREVIOUS_WORDS` words when it is longer)."""
+    pieces = _pieces(text.strip(), BREAKS[1])
+    words = (pieces[-1] if pieces else "").split()
+    return " ".join(words[-PREVIOUS_WORDS:])
+
+
 def plan(answer: str, prompt_of: Callable[[str], str], count: Callable[[str], int], window: int) -> list[str]:
     """The parts `answer` is aligned in: ``[answer]`` when its prompt leaves the aligner room to
-    write a rewrite as long as the answer, else parts that each leave that room.
+    write a rewrite as long as the answer, else parts that each leave that room and
+    `PREVIOUS_ROOM` tokens for the end of the part before.
 
     `prompt_of(text)` is the aligner prompt with `text` as the answer; `count` counts tokens and
     `window` is what a prompt and its answer may take together (0: unknown, the answer whole).
     """
     if not window:
         return [answer]
-    room = (window - count(prompt_of(""))) // 2  # the part in the prompt, and its rewrite
-    if room < MIN_PART or count(answer) <= room:
+    base = window - count(prompt_of(""))
+    if base // 2 < MIN_PART or count(answer) <= base // 2:  # the answer in the prompt, and its rewrite
         return [answer]
-    return split_text(answer, room, count)
+    room = (base - PREVIOUS_ROOM) // 2
+    return split_text(answer, room, count) if room >= MIN_PART else [answer]
 
 
 def combine(original: str, bodies: list[str], verdicts: list[Verdict]) -> tuple[Verdict, dict[str, Any]]:

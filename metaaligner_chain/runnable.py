@@ -20,7 +20,7 @@ from metaaligner_chain.backends.base import Backend
 from metaaligner_chain.coerce import AlignerInput, AlignRequest, clean_text, context_text
 from metaaligner_chain.models.engine import check_setup, load_engine, required_prompt_format, resolved_prompt_format
 from metaaligner_chain.objectives import Objective, resolve
-from metaaligner_chain.prompt import build_prompt, prompt_prefix
+from metaaligner_chain.prompt import build_prompt, continue_context, prompt_prefix
 from metaaligner_chain.streaming import aalign_stream, align_stream
 from metaaligner_chain.tracing import verdict_info
 
@@ -206,10 +206,9 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
 
     def _prompt(self, request: AlignRequest, prompt_format: str) -> str:
         objectives = self._objectives(request)
-        return build_prompt(
-            clean_text(context_text(request.context, prompt_format)), request.quoted, objectives,
-            prompt_format=prompt_format,
-        )
+        context = continue_context(context_text(request.context, prompt_format), request.previous,
+                                   prompt_format=prompt_format)
+        return build_prompt(clean_text(context), request.quoted, objectives, prompt_format=prompt_format)
 
     def _objectives(self, request: AlignRequest) -> list[str | Objective]:
         """The request's own objectives (from its input) or the runnable's."""

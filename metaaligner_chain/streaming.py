@@ -90,10 +90,13 @@ def stream_parts(
 ) -> Iterator[Any]:
     """The rendered, gated pieces of `piece` (`request` or a stretch of its response), aligned in
     parts when it is too long for one prompt, with the whitespace between its parts; each part's
-    verdict is appended to `pairs`."""
+    verdict is appended to `pairs`, and each part after one in `pairs` has that one's last
+    sentence as aligned in its context, as `batching.align` does."""
     parts = chunking.parts(aligner, piece, prompt_format)
     gaps = chunking.separators(piece.response, [p.response for p in parts]) if len(parts) > 1 else [""]
     for part, gap in zip(parts, gaps):
+        if pairs:  # the part before, as aligned (or kept), ends this one's context
+            part = replace(part, previous=chunking.last_sentence(pairs[-1][1].text))
         for item in stream_part(aligner, part, prompt_format, run_manager):
             if isinstance(item, gate.Verdict):
                 pairs.append((part, item))
@@ -143,7 +146,8 @@ def stream_through(aligner: MetaAlignerRunnable, run_manager: Any = None) -> Gen
     chunks, or dicts holding them under a response key, as `coerce` reads them) and yields output
     chunks in between. Once the response holds a paragraph break followed by more text, and a
     later chunk has arrived, the text before the break (at least `THROUGH_MIN_TOKENS` tokens) is
-    aligned with the context known by then and streamed, then the break itself. When the upstream
+    aligned with the context known by then (and the last sentence of the stretch before, as
+    aligned) and streamed, then the break itself. When the upstream
     ends, the rest is aligned; the metadata reports the stretches as parts (`chunks`), as for a
     long answer, and each part the gate turns down keeps its original text. An input that never
     had such a break before its last chunk (a whole input passed to `stream`, an agent state) is

@@ -15,10 +15,11 @@ from operator import itemgetter
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.runnables import RunnableGenerator, RunnableParallel
 
 from metaaligner_chain import MetaAlignerRunnable
+from metaaligner_chain.chunking import last_sentence
 
 QUERY = "How do I look after a sourdough starter?"
 PARAGRAPHS = [
@@ -84,10 +85,15 @@ def aligner():
 
 
 def _expected(aligner, query=None):
-    """Each paragraph aligned on its own (with the query as context when given), joined back."""
-    items = [p if query is None else {"query": query, "response": p} for p in PARAGRAPHS]
-    out = aligner.batch(items)
-    return "\n\n".join(o if query is None else o["response"] for o in out)
+    """Each paragraph aligned in turn, with the query (when given) and the last sentence of the
+    paragraph before as aligned as an assistant turn in its context, joined back."""
+    out, previous = [], []
+    for paragraph in PARAGRAPHS:
+        context = ([HumanMessage(query)] if query else []) + previous
+        aligned = aligner.invoke({"query": context, "response": paragraph})["response"]
+        out.append(aligned.strip())
+        previous = [AIMessage(last_sentence(aligned))]
+    return "\n\n".join(out)
 
 
 def test_the_first_aligned_tokens_go_out_before_the_policy_has_finished(aligner):
