@@ -166,3 +166,14 @@ def test_a_stream_through_left_half_read_never_blocks_other_callers(aligner):
         done = pool.submit(aligner.invoke, PARAGRAPHS[0]).result(timeout=300)
     assert isinstance(done, str) and done
     kept.close()
+
+
+def test_a_wrapped_chain_streams_through_with_its_input_as_context(aligner):
+    policy = Policy()
+    read_at_first, pieces = None, []
+    for piece in aligner.wrap(policy.sync()).stream(QUERY):
+        if read_at_first is None and piece:
+            read_at_first = policy.read
+        pieces.append(piece)
+    assert read_at_first is not None and read_at_first < len(policy.pieces)  # before the chain ended
+    assert "".join(pieces) == _expected(aligner, QUERY)  # the chain's input is the query
