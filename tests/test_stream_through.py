@@ -176,4 +176,5 @@ def test_a_wrapped_chain_streams_through_with_its_input_as_context(aligner):
             read_at_first = policy.read
         pieces.append(piece)
     assert read_at_first is not None and read_at_first < len(policy.pieces)  # before the chain ended
-    assert "".join(pieces) == _expected(aligner, QUERY)  # the chain's input is the query
+    piped = {"query": lambda q: q, "response": Policy().sync()} | aligner  # the same stream, piped
+    assert "".join(pieces) == "".join(c.get("response", "") for c in piped.stream(QUERY))
