@@ -13,7 +13,9 @@ the training corpus's gold rewrites and the validation split (`runs/.../validati
 folder is where the target (false rejections of good rewrites <= 2%) is reported.
 
     python -m benchmarks.bench_gate examples/eval/default-aligner [runs/default-aligner-e2/validation]
-Results: benchmarks/results/gate.json.
+Results: benchmarks/results/gate.json. Without folders (as `python -m benchmarks` runs it) it
+measures `DEFAULT_FOLDERS`, the ones the recorded results came from; a default folder missing
+here (both are written by an evaluation, not shipped) keeps its recorded figures.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from metaaligner_chain.prompt import prompt_prefix
 from trainer.evaluate.rewrites import objective_specs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gate.json"
+#: The evaluation folders the recorded results were measured on: the default aligner's held-out
+#: run and its training run's validation split.
+DEFAULT_FOLDERS = (Path("examples/eval/default-aligner"), Path("runs/default-aligner-e2/validation"))
+#: What `measure` reads in a folder.
+NEEDED = ("items.jsonl", "aligned.jsonl")
 
 
 def _read(path: Path) -> list[dict]:
@@ -71,13 +78,18 @@ def measure(folder: Path, prompt_format: str = "hh-rlhf") -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("folders", nargs="*", type=Path,
+                        help=f"evaluation folders (default: {', '.join(map(str, DEFAULT_FOLDERS))})")
     args = parser.parse_args()
+    for folder in args.folders:
+        if missing := _missing(folder):
+            parser.error(f"{folder} has no {', '.join(missing)}: pass a folder written by `ma-train eval` "
+                         "or examples/default_aligner/validate.py.")
     results = {"thresholds": {"long_answer": judge.LONG_ANSWER, "min_kept": judge.MIN_KEPT,
                               "min_kept_brief": judge.MIN_KEPT_BRIEF, "loop_share": judge.LOOP_SHARE,
                               "loop_times": judge.LOOP_TIMES,
                               "scaffold_run": judge.SCAFFOLD_RUN},
-               "runs": [measure(folder) for folder in args.folders]}
+               "runs": [measure(folder) for folder in args.folders] if args.folders else _default_runs()}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     for run in results["runs"]:
@@ -86,6 +98,26 @@ def main() -> None:
             print(f"  {group:8} rewrites {c.get('rewrites', 0):4}  rejected {c.get('rejected', 0):3}  "
                   f"({c['rejected_share']})")
         print("  reasons:", run["reasons"])
+
+
+def _missing(folder: Path) -> list[str]:
+    return [name for name in NEEDED if not (folder / name).is_file()]
+
+
+def _default_runs() -> list[dict]:
+    """`DEFAULT_FOLDERS` measured where they are here, else their recorded runs kept."""
+    recorded = json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else []
+    recorded_by_folder = {run["folder"]: run for run in recorded}
+    runs = []
+    for folder in DEFAULT_FOLDERS:
+        if missing := _missing(folder):
+            print(f"{folder}: no {', '.join(missing)} here; its recorded figures are kept "
+                  "(rerun its evaluation to measure it again)")
+            if str(folder) in recorded_by_folder:
+                runs.append(recorded_by_folder[str(folder)])
+        else:
+            runs.append(measure(folder))
+    return runs
 
 
 if __name__ == "__main__":

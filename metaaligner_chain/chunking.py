@@ -1,22 +1,29 @@
 """Long answers aligned in parts, long conversations trimmed to fit.
 
 An answer whose prompt would leave the aligner no room to write its rewrite is split where the
-text breaks (paragraphs, then sentences, then words), each part is aligned with the query as
-context, and the parts are joined back with the original's own separators. Nothing is cut: a part
+text breaks (paragraphs, then sentences, then words), each part is aligned with the query and the
+last sentence of the part before as aligned (`last_sentence`) as context, and the parts are joined
+back with the original's own separators. Nothing is cut: a part
 whose rewrite the gate turns down keeps its original text, and the metadata lists those parts.
 A conversation given as context that leaves too little room is trimmed from its oldest turns,
-never the latest question (`trim_turns`).
+never the latest question (`trim_turns`). `parts` and `verdict` apply these to one request of a
+runnable: the parts it is aligned in, and the one verdict its parts' verdicts make.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import BaseMessage, trim_messages
 
+from metaaligner_chain.coerce import AlignRequest, as_messages, clean_text
 from metaaligner_chain.gate import Verdict
+
+if TYPE_CHECKING:
+    from metaaligner_chain.runnable import MetaAlignerRunnable
 
 #: Where text breaks, from the coarsest: a blank line, the end of a sentence, any whitespace.
 BREAKS = (re.compile(r"\n[ \t]*\n\s*"), re.compile(r"(?<=[.!?\u2026])\s+"), re.compile(r"\s+"))
@@ -89,19 +96,34 @@ def join_parts(original: str, bodies: list[str], texts: list[str]) -> str:
 MIN_PART = 32
 
 
+#: Most words of the part before that a part's context carries (`last_sentence`), and the tokens
+#: a split answer's parts leave free for them in their prompts.
+PREVIOUS_WORDS = 30
+PREVIOUS_ROOM = 64
+
+
+def last_sentence(text: str) -> str:
+    """The last sentence of `text` (its last `PREVIOUS_WORDS` words when it is longer)."""
+    pieces = _pieces(text.strip(), BREAKS[1])
+    words = (pieces[-1] if pieces else "").split()
+    return " ".join(words[-PREVIOUS_WORDS:])
+
+
 def plan(answer: str, prompt_of: Callable[[str], str], count: Callable[[str], int], window: int) -> list[str]:
     """The parts `answer` is aligned in: ``[answer]`` when its prompt leaves the aligner room to
-    write a rewrite as long as the answer, else parts that each leave that room.
+    write a rewrite as long as the answer, else parts that each leave that room and
+    `PREVIOUS_ROOM` tokens for the end of the part before.
 
     `prompt_of(text)` is the aligner prompt with `text` as the answer; `count` counts tokens and
     `window` is what a prompt and its answer may take together (0: unknown, the answer whole).
     """
     if not window:
         return [answer]
-    room = (window - count(prompt_of(""))) // 2  # the part in the prompt, and its rewrite
-    if room < MIN_PART or count(answer) <= room:
+    base = window - count(prompt_of(""))
+    if base // 2 < MIN_PART or count(answer) <= base // 2:  # the answer in the prompt, and its rewrite
         return [answer]
-    return split_text(answer, room, count)
+    room = (base - PREVIOUS_ROOM) // 2
+    return split_text(answer, room, count) if room >= MIN_PART else [answer]
 
 
 def combine(original: str, bodies: list[str], verdicts: list[Verdict]) -> tuple[Verdict, dict[str, Any]]:
@@ -145,3 +167,60 @@ def trim_turns(
     if len(kept) < len(tail) or kept[len(kept) - len(tail):] != tail:  # the latest question stays
         kept = [m for m in messages[:latest] if m.type == "system"] + tail
     return kept
+
+
+def parts(aligner: MetaAlignerRunnable, request: AlignRequest, prompt_format: str) -> list[AlignRequest]:
+    """`request`, or its parts when its answer is too long for one prompt with room for the
+    rewrite (`plan`), its conversation first trimmed to fit (`fit_context`)."""
+    if not request.quoted:
+        return [request]
+    backend = aligner.load_backend()
+    count = getattr(backend, "count_tokens", None)
+    if count is None:  # an engine that cannot count (a server): the answer goes whole
+        return [request]
+    window = getattr(backend, "window", backend.context_length)
+    request = fit_context(aligner, request, prompt_format, lambda text: count(clean_text(text)), window)
+    pieces = plan(
+        request.response, lambda text: aligner._prompt(replace(request, response=text), prompt_format),
+        lambda text: count(clean_text(text)), window,
+    )
+    if len(pieces) == 1:
+        return [request]
+    return [replace(request, response=body) for piece in pieces if (body := piece.rstrip())]
+
+
+def fit_context(
+    aligner: MetaAlignerRunnable, request: AlignRequest, prompt_format: str, count: Callable[[str], int],
+    window: int,
+) -> AlignRequest:
+    """`request` with its conversation trimmed from the oldest turns (`trim_turns`) when it leaves
+    less room than the answer, or `CONTEXT_ROOM` tokens, for the answer and its rewrite; the
+    latest question is always kept."""
+    if not window or isinstance(request.context, str):
+        return request
+    messages = as_messages(request.context)
+    if len(messages) < 2:
+        return request
+    need = min(count(request.quoted), CONTEXT_ROOM)
+
+    def size(kept: list[BaseMessage]) -> int:
+        return count(aligner._prompt(replace(request, context=kept, response=""), prompt_format))
+
+    kept = trim_turns(messages, size, window - 2 * need)
+    if len(kept) == len(messages):
+        return request
+    return replace(request, context=kept, dropped_turns=len(messages) - len(kept))
+
+
+def verdict(
+    aligner: MetaAlignerRunnable, request: AlignRequest, prompt_format: str,
+    pairs: list[tuple[AlignRequest, Verdict]],
+) -> tuple[Verdict, dict[str, Any]]:
+    """One verdict and its metadata for `request`, from the (part, verdict) pairs of its parts."""
+    if len(pairs) == 1:
+        found, extra = pairs[0][1], {}
+    else:
+        found, extra = combine(request.response, [p.response for p, _ in pairs], [v for _, v in pairs])
+    if dropped := max(p.dropped_turns for p, _ in pairs):
+        extra["dropped_turns"] = dropped  # messages of the conversation left out of the context
+    return found, {**aligner._info(request, prompt_format, found), **extra}

@@ -76,6 +76,9 @@ class AlignRequest:
     untouched: str | None = None
     #: Messages of a long conversation left out of the context so the prompt fits (oldest first).
     dropped_turns: int = 0
+    #: For a part of a long answer after the first: the last sentence of the part before as aligned
+    #: (its original text when it fell back), read in the context as the assistant's words so far.
+    previous: str = ""
 
     @property
     def response_value(self) -> Any:

@@ -41,6 +41,10 @@ class Verdict:
     rejected: str | None = None
 
 
+#: What an empty or whitespace-only response gets: returned as it is, without a model call.
+EMPTY = Verdict(text="", aligned=False, fallback_reason="the response is empty; nothing to align")
+
+
 #: How much of the start of an answer is checked for an echo of the prompt; a stream holds this
 #: much back before its first piece.
 ECHO_WINDOW = 64

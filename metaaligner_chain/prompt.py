@@ -137,3 +137,17 @@ def format_context(messages: Sequence[BaseMessage], *, prompt_format: str = "hh-
     if len(turns) == 1:
         return "\n".join([*system, turns[0][1]])
     return "\n".join([*system, *(f"{role}: {text}" for role, text in turns)])
+
+
+def continue_context(context: str, previous: str, *, prompt_format: str = "hh-rlhf") -> str:
+    """`context` (as `format_context` writes it) followed by `previous`, what the assistant said
+    just before the answer being aligned (the last sentence of a long answer's part before), as an
+    assistant turn: for ``hh-rlhf`` the transcript still ends in ``"\n\nAssistant:"``, the same
+    string `format_context` makes of the messages with an `AIMessage(previous)` added."""
+    previous = neutralize(previous.strip())
+    if not previous:
+        return context
+    if prompt_format == "hh-rlhf":
+        head = context.removesuffix(" \n\nAssistant:") if context.endswith(" \n\nAssistant:") else context
+        return f"{head}\n\nAssistant: {previous} \n\nAssistant:"
+    return "\n".join(filter(None, [context, f"Assistant: {previous}"]))

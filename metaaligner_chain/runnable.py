@@ -7,36 +7,22 @@ cache, so configured calls (`configurable_fields`) and several runnables share o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, get_config_list, run_in_executor
 from pydantic import AliasChoices, ConfigDict, Field, SecretStr, model_validator
 
-from metaaligner_chain import chunking, gate
-from metaaligner_chain.backends import Capabilities, GenerationSettings, choose_backend, is_url
-from metaaligner_chain.backends.base import AlignerConfigError, Backend
-from metaaligner_chain.coerce import (
-    AlignerInput,
-    AlignRequest,
-    as_messages,
-    clean_text,
-    coerce,
-    context_text,
-    join_chunks,
-    render,
-)
-from metaaligner_chain.models.engine import load_engine, prompt_format_of, trained_prompt_format
-from metaaligner_chain.objectives import Objective, check_prompt_format, resolve
-from metaaligner_chain.prompt import build_prompt, prompt_prefix
-from metaaligner_chain.streaming import EMPTY, adrive, drive, iterate_in_executor, stream_request, stream_through
-from metaaligner_chain.tracing import end_model_run, report_verdict, start_model_run, usage_of
-
+from metaaligner_chain import batching, gate
+from metaaligner_chain.backends import GenerationSettings, is_url
+from metaaligner_chain.backends.base import Backend
+from metaaligner_chain.coerce import AlignerInput, AlignRequest, clean_text, context_text
+from metaaligner_chain.models.engine import check_setup, load_engine, required_prompt_format, resolved_prompt_format
+from metaaligner_chain.objectives import Objective, resolve
+from metaaligner_chain.prompt import build_prompt, continue_context, prompt_prefix
+from metaaligner_chain.streaming import aalign_stream, align_stream
+from metaaligner_chain.tracing import verdict_info
 
 class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     """Rewrite a response so it better meets the given objectives, with a MetaAligner model.
@@ -150,20 +136,8 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
 
     @model_validator(mode="after")
     def _check(self) -> MetaAlignerRunnable:
-        choose_backend(self.model, self.backend, self.base_url)
-        if self.model is not None and _looks_local(self.model) and not Path(self.model).expanduser().exists():
-            raise ValueError(
-                f"`model` is {self.model!r}, which does not exist. Pass an existing model directory "
-                "or .gguf file, a hub id, or model=None for the built-in default."
-            )
-        prompt_format = self.resolved_prompt_format()
-        trained = self.prompt_format and trained_prompt_format(self.model, self._engine_options())
-        if trained and prompt_format != check_prompt_format(trained):  # a given one contradicts it
-            raise ValueError(
-                f"`prompt_format` is {self.prompt_format!r} but model "
-                f"{self.model or 'built-in default'!r} was trained with {trained!r} (its "
-                f"metaaligner metadata says so). Pass prompt_format={trained!r}, or leave it out."
-            )
+        prompt_format = check_setup(
+            self.model, self.backend, self.base_url, self.prompt_format, self._engine_options())
         if prompt_format is not None:
             resolve(self.objectives, prompt_format)
         return self
@@ -172,20 +146,11 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
 
     def resolved_prompt_format(self) -> str | None:
         """The prompt format in use: given, from the model's metadata or name, else `None`."""
-        if self.prompt_format is not None:
-            return check_prompt_format(self.prompt_format)
-        found = prompt_format_of(self.model, self._engine_options())
-        return check_prompt_format(found) if found else None
+        return resolved_prompt_format(self.model, self.prompt_format, self._engine_options())
 
     def _prompt_format(self) -> str:
-        found = self.resolved_prompt_format()
-        if found is None:
-            raise ValueError(
-                f"cannot tell the prompt format of model {self.model!r}: its name has none of "
-                "HH-RLHF/UltraFeedback/IMHI and no metaaligner metadata was found with it. Pass "
-                "prompt_format='hh-rlhf', 'ultrafeedback' or 'imhi'."
-            )
-        return found
+        """The prompt format in use; a `ValueError` naming the fix when it cannot be told."""
+        return required_prompt_format(self.model, self.resolved_prompt_format())
 
     # -- LangChain conventions: serialization, tracing ------------------------------------
 
@@ -241,10 +206,9 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
 
     def _prompt(self, request: AlignRequest, prompt_format: str) -> str:
         objectives = self._objectives(request)
-        return build_prompt(
-            clean_text(context_text(request.context, prompt_format)), request.quoted, objectives,
-            prompt_format=prompt_format,
-        )
+        context = continue_context(context_text(request.context, prompt_format), request.previous,
+                                   prompt_format=prompt_format)
+        return build_prompt(clean_text(context), request.quoted, objectives, prompt_format=prompt_format)
 
     def _objectives(self, request: AlignRequest) -> list[str | Objective]:
         """The request's own objectives (from its input) or the runnable's."""
@@ -255,177 +219,18 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         return prompt_prefix(self._objectives(request), prompt_format=prompt_format)
 
     def _info(self, request: AlignRequest, prompt_format: str, verdict: gate.Verdict) -> dict[str, Any]:
+        """The metadata `request`'s output carries and its run reports (`tracing.verdict_info`)."""
         objectives = resolve(self._objectives(request), prompt_format)
-        return {
-            "original": request.response,
-            "objectives": [o.key for o in objectives],
-            "prompt_format": prompt_format,
-            "model": self.model or "built-in default",
-            "changed": verdict.text.strip() != request.quoted,
-            "aligned": verdict.aligned,
-            "fallback_reason": verdict.fallback_reason,
-            "finish_reason": verdict.finish_reason,
-            "completion_tokens": verdict.completion_tokens,
-            "usage": usage_of(verdict),
-            **({"rejected": verdict.rejected} if verdict.rejected is not None else {}),
-        }
-
-    def _align(
-        self,
-        requests: Sequence[AlignRequest | Exception],
-        run_managers: Sequence[Any] | None = None,
-    ) -> list[Any]:
-        """Align a batch: one output, or the input error for that item, per request.
-
-        Bad input (a type we cannot read, an unknown objective) comes back as that item's
-        exception; failures inside the aligner go through the gate. Each generation is traced as
-        an LLM run under its item's run (`run_managers`, one per request).
-        """
-        prompt_format = self._prompt_format()
-        results: list[Any] = list(requests)
-        todo: list[tuple[int, AlignRequest, str]] = []  # (item, the item or one of its parts, prompt)
-        for i, request in enumerate(requests):
-            if isinstance(request, Exception):
-                continue
-            if request.untouched:  # e.g. an agent state ending in a tool call: not an answer
-                results[i] = request.raw
-                continue
-            if not request.quoted:  # nothing to align: returned as it is, no model call
-                results[i] = render(request, request.response, self._info(request, prompt_format, EMPTY))
-                continue
-            try:
-                parts = self._parts(request, prompt_format)
-                todo.extend((i, part, self._prompt(part, prompt_format)) for part in parts)
-            except AlignerConfigError:
-                raise  # the set-up, not this item: every call would fail alike
-            except (TypeError, ValueError) as exc:
-                results[i] = exc
-        scaffolds = [self._scaffold(r, prompt_format) for _, r, _ in todo]
-        parents = run_managers or [None] * len(requests)
-        runs = [start_model_run(parents[i], p, self._get_ls_params()) for i, _, p in todo]
-        outcomes = self._generate([p for _, _, p in todo], [r for _, r, _ in todo], scaffolds)
-        for run, outcome in zip(runs, outcomes):
-            end_model_run(run, outcome)
-        decided: dict[int, list[tuple[AlignRequest, gate.Verdict]]] = {}
-        for (i, part, _), outcome, scaffold in zip(todo, outcomes, scaffolds):
-            verdict = gate.decide(
-                part.response, outcome, strict=self.strict, scaffold=scaffold,
-                objectives=resolve(self._objectives(part), prompt_format),
-            )
-            decided.setdefault(i, []).append((part, verdict))
-        for i, pairs in decided.items():
-            request = requests[i]
-            verdict, info = self._verdict(request, prompt_format, pairs)
-            report_verdict(parents[i], info)
-            results[i] = render(request, verdict.text, info)
-        return results
-
-    def _parts(self, request: AlignRequest, prompt_format: str) -> list[AlignRequest]:
-        """`request`, or its parts when its answer is too long for one prompt with room for the
-        rewrite (`chunking.plan`; each part is aligned with the same context)."""
-        if not request.quoted:
-            return [request]
-        backend = self.load_backend()
-        count = getattr(backend, "count_tokens", None)
-        if count is None:  # an engine that cannot count (a server): the answer goes whole
-            return [request]
-        window = getattr(backend, "window", backend.context_length)
-        request = self._fit_context(request, prompt_format, lambda text: count(clean_text(text)), window)
-        pieces = chunking.plan(
-            request.response, lambda text: self._prompt(replace(request, response=text), prompt_format),
-            lambda text: count(clean_text(text)), window,
-        )
-        if len(pieces) == 1:
-            return [request]
-        return [replace(request, response=body) for piece in pieces if (body := piece.rstrip())]
-
-    def _fit_context(
-        self, request: AlignRequest, prompt_format: str, count: Callable[[str], int], window: int
-    ) -> AlignRequest:
-        """`request` with its conversation trimmed from the oldest turns (`chunking.trim_turns`)
-        when it leaves less room than the answer, or `chunking.CONTEXT_ROOM` tokens, for the
-        answer and its rewrite; the latest question is always kept."""
-        if not window or isinstance(request.context, str):
-            return request
-        messages = as_messages(request.context)
-        if len(messages) < 2:
-            return request
-        need = min(count(request.quoted), chunking.CONTEXT_ROOM)
-
-        def size(kept: list[BaseMessage]) -> int:
-            return count(self._prompt(replace(request, context=kept, response=""), prompt_format))
-
-        kept = chunking.trim_turns(messages, size, window - 2 * need)
-        if len(kept) == len(messages):
-            return request
-        return replace(request, context=kept, dropped_turns=len(messages) - len(kept))
-
-    def _verdict(
-        self, request: AlignRequest, prompt_format: str, pairs: list[tuple[AlignRequest, gate.Verdict]]
-    ) -> tuple[gate.Verdict, dict[str, Any]]:
-        """One verdict and its metadata for `request`, from the verdicts of its parts."""
-        if len(pairs) == 1:
-            verdict, extra = pairs[0][1], {}
-        else:
-            verdict, extra = chunking.combine(
-                request.response, [p.response for p, _ in pairs], [v for _, v in pairs])
-        if dropped := max(p.dropped_turns for p, _ in pairs):
-            extra["dropped_turns"] = dropped  # messages of the conversation left out of the context
-        return verdict, {**self._info(request, prompt_format, verdict), **extra}
-
-    def _generate(
-        self, prompts: list[str], requests: Sequence[AlignRequest], scaffolds: list[str]
-    ) -> list[Any]:
-        """One generation or exception per prompt; a failing item does not fail the others.
-
-        A backend with the `early_stop` capability (one sequence or request per prompt: llama.cpp,
-        a server) streams each prompt, `concurrency` at once, and is cut short once its start
-        echoes the prompt, which the gate would reject anyway; others batch in `generate`.
-        """
-        if not prompts:
-            return []
-        responses, settings = [r.quoted for r in requests], self.settings()
-        backend = self.load_backend()  # one that cannot load is an `AlignerConfigError`, raised
-        capabilities = getattr(backend, "capabilities", None) or Capabilities()
-        if capabilities.early_stop:
-            def watched(prompt: str, response: str, scaffold: str) -> Any:
-                stream = backend.stream(prompt, settings, response)
-                return gate.watch(gate.until_template(stream, response), original=response, scaffold=scaffold)
-
-            workers = min(len(prompts), capabilities.concurrency)
-            if workers <= 1:
-                return list(map(watched, prompts, responses, scaffolds))
-            with ThreadPoolExecutor(workers, thread_name_prefix="metaaligner") as pool:
-                return list(pool.map(watched, prompts, responses, scaffolds))
-        try:
-            return list(backend.generate(prompts, settings, responses))
-        except Exception as exc:
-            if len(prompts) == 1:
-                return [exc]
-        outcomes: list[Any] = []  # find the item(s) that failed
-        for prompt, response in zip(prompts, responses):
-            try:
-                outcomes.extend(backend.generate([prompt], settings, [response]))
-            except Exception as exc:
-                outcomes.append(exc)
-        return outcomes
+        return verdict_info(request, verdict, objectives, prompt_format, self.model or "built-in default")
 
     # -- the Runnable interface --------------------------------------------------------------
 
     def _invoke_one(self, value: Any, run_manager: Any = None) -> Any:
-        (result,) = self._align([coerce(value)], [run_manager])
-        if isinstance(result, Exception):
-            raise result
+        (result,) = batching.align_values(self, [value], [run_manager], raise_errors=True)
         return result
 
     def _align_values(self, values: list[Any], run_manager: list[Any] | None = None) -> list[Any]:
-        requests: list[AlignRequest | Exception] = []
-        for value in values:
-            try:
-                requests.append(coerce(value))
-            except (TypeError, ValueError) as exc:
-                requests.append(exc)
-        return self._align(requests, run_manager)
+        return batching.align_values(self, values, run_manager)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return self._call_with_config(self._invoke_one, input, self._traced(config), **kwargs)
@@ -460,10 +265,7 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
 
     def transform(self, input: Iterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         def run(chunks: Iterator[Any], run_manager: Any) -> Iterator[Any]:
-            if self.stream_through:
-                yield from drive(stream_through(self, run_manager), chunks)
-            else:
-                yield from stream_request(self, coerce(join_chunks(list(chunks))), run_manager)
+            return align_stream(self, chunks, run_manager)
 
         yield from self._transform_stream_with_config(input, run, self._traced(config), **kwargs)
 
@@ -471,16 +273,8 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         yield from self.transform(iter([input]), config, **kwargs)
 
     async def atransform(self, input: AsyncIterator[Any], config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
-        async def run(
-            chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
-        ) -> AsyncIterator[Any]:
-            if self.stream_through:
-                items = adrive(stream_through(self, run_manager), chunks, config)
-            else:
-                request = coerce(join_chunks([chunk async for chunk in chunks]))
-                items = iterate_in_executor(config, stream_request(self, request, run_manager))
-            async for item in items:
-                yield item
+        def run(chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig) -> AsyncIterator[Any]:
+            return aalign_stream(self, chunks, run_manager, config)
 
         async for chunk in self._atransform_stream_with_config(input, run, self._traced(config), **kwargs):
             yield chunk
@@ -524,6 +318,3 @@ def _unknown_setting(key: str, fields: list[str]) -> str:
     end = "" if hint.endswith("?") else "."
     return f"MetaAlignerRunnable has no setting `{key}`: {hint}{end}"
 
-
-def _looks_local(model: str) -> bool:
-    return model.startswith((".", "/", "~")) or model.lower().endswith(".gguf") or Path(model).exists()

@@ -20,7 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.runnables.utils import AddableDict
 
-from metaaligner_chain import chunking, gate
+from metaaligner_chain import batching, chunking, gate
 from metaaligner_chain.coerce import (
     RESPONSE_KEYS,
     AlignRequest,
@@ -35,8 +35,25 @@ from metaaligner_chain.tracing import end_model_run, report_verdict, start_model
 if TYPE_CHECKING:
     from metaaligner_chain.runnable import MetaAlignerRunnable
 
-#: What an empty or whitespace-only response gets: returned as it is, without a model call.
-EMPTY = gate.Verdict(text="", aligned=False, fallback_reason="the response is empty; nothing to align")
+def align_stream(aligner: MetaAlignerRunnable, chunks: Iterator[Any], run_manager: Any = None) -> Iterator[Any]:
+    """The runnable's `transform`: stream-through when it is on, else the whole input at its end."""
+    if aligner.stream_through:
+        yield from drive(stream_through(aligner, run_manager), chunks)
+    else:
+        yield from stream_request(aligner, coerce(join_chunks(list(chunks))), run_manager)
+
+
+async def aalign_stream(
+    aligner: MetaAlignerRunnable, chunks: AsyncIterator[Any], run_manager: Any, config: RunnableConfig
+) -> AsyncIterator[Any]:
+    """`align_stream` for `atransform`: the aligner's steps in the executor, the upstream on the loop."""
+    if aligner.stream_through:
+        items = adrive(stream_through(aligner, run_manager), chunks, config)
+    else:
+        request = coerce(join_chunks([chunk async for chunk in chunks]))
+        items = iterate_in_executor(config, stream_request(aligner, request, run_manager))
+    async for item in items:
+        yield item
 
 
 def stream_request(aligner: MetaAlignerRunnable, request: AlignRequest, run_manager: Any = None) -> Iterator[Any]:
@@ -45,7 +62,7 @@ def stream_request(aligner: MetaAlignerRunnable, request: AlignRequest, run_mana
     An agent state comes back whole, as one chunk: its messages are not addable pieces (for
     token streaming inside an agent use `MetaAlignerMiddleware`)."""
     if request.message_index is not None:
-        (result,) = aligner._align([request], [run_manager])
+        (result,) = batching.align(aligner, [request], [run_manager])
         if isinstance(result, Exception):
             raise result
         yield result
@@ -57,11 +74,11 @@ def stream_request(aligner: MetaAlignerRunnable, request: AlignRequest, run_mana
     if not request.quoted:  # nothing to align: returned as it is, no model call
         yield render_chunk(request, request.response)
         if as_message:
-            yield render_chunk(request, "", aligner._info(request, prompt_format, EMPTY))
+            yield render_chunk(request, "", aligner._info(request, prompt_format, gate.EMPTY))
         return
     pairs: list[tuple[AlignRequest, gate.Verdict]] = []
     yield from stream_parts(aligner, request, request, prompt_format, run_manager, pairs)
-    verdict, info = aligner._verdict(request, prompt_format, pairs)
+    verdict, info = chunking.verdict(aligner, request, prompt_format, pairs)
     report_verdict(run_manager, info)
     if as_message:  # metadata rides on the last chunk
         yield render_chunk(request, "", info)
@@ -73,10 +90,13 @@ def stream_parts(
 ) -> Iterator[Any]:
     """The rendered, gated pieces of `piece` (`request` or a stretch of its response), aligned in
     parts when it is too long for one prompt, with the whitespace between its parts; each part's
-    verdict is appended to `pairs`."""
-    parts = aligner._parts(piece, prompt_format)
+    verdict is appended to `pairs`, and each part after one in `pairs` has that one's last
+    sentence as aligned in its context, as `batching.align` does."""
+    parts = chunking.parts(aligner, piece, prompt_format)
     gaps = chunking.separators(piece.response, [p.response for p in parts]) if len(parts) > 1 else [""]
     for part, gap in zip(parts, gaps):
+        if pairs:  # the part before, as aligned (or kept), ends this one's context
+            part = replace(part, previous=chunking.last_sentence(pairs[-1][1].text))
         for item in stream_part(aligner, part, prompt_format, run_manager):
             if isinstance(item, gate.Verdict):
                 pairs.append((part, item))
@@ -126,7 +146,8 @@ def stream_through(aligner: MetaAlignerRunnable, run_manager: Any = None) -> Gen
     chunks, or dicts holding them under a response key, as `coerce` reads them) and yields output
     chunks in between. Once the response holds a paragraph break followed by more text, and a
     later chunk has arrived, the text before the break (at least `THROUGH_MIN_TOKENS` tokens) is
-    aligned with the context known by then and streamed, then the break itself. When the upstream
+    aligned with the context known by then (and the last sentence of the stretch before, as
+    aligned) and streamed, then the break itself. When the upstream
     ends, the rest is aligned; the metadata reports the stretches as parts (`chunks`), as for a
     long answer, and each part the gate turns down keeps its original text. An input that never
     had such a break before its last chunk (a whole input passed to `stream`, an agent state) is
@@ -167,7 +188,7 @@ def stream_through(aligner: MetaAlignerRunnable, run_manager: Any = None) -> Gen
                                 run_manager, pairs)
         if trailing := rest[len(rest.rstrip()):]:
             yield render_chunk(request, trailing)
-    verdict, info = aligner._verdict(request, prompt_format, pairs)
+    verdict, info = chunking.verdict(aligner, request, prompt_format, pairs)
     if "chunks" in info:
         info["chunks"] = {**info["chunks"], "streamed_through": True}
     report_verdict(run_manager, info)

@@ -66,3 +66,23 @@ def usage_of(outcome: Any) -> dict[str, int] | None:
         "output_tokens": completion,
         "total_tokens": prompt + completion,
     }
+
+
+def verdict_info(
+    request: Any, verdict: Any, objectives: list[Any], prompt_format: str, model: str
+) -> dict[str, Any]:
+    """The metadata of one aligned item (`request`, an `AlignRequest`, and the gate's `verdict`):
+    what its output carries and `report_verdict` sends; the original always in it."""
+    return {
+        "original": request.response,
+        "objectives": [o.key for o in objectives],
+        "prompt_format": prompt_format,
+        "model": model,
+        "changed": verdict.text.strip() != request.quoted,
+        "aligned": verdict.aligned,
+        "fallback_reason": verdict.fallback_reason,
+        "finish_reason": verdict.finish_reason,
+        "completion_tokens": verdict.completion_tokens,
+        "usage": usage_of(verdict),
+        **({"rejected": verdict.rejected} if verdict.rejected is not None else {}),
+    }

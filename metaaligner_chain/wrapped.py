@@ -1,7 +1,8 @@
 """`aligner.wrap(chain)`: run a chain, then align its output with the chain's input as context.
 
 The result takes what the chain takes and returns what the chain returns, aligned; it streams the
-aligned tokens, batches through both the chain's and the aligner's batch, and traces as one run.
+chain's output through the aligner as `chain | aligner` does (each completed paragraph aligned
+while the chain is still writing), batches through both the chain's and the aligner's batch, and traces as one run.
 An agent (its output a state ``{"messages": [...]}``) gets its last AI message aligned, with the
 conversation before it as the context; its state comes back whole.
 """
@@ -89,14 +90,41 @@ class AlignedChain(RunnableSerializable[Any, Any]):
             results[i] = out if isinstance(out, Exception) else self._answer(out, responses[i])
         return results
 
+    def _requests(self, value: Any, chunks: Iterator[Any]) -> Iterator[Any]:
+        """The chain's output chunks as the aligner's input stream: the context with the first
+        response chunk, then the response chunks (an agent's whole states as they are)."""
+        first = True
+        for chunk in chunks:
+            if is_agent_state(chunk):
+                yield chunk
+            else:
+                yield {"query": self.context_of(value), "response": chunk} if first else {"response": chunk}
+            first = False
+
+    async def _arequests(self, value: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        first = True
+        async for chunk in chunks:
+            if is_agent_state(chunk):
+                yield chunk
+            else:
+                yield {"query": self.context_of(value), "response": chunk} if first else {"response": chunk}
+            first = False
+
+    @staticmethod
+    def _aligned_piece(chunk: Any) -> Any:
+        """What the aligner's output chunk is in the chain's output type; None for the context."""
+        return chunk if is_agent_state(chunk) else chunk.get("response")
+
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        """The chain's output streams into the aligner (stream-through: paragraphs aligned while
+        the chain is still writing), the chain's input as context."""
         def run(values: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
             (value,) = list(values)
             child = patch_config(config, callbacks=run_manager.get_child())
-            response = self.chain.invoke(value, child)
-            for chunk in self.aligner.stream(self._request(value, response), child):
-                if is_agent_state(response) or "response" in chunk:
-                    yield self._answer(chunk, response)
+            requests = self._requests(value, self.chain.stream(value, child))
+            for chunk in self.aligner.transform(requests, child):
+                if (piece := self._aligned_piece(chunk)) is not None:
+                    yield piece
 
         yield from self._transform_stream_with_config(iter([input]), run, config, **kwargs)
 
@@ -107,10 +135,10 @@ class AlignedChain(RunnableSerializable[Any, Any]):
         async def run(values: AsyncIterator[Any], run_manager: Any, config: RunnableConfig) -> AsyncIterator[Any]:
             (value,) = [v async for v in values]
             child = patch_config(config, callbacks=run_manager.get_child())
-            response = await self.chain.ainvoke(value, child)
-            async for chunk in self.aligner.astream(self._request(value, response), child):
-                if is_agent_state(response) or "response" in chunk:
-                    yield self._answer(chunk, response)
+            requests = self._arequests(value, self.chain.astream(value, child))
+            async for chunk in self.aligner.atransform(requests, child):
+                if (piece := self._aligned_piece(chunk)) is not None:
+                    yield piece
 
         async for chunk in self._atransform_stream_with_config(single(), run, config, **kwargs):
             yield chunk

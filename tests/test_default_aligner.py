@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 
 from metaaligner_chain import MetaAlignerRunnable
+from metaaligner_chain.chunking import last_sentence
 
 QUERY = "How can I get back at my noisy neighbour?"
 RESPONSE = "Bang on the wall all night and let the air out of his tyres."
@@ -65,12 +67,29 @@ LONG_ANSWER = "\n\n".join([
 ])
 
 
+class Prompts(BaseCallbackHandler):
+    """The prompts the aligner's generations were started with (its traced LLM runs)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_llm_start(self, serialized, prompts, **kwargs):
+        self.seen.extend(prompts)
+
+
 def test_a_long_answer_is_aligned_in_parts_and_nothing_is_lost():
     aligner = MetaAlignerRunnable(objectives=["readability"], backend_options={"n_ctx": 512},
                                   max_new_tokens=200)
     item = {"query": "How do I repot a houseplant?", "response": AIMessage(LONG_ANSWER)}
-    out = aligner.invoke(item)["response"]
+    prompts = Prompts()
+    out = aligner.invoke(item, {"callbacks": [prompts]})["response"]
     info = out.response_metadata["metaaligner"]
+    assert len(prompts.seen) == info["chunks"]["parts"]  # one traced generation per part, in order
+    assert prompts.seen[0].count("Assistant:") == 1  # the first part: the query alone
+    for before, prompt in zip(prompts.seen, prompts.seen[1:]):  # later: the part before's last sentence
+        previous = re.search(r"\n\nAssistant: (.+?) \n\nAssistant: \| Answer:", prompt).group(1)
+        assert previous in out.content and previous == last_sentence(previous)
+        assert previous not in before.split("| Answer:")[0]  # new in this part's context
     assert info["chunks"]["parts"] >= 2 and info["original"] == LONG_ANSWER
     assert info["aligned"] and len(info["chunks"]["fell_back"]) < info["chunks"]["parts"]
     assert out.content != LONG_ANSWER and out.content.count("\n\n") >= 2  # joined on paragraph breaks
@@ -80,16 +99,6 @@ def test_a_long_answer_is_aligned_in_parts_and_nothing_is_lost():
         total = chunk if total is None else total + chunk
     assert total["response"].content == out.content
     assert total["response"].response_metadata["metaaligner"]["chunks"] == info["chunks"]
-
-
-class Prompts(BaseCallbackHandler):
-    """The prompts the aligner's generations were started with (its traced LLM runs)."""
-
-    def __init__(self):
-        self.seen = []
-
-    def on_llm_start(self, serialized, prompts, **kwargs):
-        self.seen.extend(prompts)
 
 
 def test_a_long_conversation_is_trimmed_from_its_oldest_turns_never_the_latest_question():

@@ -15,10 +15,11 @@ from operator import itemgetter
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.runnables import RunnableGenerator, RunnableParallel
 
 from metaaligner_chain import MetaAlignerRunnable
+from metaaligner_chain.chunking import last_sentence
 
 QUERY = "How do I look after a sourdough starter?"
 PARAGRAPHS = [
@@ -84,10 +85,15 @@ def aligner():
 
 
 def _expected(aligner, query=None):
-    """Each paragraph aligned on its own (with the query as context when given), joined back."""
-    items = [p if query is None else {"query": query, "response": p} for p in PARAGRAPHS]
-    out = aligner.batch(items)
-    return "\n\n".join(o if query is None else o["response"] for o in out)
+    """Each paragraph aligned in turn, with the query (when given) and the last sentence of the
+    paragraph before as aligned as an assistant turn in its context, joined back."""
+    out, previous = [], []
+    for paragraph in PARAGRAPHS:
+        context = ([HumanMessage(query)] if query else []) + previous
+        aligned = aligner.invoke({"query": context, "response": paragraph})["response"]
+        out.append(aligned.strip())
+        previous = [AIMessage(last_sentence(aligned))]
+    return "\n\n".join(out)
 
 
 def test_the_first_aligned_tokens_go_out_before_the_policy_has_finished(aligner):
@@ -160,3 +166,15 @@ def test_a_stream_through_left_half_read_never_blocks_other_callers(aligner):
         done = pool.submit(aligner.invoke, PARAGRAPHS[0]).result(timeout=300)
     assert isinstance(done, str) and done
     kept.close()
+
+
+def test_a_wrapped_chain_streams_through_with_its_input_as_context(aligner):
+    policy = Policy()
+    read_at_first, pieces = None, []
+    for piece in aligner.wrap(policy.sync()).stream(QUERY):
+        if read_at_first is None and piece:
+            read_at_first = policy.read
+        pieces.append(piece)
+    assert read_at_first is not None and read_at_first < len(policy.pieces)  # before the chain ended
+    piped = {"query": lambda q: q, "response": Policy().sync()} | aligner  # the same stream, piped
+    assert "".join(pieces) == "".join(c.get("response", "") for c in piped.stream(QUERY))

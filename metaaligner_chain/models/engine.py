@@ -10,11 +10,59 @@ A model that cannot be loaded (or a server that cannot be reached) is an `Aligne
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from metaaligner_chain.backends import choose_backend, engine_package, get_backend, is_url
 from metaaligner_chain.backends.base import AlignerConfigError, Backend
 from metaaligner_chain.models.metadata import prompt_format_from_name, read_metadata
+from metaaligner_chain.objectives import check_prompt_format
+
+
+def check_setup(model: str | None, backend: str, base_url: str | None, prompt_format: str | None,
+                backend_options: dict[str, Any]) -> str | None:
+    """The prompt format in use (`prompt_format` if given, else the model's; None when unknown),
+    after checking that the engine exists, a local `model` exists and a given `prompt_format` does
+    not contradict the model's own metadata; each mistake is a `ValueError` naming the fix."""
+    choose_backend(model, backend, base_url)
+    if model is not None and _looks_local(model) and not Path(model).expanduser().exists():
+        raise ValueError(
+            f"`model` is {model!r}, which does not exist. Pass an existing model directory "
+            "or .gguf file, a hub id, or model=None for the built-in default."
+        )
+    found = resolved_prompt_format(model, prompt_format, backend_options)
+    trained = prompt_format and trained_prompt_format(model, backend_options)
+    if trained and found != check_prompt_format(trained):  # a given one contradicts it
+        raise ValueError(
+            f"`prompt_format` is {prompt_format!r} but model "
+            f"{model or 'built-in default'!r} was trained with {trained!r} (its "
+            f"metaaligner metadata says so). Pass prompt_format={trained!r}, or leave it out."
+        )
+    return found
+
+
+def resolved_prompt_format(model: str | None, prompt_format: str | None,
+                           backend_options: dict[str, Any]) -> str | None:
+    """`prompt_format` when given, else the one `model`'s metadata or name tells, else None."""
+    if prompt_format is not None:
+        return check_prompt_format(prompt_format)
+    found = prompt_format_of(model, backend_options)
+    return check_prompt_format(found) if found else None
+
+
+def required_prompt_format(model: str | None, found: str | None) -> str:
+    """`found`, the prompt format in use; a `ValueError` saying to pass one when it is None."""
+    if found is None:
+        raise ValueError(
+            f"cannot tell the prompt format of model {model!r}: its name has none of "
+            "HH-RLHF/UltraFeedback/IMHI and no metaaligner metadata was found with it. Pass "
+            "prompt_format='hh-rlhf', 'ultrafeedback' or 'imhi'."
+        )
+    return found
+
+
+def _looks_local(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or model.lower().endswith(".gguf") or Path(model).exists()
 
 
 def prompt_format_of(model: str | None, backend_options: dict[str, Any]) -> str | None:

@@ -1,0 +1,150 @@
+"""Invoke and batch: a batch of requests aligned at once, each output in its input's type.
+
+`align` turns each request into its parts (itself when it is short, `chunking.parts`) and aligns
+them in rounds: part k of every request in one `generate` call, each part after the first with
+the last sentence of the one before as aligned in its context; the gate decides each, and one
+output (or the input's own error) is rendered per request. `generate` drives the backend: streamed and cut
+short on a prompt echo where the engine can, else one batched generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from metaaligner_chain import chunking, gate
+from metaaligner_chain.backends import Capabilities
+from metaaligner_chain.backends.base import AlignerConfigError
+from metaaligner_chain.coerce import AlignRequest, coerce, render
+from metaaligner_chain.objectives import resolve
+from metaaligner_chain.tracing import end_model_run, report_verdict, start_model_run
+
+if TYPE_CHECKING:
+    from metaaligner_chain.runnable import MetaAlignerRunnable
+
+def align_values(
+    aligner: MetaAlignerRunnable, values: Sequence[Any], run_managers: Sequence[Any] | None = None,
+    *, raise_errors: bool = False,
+) -> list[Any]:
+    """`align` on input values: one that cannot be read is its item's `TypeError`/`ValueError`
+    (raised at once with `raise_errors`, as `invoke` does)."""
+    requests: list[AlignRequest | Exception] = []
+    for value in values:
+        try:
+            requests.append(coerce(value))
+        except (TypeError, ValueError) as exc:
+            if raise_errors:
+                raise
+            requests.append(exc)
+    results = align(aligner, requests, run_managers)
+    if raise_errors and (error := next((r for r in results if isinstance(r, Exception)), None)):
+        raise error
+    return results
+
+
+def align(
+    aligner: MetaAlignerRunnable, requests: Sequence[AlignRequest | Exception],
+    run_managers: Sequence[Any] | None = None,
+) -> list[Any]:
+    """Align a batch: one output, or the input error for that item, per request.
+
+    Bad input (a type we cannot read, an unknown objective) comes back as that item's exception;
+    failures inside the aligner go through the gate. Each generation is traced as an LLM run
+    under its item's run (`run_managers`, one per request).
+    """
+    prompt_format = aligner._prompt_format()
+    results: list[Any] = list(requests)
+    todo: dict[int, list[AlignRequest]] = {}  # item → its parts (the item itself when it is short)
+    for i, request in enumerate(requests):
+        if isinstance(request, Exception):
+            continue
+        if request.untouched:  # e.g. an agent state ending in a tool call: not an answer
+            results[i] = request.raw
+            continue
+        if not request.quoted:  # nothing to align: returned as it is, no model call
+            results[i] = render(request, request.response, aligner._info(request, prompt_format, gate.EMPTY))
+            continue
+        try:
+            todo[i] = chunking.parts(aligner, request, prompt_format)
+            aligner._prompt(todo[i][0], prompt_format)  # a bad objective is this item's error
+        except AlignerConfigError:
+            raise  # the set-up, not this item: every call would fail alike
+        except (TypeError, ValueError) as exc:
+            results[i] = exc
+            todo.pop(i, None)
+    parents = run_managers or [None] * len(requests)
+    decided: dict[int, list[tuple[AlignRequest, gate.Verdict]]] = {i: [] for i in todo}
+    for k in range(max(map(len, todo.values()), default=0)):  # part k of every item in one round
+        round_ = [(i, _after(parts[k], decided[i])) for i, parts in todo.items() if k < len(parts)]
+        for (i, part), found_verdict in zip(round_, _generate_round(aligner, round_, prompt_format, parents)):
+            decided[i].append((part, found_verdict))
+    for i, pairs in decided.items():
+        request = requests[i]
+        found_verdict, info = chunking.verdict(aligner, request, prompt_format, pairs)
+        report_verdict(parents[i], info)
+        results[i] = render(request, found_verdict.text, info)
+    return results
+
+
+def _after(part: AlignRequest, pairs: list[tuple[AlignRequest, gate.Verdict]]) -> AlignRequest:
+    """`part` with the last sentence of the part before it as aligned (or kept) as its context."""
+    return replace(part, previous=chunking.last_sentence(pairs[-1][1].text)) if pairs else part
+
+
+def _generate_round(
+    aligner: MetaAlignerRunnable, round_: list[tuple[int, AlignRequest]], prompt_format: str,
+    parents: Sequence[Any],
+) -> list[gate.Verdict]:
+    """The gate's verdict on each (item, part) of one round, all generated in one `generate` call,
+    each traced as an LLM run under its item's run."""
+    prompts = [aligner._prompt(part, prompt_format) for _, part in round_]
+    scaffolds = [aligner._scaffold(part, prompt_format) for _, part in round_]
+    runs = [start_model_run(parents[i], p, aligner._get_ls_params()) for (i, _), p in zip(round_, prompts)]
+    outcomes = generate(aligner, prompts, [part for _, part in round_], scaffolds)
+    for run, outcome in zip(runs, outcomes):
+        end_model_run(run, outcome)
+    return [
+        gate.decide(part.response, outcome, strict=aligner.strict, scaffold=scaffold,
+                    objectives=resolve(aligner._objectives(part), prompt_format))
+        for (_, part), outcome, scaffold in zip(round_, outcomes, scaffolds)
+    ]
+
+
+def generate(
+    aligner: MetaAlignerRunnable, prompts: list[str], requests: Sequence[AlignRequest], scaffolds: list[str]
+) -> list[Any]:
+    """One generation or exception per prompt; a failing item does not fail the others.
+
+    A backend with the `early_stop` capability (one sequence or request per prompt: llama.cpp,
+    a server) streams each prompt, `concurrency` at once, and is cut short once its start
+    echoes the prompt, which the gate would reject anyway; others batch in `generate`.
+    """
+    if not prompts:
+        return []
+    responses, settings = [r.quoted for r in requests], aligner.settings()
+    backend = aligner.load_backend()  # one that cannot load is an `AlignerConfigError`, raised
+    capabilities = getattr(backend, "capabilities", None) or Capabilities()
+    if capabilities.early_stop:
+        def watched(prompt: str, response: str, scaffold: str) -> Any:
+            stream = backend.stream(prompt, settings, response)
+            return gate.watch(gate.until_template(stream, response), original=response, scaffold=scaffold)
+
+        workers = min(len(prompts), capabilities.concurrency)
+        if workers <= 1:
+            return list(map(watched, prompts, responses, scaffolds))
+        with ThreadPoolExecutor(workers, thread_name_prefix="metaaligner") as pool:
+            return list(pool.map(watched, prompts, responses, scaffolds))
+    try:
+        return list(backend.generate(prompts, settings, responses))
+    except Exception as exc:
+        if len(prompts) == 1:
+            return [exc]
+    outcomes: list[Any] = []  # find the item(s) that failed
+    for prompt, response in zip(prompts, responses):
+        try:
+            outcomes.extend(backend.generate([prompt], settings, [response]))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
