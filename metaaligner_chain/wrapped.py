@@ -121,7 +121,9 @@ class AlignedChain(RunnableSerializable[Any, Any]):
         def run(values: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
             (value,) = list(values)
             child = patch_config(config, callbacks=run_manager.get_child())
-            requests = self._requests(value, self.chain.stream(value, child))
+            whole = _streams_updates(self.chain)
+            chunks = iter([self.chain.invoke(value, child)]) if whole else self.chain.stream(value, child)
+            requests = self._requests(value, chunks)
             for chunk in self.aligner.transform(requests, child):
                 if (piece := self._aligned_piece(chunk)) is not None:
                     yield piece
@@ -135,10 +137,25 @@ class AlignedChain(RunnableSerializable[Any, Any]):
         async def run(values: AsyncIterator[Any], run_manager: Any, config: RunnableConfig) -> AsyncIterator[Any]:
             (value,) = [v async for v in values]
             child = patch_config(config, callbacks=run_manager.get_child())
-            requests = self._arequests(value, self.chain.astream(value, child))
+            if _streams_updates(self.chain):
+                state = await self.chain.ainvoke(value, child)
+
+                async def whole() -> AsyncIterator[Any]:
+                    yield state
+
+                chunks = whole()
+            else:
+                chunks = self.chain.astream(value, child)
+            requests = self._arequests(value, chunks)
             async for chunk in self.aligner.atransform(requests, child):
                 if (piece := self._aligned_piece(chunk)) is not None:
                     yield piece
 
         async for chunk in self._atransform_stream_with_config(single(), run, config, **kwargs):
             yield chunk
+
+
+def _streams_updates(chain: Any) -> bool:
+    """Whether `chain` is a graph (a LangGraph agent) whose stream is its state updates, node by
+    node, rather than its output in pieces: its final state is then aligned whole."""
+    return getattr(chain, "stream_mode", None) is not None

@@ -85,14 +85,20 @@ def aligner():
 
 
 def _expected(aligner, query=None):
-    """Each paragraph aligned in turn, with the query (when given) and the last sentence of the
-    paragraph before as aligned as an assistant turn in its context, joined back."""
+    """Each paragraph streamed in turn (as stream-through streams it), with the query (when given)
+    and the last sentence of the paragraph before as an assistant turn in its context, joined
+    back. A paragraph whose rewrite the gate turns down only once it has streamed keeps its
+    streamed text (the verdict's text then), and so does the next paragraph's context."""
     out, previous = [], []
     for paragraph in PARAGRAPHS:
         context = ([HumanMessage(query)] if query else []) + previous
-        aligned = aligner.invoke({"query": context, "response": paragraph})["response"]
-        out.append(aligned.strip())
-        previous = [AIMessage(last_sentence(aligned))]
+        chunks = [c["response"] for c in aligner.stream({"query": context, "response": AIMessage(paragraph)})
+                  if "response" in c]
+        total = chunks[0]
+        for chunk in chunks[1:]:
+            total += chunk
+        out.append(total.content.strip())
+        previous = [AIMessage(last_sentence(total.content))]
     return "\n\n".join(out)
 
 
