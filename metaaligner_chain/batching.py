@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from metaaligner_chain import chunking, gate
 from metaaligner_chain.backends import Capabilities
 from metaaligner_chain.backends.base import AlignerConfigError
-from metaaligner_chain.coerce import AlignRequest, coerce, render
+from metaaligner_chain.coerce import AlignRequest, coerce
+from metaaligner_chain.render import render
 from metaaligner_chain.objectives import resolve
 from metaaligner_chain.tracing import end_model_run, report_verdict, start_model_run
 

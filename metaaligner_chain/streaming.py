@@ -25,11 +25,10 @@ from metaaligner_chain.coerce import (
     RESPONSE_KEYS,
     AlignRequest,
     coerce,
-    head_chunk,
     join_chunks,
-    render_chunk,
 )
 from metaaligner_chain.objectives import resolve
+from metaaligner_chain.render import head_chunk, render_chunk
 from metaaligner_chain.tracing import end_model_run, report_verdict, start_model_run
 
 if TYPE_CHECKING:

@@ -9,7 +9,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 
 from metaaligner_chain import MetaAlignerRunnable
-from metaaligner_chain.coerce import clean_text, coerce, render
+from metaaligner_chain.coerce import clean_text, coerce
+from metaaligner_chain.render import render
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 IMAGE_V1 = {"type": "image", "url": "https://example.com/plant.png"}
