@@ -1,0 +1,128 @@
+"""Aligned answers per second under concurrency: 1, 4, 8 and 32 callers on each local backend.
+
+The built-in default aligner aligns the same held-out items (every K-th, each with its own
+objectives) in several ways, taking turns within a round so a busy spell of the shared machine
+hits all alike:
+
+- `callers_<n>`: `n` concurrent callers, each awaiting `ainvoke` on its share of the items, as a
+  web server's requests arrive (one shared runnable, one loaded model);
+- `batch`: one `batch()` call over all the items (`max_concurrency` = the batch size), the path
+  that batches prompts on transformers.
+
+Figures are items per second over the whole set and, per row, the ratio to one caller. llama.cpp
+runs one sequence at a time in this package (see issue 17's throughput item), so concurrency can
+only overlap Python work with decoding there; transformers batches prompts only through `batch`.
+Writes `benchmarks/results/concurrency.json`.
+
+    python -m benchmarks.bench_concurrency [--backends llama.cpp transformers] [--every 10]
+        [--rounds 1] [--max-new-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from benchmarks.machine import llama_cpp_version, run_header
+from benchmarks.workloads import workload
+from metaaligner_chain import MetaAlignerRunnable
+
+RESULTS = Path(__file__).parent / "results" / "concurrency.json"
+CALLERS = (1, 4, 8, 32)
+#: Held-out items per backend: every K-th of 290 (transformers decodes ~3x slower on 2 cores).
+EVERY = {"llama.cpp": 9, "transformers": 18}
+#: Target of issue 17: 8 callers on llama.cpp at >= 2.5x one caller's answers per second.
+TARGET_8_CALLERS = 2.5
+
+
+def main() -> None:
+    args = _parse_args()
+    load = os.getloadavg()
+    rows = {}
+    for backend in args.backends:
+        items = workload("heldout", args.every or EVERY[backend])
+        inputs = [{"query": i["query"], "response": i["response"], "objectives": i["objectives"]}
+                  for i in items]
+        aligner = MetaAlignerRunnable(objectives=["helpfulness"], backend=backend,
+                                      max_new_tokens=args.max_new_tokens)
+        aligner.invoke(inputs[0])  # load, merge and warm outside the timing
+        seconds: dict[str, list[float]] = {f"callers_{n}": [] for n in CALLERS}
+        seconds["batch"] = []
+        outputs: dict[str, list[str]] = {}
+        for round_ in range(args.rounds):
+            order = list(seconds)
+            order = order[round_ % len(order):] + order[: round_ % len(order)]
+            for variant in order:
+                start = time.perf_counter()
+                outputs[variant] = _run(aligner, inputs, variant)
+                seconds[variant].append(time.perf_counter() - start)
+                print(f"{backend} {variant}: {seconds[variant][-1]:.1f} s", flush=True)
+        one = statistics.median(seconds["callers_1"])
+        rows[backend] = {
+            "items": len(inputs),
+            "answers_per_s": {v: round(len(inputs) / statistics.median(s), 3)
+                              for v, s in seconds.items()},
+            "vs_one_caller": {v: round(one / statistics.median(s), 3) for v, s in seconds.items()},
+            "seconds": {v: [round(x, 2) for x in s] for v, s in seconds.items()},
+            "identical_to_one_caller": {v: sum(a == b for a, b in zip(o, outputs["callers_1"]))
+                                        for v, o in outputs.items()},
+        }
+    result = {
+        **run_header("aligned answers per second under concurrency, default aligner", load,
+                     llama_cpp_python=llama_cpp_version()),
+        "settings": {"max_new_tokens": args.max_new_tokens, "rounds": args.rounds,
+                     "callers": list(CALLERS)},
+        "backends": rows,
+        "targets": {
+            "llama_cpp_8_callers_ge_2.5x": (
+                rows["llama.cpp"]["vs_one_caller"]["callers_8"] >= TARGET_8_CALLERS
+                if "llama.cpp" in rows else None
+            ),
+        },
+    }
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+def _run(aligner: MetaAlignerRunnable, inputs: list[dict], variant: str) -> list[str]:
+    """Align `inputs` one way; the aligned texts in input order."""
+    if variant == "batch":
+        return [_text(x) for x in aligner.batch(inputs, config={"max_concurrency": len(inputs)})]
+    callers = int(variant.split("_")[1])
+
+    async def caller(share: list[int], out: list[str]) -> None:
+        for i in share:
+            out[i] = _text(await aligner.ainvoke(inputs[i]))
+
+    async def all_callers() -> list[str]:
+        out = [""] * len(inputs)
+        shares = [list(range(c, len(inputs), callers)) for c in range(callers)]
+        await asyncio.gather(*(caller(s, out) for s in shares if s))
+        return out
+
+    return asyncio.run(all_callers())
+
+
+def _text(output: dict) -> str:
+    """The aligned response of one output dict."""
+    return getattr(output["response"], "content", output["response"])
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", default=["llama.cpp", "transformers"],
+                        choices=["llama.cpp", "transformers"])
+    parser.add_argument("--every", type=int, default=None,
+                        help="every K-th held-out item (default per backend: " f"{EVERY})")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    main()
