@@ -1,0 +1,164 @@
+"""Peak resident memory of the default aligner as a user runs it: one fresh process per setting.
+
+Each setting runs in a new interpreter that imports the package, builds
+`MetaAlignerRunnable(objectives=[...], backend=...)` on the built-in default, aligns the first
+held-out items with `invoke`, and reports its own peak (VmHWM from /proc/self/status, so a
+parent's peak never leaks in), its resident memory right after the imports (Python, LangChain,
+the engine) and the size of the weights file it loaded. Settings:
+
+- `llama.cpp`: the default (Q8_0, context sized on demand, F16 KV cache), caches warm.
+- `llama.cpp, cold`: an empty `$METAALIGNER_CACHE`, so the first call merges the adapter (F16)
+  and quantizes it (Q8_0) before aligning: the first start on a new machine.
+- `transformers`: the default as a transformers folder (fp32, as the backend loads it on CPU).
+
+Targets (issue 17): llama.cpp peak <= weights + 200 MB; transformers <= 2x weights.
+
+Usage: python -m benchmarks.bench_memory [--items N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.machine import ROOT, run_header
+
+RESULTS = ROOT / "benchmarks" / "results" / "memory.json"
+#: The settings, in the order they run; each maps to (backend, extra backend options, cold cache).
+SETTINGS: dict[str, tuple[str, dict, bool]] = {
+    "llama.cpp": ("llama.cpp", {}, False),
+    "llama.cpp, cold": ("llama.cpp", {}, True),
+    "transformers": ("transformers", {}, False),
+}
+MB = 1024 * 1024
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.child:
+        return _child(args)
+    load = os.getloadavg()
+    rows = {}
+    for name, (_, _, cold) in SETTINGS.items():
+        env = dict(os.environ)
+        with tempfile.TemporaryDirectory() as empty:
+            if cold:
+                env["METAALIGNER_CACHE"] = empty
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks.bench_memory", "--child", name,
+                 "--items", str(args.items)],
+                capture_output=True, text=True, cwd=ROOT, env=env, check=False,
+            )
+        if done.returncode != 0:
+            rows[name] = {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+            print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{name}: {rows[name]}", flush=True)
+    result = {
+        **run_header("peak resident memory of the default aligner, one fresh process per setting",
+                     load),
+        "items": args.items,
+        "settings": rows,
+        "targets": _targets(rows),
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    if any("error" in row for row in rows.values()):
+        sys.exit(1)
+
+
+def _targets(rows: dict) -> dict[str, bool | None]:
+    def within(name: str, limit) -> bool | None:
+        row = rows.get(name, {})
+        return None if "peak_mb" not in row else row["peak_mb"] <= limit(row["weights_mb"])
+
+    return {
+        "llama_cpp_peak_le_weights_plus_200mb": within("llama.cpp", lambda w: w + 200),
+        "llama_cpp_cold_peak_le_weights_plus_200mb": within("llama.cpp, cold", lambda w: w + 200),
+        "transformers_peak_le_2x_weights": within("transformers", lambda w: 2 * w),
+    }
+
+
+def _child(args: argparse.Namespace) -> None:
+    """In a fresh process: align `--items` held-out items with one setting; print one JSON line."""
+    from langchain_core.messages import AIMessage  # noqa: F401  (part of what a user imports)
+
+    from benchmarks.workloads import workload
+    from metaaligner_chain import MetaAlignerRunnable
+
+    backend, options, _ = SETTINGS[args.child]
+    after_imports = _status("VmRSS")
+    if backend == "llama.cpp":
+        import llama_cpp  # noqa: F401
+        after_imports = _status("VmRSS")
+    else:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        after_imports = _status("VmRSS")
+    items = workload("heldout")[: args.items]
+    runnable = MetaAlignerRunnable(objectives=items[0]["objectives"], backend=backend,
+                                   backend_options=options)
+    changed = 0
+    for item in items:
+        out = runnable.invoke({"query": item["query"], "response": item["response"],
+                               "objectives": item["objectives"]})
+        text = getattr(out["response"], "content", out["response"])
+        changed += text.strip() != item["response"].strip()
+    engine = runnable.load_backend()
+    weights = _weights_bytes(engine)
+    kv_mb = None
+    if backend == "llama.cpp":
+        kv_mb = round(engine.n_ctx * _kv_bytes_per_token(engine) / MB, 1)
+    print(json.dumps({
+        "peak_mb": round(_status("VmHWM") / 1024, 1),
+        "rss_after_imports_mb": round(after_imports / 1024, 1),
+        "weights_mb": round(weights / MB, 1),
+        "peak_minus_imports_mb": round((_status("VmHWM") - after_imports) / 1024, 1),
+        "kv_cache_mb": kv_mb,
+        "aligned": len(items),
+        "changed": changed,
+    }))
+
+
+def _kv_bytes_per_token(engine) -> int:
+    """F16 K and V for every layer and KV head, from the GGUF header."""
+    from metaaligner_chain.models.gguf_header import read_gguf_header
+
+    header = read_gguf_header(engine.path, field="model")
+    arch = header["general.architecture"]
+    layers = header[f"{arch}.block_count"]
+    heads_kv = header.get(f"{arch}.attention.head_count_kv", header[f"{arch}.attention.head_count"])
+    head_dim = header[f"{arch}.embedding_length"] // header[f"{arch}.attention.head_count"]
+    return 2 * layers * heads_kv * head_dim * 2
+
+
+def _weights_bytes(engine) -> int:
+    """Size of the weights the backend loaded: its GGUF file, or its folder's safetensors."""
+    path = Path(getattr(engine, "path", "") or getattr(engine, "model", ""))
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.glob("*.safetensors"))
+
+
+def _status(field: str) -> int:
+    """A field of /proc/self/status, in kB."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=6, help="held-out items each process aligns")
+    parser.add_argument("--child", choices=list(SETTINGS), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser
+
+
+if __name__ == "__main__":
+    main()
