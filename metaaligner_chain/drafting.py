@@ -30,6 +30,12 @@ class CopyDrafter:
         context: token ids of the whole prompt, searched (with the generation) when the
             generation is not in `source`; empty turns the fallback search off.
         lookup_ngram: longest suffix the fallback search matches (stock prompt lookup: 2).
+        max_lookup: longest fallback draft (None: the current draft length `k`).
+        fixed_lookup: fallback drafts always `max_lookup` long, never paused, their outcome left
+            out of `k` and the pauses (stock prompt lookup's way; suits an engine whose longer
+            forwards cost little more than one-token ones).
+
+    After `propose`, `copying` says whether its draft was copied from `source` (False: looked up).
     """
 
     def __init__(
@@ -44,6 +50,8 @@ class CopyDrafter:
         max_pause: int = 16,
         context: Sequence[int] = (),
         lookup_ngram: int = 2,
+        max_lookup: int | None = None,
+        fixed_lookup: bool = False,
     ):
         self.source = list(source)
         self.max_ngram = max_ngram
@@ -57,6 +65,9 @@ class CopyDrafter:
         self._index = _ngram_ends(self.source, max_ngram)
         self.context = list(context)
         self.lookup_ngram = lookup_ngram
+        self.max_lookup = max_lookup
+        self.fixed_lookup = fixed_lookup and max_lookup is not None
+        self.copying = False
         self._context_index = _ngram_ends(self.context, lookup_ngram)
 
     def locate(self, generated: Sequence[int]) -> int | None:
@@ -78,31 +89,41 @@ class CopyDrafter:
 
     def propose(self, generated: Sequence[int]) -> list[int]:
         """Up to `k` tokens that would follow `generated` if it keeps copying `source`."""
-        if self.pause:
+        if self.pause and not self.fixed_lookup:
             self.pause -= 1
             return []
         end = self.locate(generated)
+        self.copying = end is not None
         if end is None:
             return self.lookup(generated)
+        if self.pause:  # fixed lookups go on while copying pauses
+            self.pause -= 1
+            return []
         self.cursor = end
         return self.source[end : end + self.k]
 
     def lookup(self, generated: Sequence[int]) -> list[int]:
         """Up to `k` tokens that followed the last earlier occurrence of the generation's last
         `lookup_ngram` (or fewer) tokens: in the generation itself first, then in the prompt."""
+        if self.fixed_lookup:
+            k = self.max_lookup
+        else:
+            k = self.k if self.max_lookup is None else min(self.k, self.max_lookup)
         for n in range(min(self.lookup_ngram, len(generated)), 0, -1):
             suffix = list(generated[-n:])
             for start in range(len(generated) - n - 1, -1, -1):  # the suffix itself excluded
                 if list(generated[start : start + n]) == suffix:
-                    return list(generated[start + n : start + n + self.k])
+                    return list(generated[start + n : start + n + k])
             ends = self._context_index.get(tuple(suffix))
             if ends:
                 end = ends[-1]
-                return (self.context[end : end + self.k] + list(generated))[: self.k]
+                return (self.context[end : end + k] + list(generated))[:k]
         return []
 
     def update(self, proposed: int, accepted: int) -> None:
         """Record how many of `proposed` draft tokens the model agreed with; adapt `k`."""
+        if self.fixed_lookup and not self.copying:
+            return
         self.cursor += accepted
         if proposed and not accepted:
             self.misses += 1

@@ -98,3 +98,21 @@ def test_the_response_is_preferred_over_the_lookup():
 def test_a_lookup_at_the_prompt_end_continues_into_the_generation():
     drafter = CopyDrafter(SOURCE, context=[5, 80, 81], start_draft=4)
     assert drafter.propose([80, 81]) == [80, 81]  # prompt + generation: 5 80 81 | 80 81
+
+
+def test_lookup_drafts_are_capped_and_flagged_as_not_copied():
+    drafter = CopyDrafter(SOURCE, context=[50, 51, *range(60, 80)], start_draft=16, max_lookup=5)
+    assert drafter.propose([99, 50, 51]) == [60, 61, 62, 63, 64]
+    assert drafter.copying is False
+    assert len(drafter.propose([10, 11])) == 8  # copied from the response: the full draft length
+    assert drafter.copying is True
+
+
+def test_fixed_lookups_keep_their_length_and_leave_the_copy_pauses_alone():
+    drafter = CopyDrafter(SOURCE, context=[50, 51, *range(60, 80)], start_draft=2,
+                          max_lookup=6, fixed_lookup=True)
+    drafter.propose([10, 11])
+    drafter.update(2, 0)  # a copied draft missed: copying pauses
+    assert drafter.propose([99, 50, 51]) == [60, 61, 62, 63, 64, 65]  # the lookup does not
+    drafter.update(6, 0)
+    assert drafter.k == 2 and drafter.misses == 1  # a lookup's miss leaves k and pauses alone
