@@ -31,6 +31,9 @@ class CopyDrafter:
             generation is not in `source`; empty turns the fallback search off.
         lookup_ngram: longest suffix the fallback search matches (stock prompt lookup: 2).
         max_lookup: longest fallback draft (None: the current draft length `k`).
+        earliest: the fallback takes the first occurrence of the suffix in the prompt, then in the
+            generation (transformers' stock lookup's order), instead of the latest in the
+            generation, then the latest in the prompt.
         fixed_lookup: fallback drafts always `max_lookup` long, never paused, their outcome left
             out of `k` and the pauses (stock prompt lookup's way; suits an engine whose longer
             forwards cost little more than one-token ones).
@@ -52,6 +55,7 @@ class CopyDrafter:
         lookup_ngram: int = 2,
         max_lookup: int | None = None,
         fixed_lookup: bool = False,
+        earliest: bool = False,
     ):
         self.source = list(source)
         self.max_ngram = max_ngram
@@ -67,6 +71,7 @@ class CopyDrafter:
         self.lookup_ngram = lookup_ngram
         self.max_lookup = max_lookup
         self.fixed_lookup = fixed_lookup and max_lookup is not None
+        self.earliest = earliest
         self.copying = False
         self._context_index = _ngram_ends(self.context, lookup_ngram)
 
@@ -103,21 +108,26 @@ class CopyDrafter:
         return self.source[end : end + self.k]
 
     def lookup(self, generated: Sequence[int]) -> list[int]:
-        """Up to `k` tokens that followed the last earlier occurrence of the generation's last
-        `lookup_ngram` (or fewer) tokens: in the generation itself first, then in the prompt."""
+        """Up to `k` tokens that followed an earlier occurrence of the generation's last
+        `lookup_ngram` (or fewer) tokens in the prompt followed by the generation: the latest in
+        the generation, else the latest in the prompt; with `earliest`, the first in the prompt,
+        else the first in the generation."""
         if self.fixed_lookup:
             k = self.max_lookup
         else:
             k = self.k if self.max_lookup is None else min(self.k, self.max_lookup)
         for n in range(min(self.lookup_ngram, len(generated)), 0, -1):
-            suffix = list(generated[-n:])
-            for start in range(len(generated) - n - 1, -1, -1):  # the suffix itself excluded
-                if list(generated[start : start + n]) == suffix:
-                    return list(generated[start + n : start + n + k])
-            ends = self._context_index.get(tuple(suffix))
-            if ends:
-                end = ends[-1]
-                return (self.context[end : end + k] + list(generated))[:k]
+            suffix = tuple(generated[-n:])
+            starts = range(len(generated) - n)  # the suffix itself excluded
+            in_generation = (s for s in (starts if self.earliest else reversed(starts))
+                             if tuple(generated[s : s + n]) == suffix)
+            ends = self._context_index.get(suffix)
+            in_prompt = None if not ends else ends[0] if self.earliest else ends[-1]
+            start = next(in_generation, None)
+            if in_prompt is not None and (self.earliest or start is None):
+                return (self.context[in_prompt : in_prompt + k] + list(generated))[:k]
+            if start is not None:
+                return list(generated[start + n : start + n + k])
         return []
 
     def update(self, proposed: int, accepted: int) -> None:

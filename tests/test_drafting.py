@@ -116,3 +116,12 @@ def test_fixed_lookups_keep_their_length_and_leave_the_copy_pauses_alone():
     assert drafter.propose([99, 50, 51]) == [60, 61, 62, 63, 64, 65]  # the lookup does not
     drafter.update(6, 0)
     assert drafter.k == 2 and drafter.misses == 1  # a lookup's miss leaves k and pauses alone
+
+
+def test_earliest_takes_the_first_occurrence_in_the_prompt_like_transformers_lookup():
+    prompt = [50, 51, 1, 2, 50, 51, 3, 4]
+    latest = CopyDrafter(SOURCE, context=prompt, start_draft=2)
+    first = CopyDrafter(SOURCE, context=prompt, start_draft=2, earliest=True)
+    assert latest.propose([50, 51]) == [3, 4]
+    assert first.propose([50, 51]) == [1, 2]
+    assert first.propose([70, 71, 72, 70, 71]) == [72, 70]  # not in the prompt: the generation
