@@ -93,14 +93,12 @@ def _child(args: argparse.Namespace) -> None:
     from metaaligner_chain import MetaAlignerRunnable
 
     backend, options, _ = SETTINGS[args.child]
-    after_imports = _status("VmRSS")
     if backend == "llama.cpp":
         import llama_cpp  # noqa: F401
-        after_imports = _status("VmRSS")
     else:
         import torch  # noqa: F401
         import transformers  # noqa: F401
-        after_imports = _status("VmRSS")
+    after_imports = _status("VmRSS")
     items = workload("heldout")[: args.items]
     runnable = MetaAlignerRunnable(objectives=items[0]["objectives"], backend=backend,
                                    backend_options=options)

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from metaaligner_chain import chunking, gate
 from metaaligner_chain.backends import Capabilities
 from metaaligner_chain.backends.base import AlignerConfigError
 from metaaligner_chain.coerce import AlignRequest, coerce
-from metaaligner_chain.render import render
 from metaaligner_chain.objectives import resolve
+from metaaligner_chain.render import render
 from metaaligner_chain.tracing import end_model_run, report_verdict, start_model_run
 
 if TYPE_CHECKING:
     from metaaligner_chain.runnable import MetaAlignerRunnable
+
 
 def align_values(
     aligner: MetaAlignerRunnable, values: Sequence[Any], run_managers: Sequence[Any] | None = None,
@@ -78,7 +78,7 @@ def align(
     parents = run_managers or [None] * len(requests)
     decided: dict[int, list[tuple[AlignRequest, gate.Verdict]]] = {i: [] for i in todo}
     for k in range(max(map(len, todo.values()), default=0)):  # part k of every item in one round
-        round_ = [(i, _after(parts[k], decided[i])) for i, parts in todo.items() if k < len(parts)]
+        round_ = [(i, chunking.after(parts[k], decided[i])) for i, parts in todo.items() if k < len(parts)]
         for (i, part), found_verdict in zip(round_, _generate_round(aligner, round_, prompt_format, parents)):
             decided[i].append((part, found_verdict))
     for i, pairs in decided.items():
@@ -87,11 +87,6 @@ def align(
         report_verdict(parents[i], info)
         results[i] = render(request, found_verdict.text, info)
     return results
-
-
-def _after(part: AlignRequest, pairs: list[tuple[AlignRequest, gate.Verdict]]) -> AlignRequest:
-    """`part` with the last sentence of the part before it as aligned (or kept) as its context."""
-    return replace(part, previous=chunking.last_sentence(pairs[-1][1].text)) if pairs else part
 
 
 def _generate_round(

@@ -109,6 +109,12 @@ def last_sentence(text: str) -> str:
     return " ".join(words[-PREVIOUS_WORDS:])
 
 
+def after(part: AlignRequest, pairs: list[tuple[AlignRequest, Verdict]]) -> AlignRequest:
+    """`part` with the last sentence of the part before it (the last of `pairs`, as aligned or
+    kept) as the end of its context; `part` itself when it is the first."""
+    return replace(part, previous=last_sentence(pairs[-1][1].text)) if pairs else part
+
+
 def plan(answer: str, prompt_of: Callable[[str], str], count: Callable[[str], int], window: int) -> list[str]:
     """The parts `answer` is aligned in: ``[answer]`` when its prompt leaves the aligner room to
     write a rewrite as long as the answer, else parts that each leave that room and
@@ -179,10 +185,14 @@ def parts(aligner: MetaAlignerRunnable, request: AlignRequest, prompt_format: st
     if count is None:  # an engine that cannot count (a server): the answer goes whole
         return [request]
     window = getattr(backend, "window", backend.context_length)
-    request = fit_context(aligner, request, prompt_format, lambda text: count(clean_text(text)), window)
+
+    def counted(text: str) -> int:
+        return count(clean_text(text))
+
+    request = fit_context(aligner, request, prompt_format, counted, window)
     pieces = plan(
         request.response, lambda text: aligner._prompt(replace(request, response=text), prompt_format),
-        lambda text: count(clean_text(text)), window,
+        counted, window,
     )
     if len(pieces) == 1:
         return [request]

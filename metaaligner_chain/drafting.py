@@ -118,16 +118,15 @@ class CopyDrafter:
             k = self.k if self.max_lookup is None else min(self.k, self.max_lookup)
         for n in range(min(self.lookup_ngram, len(generated)), 0, -1):
             suffix = tuple(generated[-n:])
-            starts = range(len(generated) - n)  # the suffix itself excluded
-            in_generation = (s for s in (starts if self.earliest else reversed(starts))
-                             if tuple(generated[s : s + n]) == suffix)
             ends = self._context_index.get(suffix)
-            in_prompt = None if not ends else ends[0] if self.earliest else ends[-1]
-            start = next(in_generation, None)
-            if in_prompt is not None and (self.earliest or start is None):
-                return (self.context[in_prompt : in_prompt + k] + list(generated))[:k]
-            if start is not None:
-                return list(generated[start + n : start + n + k])
+            if ends and self.earliest:
+                return (self.context[ends[0] : ends[0] + k] + list(generated))[:k]
+            starts = range(len(generated) - n)  # the suffix itself excluded
+            for start in starts if self.earliest else reversed(starts):
+                if tuple(generated[start : start + n]) == suffix:
+                    return list(generated[start + n : start + n + k])
+            if ends:
+                return (self.context[ends[-1] : ends[-1] + k] + list(generated))[:k]
         return []
 
     def update(self, proposed: int, accepted: int) -> None:

@@ -94,8 +94,7 @@ def stream_parts(
     parts = chunking.parts(aligner, piece, prompt_format)
     gaps = chunking.separators(piece.response, [p.response for p in parts]) if len(parts) > 1 else [""]
     for part, gap in zip(parts, gaps):
-        if pairs:  # the part before, as aligned (or kept), ends this one's context
-            part = replace(part, previous=chunking.last_sentence(pairs[-1][1].text))
+        part = chunking.after(part, pairs)  # the part before, as aligned (or kept), ends its context
         for item in stream_part(aligner, part, prompt_format, run_manager):
             if isinstance(item, gate.Verdict):
                 pairs.append((part, item))

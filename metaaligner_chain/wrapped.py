@@ -95,20 +95,20 @@ class AlignedChain(RunnableSerializable[Any, Any]):
         response chunk, then the response chunks (an agent's whole states as they are)."""
         first = True
         for chunk in chunks:
-            if is_agent_state(chunk):
-                yield chunk
-            else:
-                yield {"query": self.context_of(value), "response": chunk} if first else {"response": chunk}
+            yield self._request_chunk(value, chunk, first)
             first = False
 
     async def _arequests(self, value: Any, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
         first = True
         async for chunk in chunks:
-            if is_agent_state(chunk):
-                yield chunk
-            else:
-                yield {"query": self.context_of(value), "response": chunk} if first else {"response": chunk}
+            yield self._request_chunk(value, chunk, first)
             first = False
+
+    def _request_chunk(self, value: Any, chunk: Any, first: bool) -> Any:
+        """One chain output chunk as an aligner input chunk: the context rides on the first."""
+        if is_agent_state(chunk):
+            return chunk
+        return {"query": self.context_of(value), "response": chunk} if first else {"response": chunk}
 
     @staticmethod
     def _aligned_piece(chunk: Any) -> Any:
