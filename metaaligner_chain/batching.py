@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from metaaligner_chain import chunking, gate
 from metaaligner_chain.backends import Capabilities
-from metaaligner_chain.backends.base import AlignerConfigError
+from metaaligner_chain.backends.base import AlignerConfigError, GenerationSettings
 from metaaligner_chain.coerce import AlignRequest, coerce
 from metaaligner_chain.objectives import resolve
 from metaaligner_chain.render import render
@@ -94,22 +95,48 @@ def _generate_round(
     parents: Sequence[Any],
 ) -> list[gate.Verdict]:
     """The gate's verdict on each (item, part) of one round, all generated in one `generate` call,
-    each traced as an LLM run under its item's run."""
-    prompts = [aligner._prompt(part, prompt_format) for _, part in round_]
-    scaffolds = [aligner._scaffold(part, prompt_format) for _, part in round_]
-    runs = [start_model_run(parents[i], p, aligner._get_ls_params()) for (i, _), p in zip(round_, prompts)]
-    outcomes = generate(aligner, prompts, [part for _, part in round_], scaffolds)
-    for run, outcome in zip(runs, outcomes):
-        end_model_run(run, outcome)
-    return [
-        gate.decide(part.response, outcome, strict=aligner.strict, scaffold=scaffold,
-                    objectives=resolve(aligner._objectives(part), prompt_format))
-        for (_, part), outcome, scaffold in zip(round_, outcomes, scaffolds)
-    ]
+    each traced as an LLM run under its item's run; rewrites turned down for looping or running
+    to the token limit are generated once more with a repetition guard (`retry_loops`)."""
+    parts = [part for _, part in round_]
+    prompts = [aligner._prompt(part, prompt_format) for part in parts]
+    scaffolds = [aligner._scaffold(part, prompt_format) for part in parts]
+    objectives = [resolve(aligner._objectives(part), prompt_format) for part in parts]
+    capabilities = getattr(aligner.load_backend(), "capabilities", None) or Capabilities()
+    retry = aligner.retry_loops and capabilities.repeat_guard
+    first_outcomes: dict[int, Any] = {}
+
+    def decided(indices: list[int], settings: GenerationSettings, first: bool) -> list[gate.Verdict]:
+        runs = [start_model_run(parents[round_[j][0]], prompts[j], aligner._get_ls_params()) for j in indices]
+        outcomes = generate(aligner, [prompts[j] for j in indices], [parts[j] for j in indices],
+                            [scaffolds[j] for j in indices], settings)
+        for j, run, outcome in zip(indices, runs, outcomes):
+            end_model_run(run, outcome)
+            if first:
+                first_outcomes[j] = outcome
+        final = not (first and retry)  # a first attempt that may be retried is not final yet
+        return [
+            gate.decide(parts[j].response, outcome, strict=aligner.strict and final,
+                        scaffold=scaffolds[j], objectives=objectives[j], log=final)
+            for j, outcome in zip(indices, outcomes)
+        ]
+
+    verdicts = decided(list(range(len(parts))), aligner.settings(), first=True)
+    if not retry:
+        return verdicts
+    again = [j for j, verdict in enumerate(verdicts) if gate.worth_retrying(verdict)]
+    if aligner.strict and (failed := [j for j, v in enumerate(verdicts) if not v.aligned and j not in again]):
+        j = failed[0]  # a failure no retry can fix: raised as without retries
+        gate.decide(parts[j].response, first_outcomes[j], strict=True, scaffold=scaffolds[j],
+                    objectives=objectives[j])
+    guarded = replace(aligner.settings(), repeat_guard=True)
+    for j, verdict in zip(again, decided(again, guarded, first=False)):
+        verdicts[j] = replace(verdict, retried=verdicts[j].fallback_reason)
+    return verdicts
 
 
 def generate(
-    aligner: MetaAlignerRunnable, prompts: list[str], requests: Sequence[AlignRequest], scaffolds: list[str]
+    aligner: MetaAlignerRunnable, prompts: list[str], requests: Sequence[AlignRequest],
+    scaffolds: list[str], settings: GenerationSettings | None = None,
 ) -> list[Any]:
     """One generation or exception per prompt; a failing item does not fail the others.
 
@@ -119,7 +146,7 @@ def generate(
     """
     if not prompts:
         return []
-    responses, settings = [r.quoted for r in requests], aligner.settings()
+    responses, settings = [r.quoted for r in requests], settings or aligner.settings()
     backend = aligner.load_backend()  # one that cannot load is an `AlignerConfigError`, raised
     capabilities = getattr(backend, "capabilities", None) or Capabilities()
     if capabilities.early_stop:

@@ -17,7 +17,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from metaaligner_chain.backends.base import Generation
-from metaaligner_chain.judge import judge, loops, shared_run
+from metaaligner_chain.judge import CUT, LOOP, judge, loops, shared_run
 from metaaligner_chain.prompt import BROKEN_BAR, PROMPT_MARKERS
 
 logger = logging.getLogger("metaaligner_chain")
@@ -39,6 +39,9 @@ class Verdict:
     prompt_tokens: int | None = None
     #: A rewrite the gate judged and turned down (kept for inspection; `text` is the original).
     rejected: str | None = None
+    #: Why the first rewrite was turned down, when this verdict is on its retry with a
+    #: repetition guard (`worth_retrying`).
+    retried: str | None = None
 
 
 #: What an empty or whitespace-only response gets: returned as it is, without a model call.
@@ -117,13 +120,21 @@ def restore_bars(text: str, original: str) -> str:
     return text
 
 
+def worth_retrying(verdict: Verdict) -> bool:
+    """Whether `verdict` turned down a rewrite that looped or ran to the token limit: decoding
+    again with a repetition guard (`GenerationSettings.repeat_guard`) may finish it."""
+    return verdict.rejected is not None and (verdict.fallback_reason or "").startswith((LOOP, CUT))
+
+
 def _fallback(original: str, reason: str, strict: bool, cause: BaseException | None = None,
-              rejected: str | None = None, generation: Generation | None = None) -> Verdict:
+              rejected: str | None = None, generation: Generation | None = None,
+              log: bool = True) -> Verdict:
     """The original, and why; the turned-down generation's finish reason and token counts are
     kept (what it cost is still reported to tracing)."""
     if strict:
         raise AlignerError(reason) from cause
-    logger.warning("MetaAligner kept the original response: %s", reason)
+    if log:
+        logger.warning("MetaAligner kept the original response: %s", reason)
     if generation is None:
         return Verdict(text=original, aligned=False, fallback_reason=reason, rejected=rejected)
     return Verdict(
@@ -135,9 +146,10 @@ def _fallback(original: str, reason: str, strict: bool, cause: BaseException | N
 
 def decide(
     original: str, outcome: Generation | BaseException, *, strict: bool, scaffold: str = "",
-    objectives: Iterable[object] = (),
+    objectives: Iterable[object] = (), log: bool = True,
 ) -> Verdict:
-    """Turn one generation (or the exception raised while making it) into a verdict."""
+    """Turn one generation (or the exception raised while making it) into a verdict; a fallback
+    is logged, unless `log` is off and it may be retried (`worth_retrying`)."""
     if isinstance(outcome, BaseException):
         reason = f"aligner failed: {type(outcome).__name__}: {outcome}"
         return _fallback(original, reason, strict, outcome)
@@ -155,7 +167,9 @@ def decide(
     reason = judge(original, text, finish_reason=finish_reason, scaffold=scaffold,
                    objectives=objectives)
     if reason is not None:
-        return _fallback(original, reason, strict, rejected=text, generation=outcome)
+        retryable = reason.startswith((LOOP, CUT))
+        return _fallback(original, reason, strict, rejected=text, generation=outcome,
+                         log=log or not retryable)
     return Verdict(
         text=text, aligned=True, finish_reason=outcome.finish_reason,
         completion_tokens=outcome.completion_tokens, prompt_tokens=outcome.prompt_tokens,

@@ -36,6 +36,9 @@ LOOP_TIMES = 3
 LOOP_CLAUSE_WORDS = 4
 LOOP_WORDS = 24
 _CLAUSE = re.compile(r"[,.;:!?\n]+")
+#: How `judge` starts the reasons a retry with a repetition guard may fix (`gate.worth_retrying`).
+CUT = "the rewrite was cut at the token limit"
+LOOP = "the rewrite repeats itself"
 #: A run this long shared with the instruction + objectives part of the prompt, anywhere in the
 #: rewrite and not in the original, is the prompt copied in rather than an edit.
 SCAFFOLD_RUN = 40
@@ -129,7 +132,7 @@ def judge(original: str, text: str, *, finish_reason: str | None = None, scaffol
           objectives: Iterable[object] = ()) -> str | None:
     """Why the whole rewrite `text` must not replace `original`, or `None` when it may."""
     if finish_reason == "length":
-        return "the rewrite was cut at the token limit (raise max_new_tokens)"
+        return f"{CUT} (raise max_new_tokens)"
     if shared_run(text, scaffold, original, SCAFFOLD_RUN):
         return "the rewrite copies the prompt's instructions or objective descriptions"
     if (lifted := _lifted_instruction(text, original)) is not None:
@@ -141,6 +144,6 @@ def judge(original: str, text: str, *, finish_reason: str | None = None, scaffol
             return (f"the rewrite keeps too little of a long answer ({len(text)} of {len(original)} "
                     f"characters, {kept:.0%} of its content words)")
     if loops(text, original):
-        return (f"the rewrite repeats itself ({repeated_share(text):.0%} of its 4-word phrases recur, "
+        return (f"{LOOP} ({repeated_share(text):.0%} of its 4-word phrases recur, "
                 f"a clause up to {most_repeated_clause(text)} times)")
     return None

@@ -115,6 +115,11 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     """Let the backend draft from the response and verify drafts in one pass (same output)."""
     strict: bool = False
     """Raise `AlignerError` when the aligner fails, instead of returning the original response."""
+    retry_loops: bool = True
+    """When the gate turns down a rewrite that repeats itself or ran to the token limit, decode it
+    once more with a repetition guard (llama.cpp's DRY sampler; on transformers, no n-gram of
+    the new tokens twice) and judge that instead; the metadata's ``retried`` says why. Not under
+    ``stream()`` (its text is already out) nor on a server. ``False``: fall back at once."""
     stream_through: bool = True
     """When the response streams in (``policy | aligner`` under ``.stream()``/``.astream()``),
     align each completed paragraph while the policy is still writing, so the first aligned tokens

@@ -15,6 +15,7 @@ from metaaligner_chain.gate import (
     gate_stream,
     until_template,
     watch,
+    worth_retrying,
 )
 from metaaligner_chain.prompt import prompt_prefix
 
@@ -226,6 +227,19 @@ def test_degenerate_repetition_is_turned_down_and_an_answer_that_repeats_is_not_
     assert verdict_of(LONG_ANSWER, original=ORIGINAL).aligned
     chorus = "Row, row, row your boat, gently down the stream. " * 4  # the original repeats too
     assert verdict_of(chorus, original=chorus + "Merrily.").aligned
+
+
+def test_only_a_loop_or_a_cut_is_worth_a_retry_and_only_it_may_go_unlogged(caplog):
+    loop = "Here are a few ideas: " + "Use it as a base for stir-fries, where it adds flavor. " * 6
+    retryable = [verdict_of(loop, original=ORIGINAL), verdict_of(MANUAL[:300], finish="length")]
+    final = [verdict_of("The answer is:"), verdict_of(ECHOES[0], original=ORIGINAL),
+             verdict_of("   "), verdict_of(LONG_ANSWER, original=ORIGINAL)]
+    assert [worth_retrying(v) for v in retryable + final] == [True, True, False, False, False, False]
+    caplog.clear()
+    decide(ORIGINAL, Generation(loop, "stop", 10, 20), strict=False, log=False)
+    assert not caplog.records  # a first attempt that will be retried is not reported as final
+    decide(MANUAL, Generation("The answer is:", "stop", 10, 20), strict=False, log=False)
+    assert "keeps too little" in caplog.text  # no retry can fix it: logged as before
 
 
 def test_copying_the_prompt_anywhere_in_the_rewrite_is_turned_down():

@@ -22,6 +22,7 @@ def aligner(tiny_model_dir):
     return MetaAlignerRunnable(
         objectives=["harmlessness", "helpfulness"], model=str(tiny_model_dir),
         prompt_format="hh-rlhf", max_new_tokens=12,
+        retry_loops=False,  # one model call an item: the tiny model's rewrites all run to 12 tokens
     )
 
 

@@ -131,8 +131,9 @@ def test_batch_keeps_good_items_when_one_is_bad(aligner):
 
 @pytest.mark.parametrize("value", [RESPONSES[0], AIMessage(RESPONSES[0]), {"query": "Bake?", "response": RESPONSES[0]}])
 def test_stream_joins_to_invoke(aligner, value):
-    # long enough to stream past the start the gate holds back (gate.ECHO_WINDOW characters)
-    aligner = aligner.model_copy(update={"max_new_tokens": 48})
+    # long enough to stream past the start the gate holds back (gate.ECHO_WINDOW characters);
+    # no retry of a turned-down rewrite, which a stream cannot take back
+    aligner = aligner.model_copy(update={"max_new_tokens": 48, "retry_loops": False})
     chunks = list(aligner.stream(value))
     assert len(chunks) > 1
     total = chunks[0]
@@ -247,6 +248,26 @@ def test_failure_inside_the_aligner_keeps_the_original(aligner, monkeypatch, cap
     assert list(aligner.stream("Keep me.")) == ["Keep me."]
     with pytest.raises(AlignerError, match="aligner failed: RuntimeError: the engine broke"):
         aligner.model_copy(update={"strict": True}).invoke("Keep me.")
+
+
+def test_a_rewrite_cut_at_the_token_limit_is_decoded_once_more_with_a_repetition_guard(aligner, caplog):
+    class ModelRuns(BaseCallbackHandler):
+        def __init__(self):
+            self.prompts = []
+
+        def on_llm_start(self, serialized, prompts, **kwargs):
+            self.prompts.extend(prompts)
+
+    runs = ModelRuns()
+    out = aligner.invoke(AIMessage(RESPONSES[0]), {"callbacks": [runs]})  # the tiny model loops
+    info = out.response_metadata["metaaligner"]
+    assert info["retried"].startswith("the rewrite was cut at the token limit")
+    assert out.content == RESPONSES[0] and not info["aligned"]  # 12 tokens: the retry is cut too
+    assert len(runs.prompts) == 2 and runs.prompts[0] == runs.prompts[1]  # both traced
+    assert caplog.text.count("kept the original response") == 1  # the final verdict only
+    once = aligner.model_copy(update={"retry_loops": False}).invoke(AIMessage(RESPONSES[0]))
+    assert "retried" not in once.response_metadata["metaaligner"]
+    assert once.response_metadata["metaaligner"]["rejected"] != info["rejected"]  # guarded differs
 
 
 def test_prompt_longer_than_the_context_keeps_the_original(aligner):

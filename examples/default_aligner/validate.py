@@ -4,7 +4,9 @@ Settings are chosen here, never on the held-out set. The run is exported to an F
 served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
 
     python examples/default_aligner/validate.py [RUN_DIR] [--max-new-tokens N]
-Writes RUN_DIR/validation/ and examples/default_aligner/validation.json.
+    python examples/default_aligner/validate.py --shipped [--out DIR]
+Writes RUN_DIR/validation/ and examples/default_aligner/validation.json; `--shipped` judges the
+built-in default as it is served (its Q8_0 file, the gate) and writes only to DIR.
 """
 
 from __future__ import annotations
@@ -39,12 +41,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", nargs="?", default=recipe.train.out)
     parser.add_argument("--max-new-tokens", type=int, default=recipe.eval.max_new_tokens)
+    parser.add_argument("--shipped", action="store_true",
+                        help="judge the built-in default as served, not a run directory")
+    parser.add_argument("--out", default="runs/validation-shipped")
     args = parser.parse_args()
+    items = validation_items(recipe.data)
+    if args.shipped:
+        align, name = default_aligner(None, None, args.max_new_tokens)
+        results = evaluate(items, align, name, Path(args.out), label="validation (shipped)")
+        print(write_report(results, Path(args.out)).read_text())
+        return
     run = Path(args.run)
     gguf = run / "model.f16.gguf"
     if not gguf.exists():
         export_gguf(run, gguf, quant="f16")
-    items = validation_items(recipe.data)
     align, name = default_aligner(str(gguf), "hh-rlhf", args.max_new_tokens)
     results = evaluate(items, align, name, run / "validation", label="validation")
     print(write_report(results, run / "validation").read_text())

@@ -24,6 +24,11 @@ class GenerationSettings:
     seed: int | None = None
     #: Draft from the response being rewritten and verify in one forward pass (same output).
     drafting: bool = True
+    #: Penalize the continuation for repeating its own phrases (an engine with the
+    #: `repeat_guard` capability: llama.cpp's DRY sampler, transformers' no-repeat n-gram rule
+    #: over the new tokens). Used for the one retry of a rewrite the gate found looping; the
+    #: output is then no longer plain greedy decoding, so drafting is off.
+    repeat_guard: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -84,6 +89,8 @@ class Capabilities:
     drafting: bool = False
     #: Keeps the KV cache of earlier prompts' shared prefix (the objectives preamble) in process.
     prefix_reuse: bool = False
+    #: Honours `settings.repeat_guard` (else a looping rewrite is not retried).
+    repeat_guard: bool = False
 
 
 @runtime_checkable

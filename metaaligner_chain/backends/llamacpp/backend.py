@@ -6,6 +6,7 @@ by default (BOS for the Llama-family MetaAligner checkpoints), decoded greedily 
 `loading`), used by one caller at a time.
 Greedy calls given the response draft from it (`drafting`); earlier prompts' KV caches
 are kept per objective preamble (`PrefixCache`). Neither changes a single output token.
+`settings.repeat_guard` decodes with llama.cpp's DRY sampler instead (`sampling`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from metaaligner_chain.backends.llamacpp.loading import (
     locate,
 )
 from metaaligner_chain.backends.llamacpp.prefix import PrefixCache
+from metaaligner_chain.backends.llamacpp.sampling import guarded_tokens
 from metaaligner_chain.drafting import CopyDrafter
 from metaaligner_chain.models.metadata import metaaligner_keys
 
@@ -90,7 +92,7 @@ class LlamaCppBackend:
 
     name = "llama.cpp"
     #: One sequence at a time, so each prompt is streamed and stopped early on a prompt echo.
-    capabilities = Capabilities(early_stop=True, drafting=True, prefix_reuse=True)
+    capabilities = Capabilities(early_stop=True, drafting=True, prefix_reuse=True, repeat_guard=True)
 
     def __init__(
         self,
@@ -289,6 +291,9 @@ class LlamaCppBackend:
         """The continuation's tokens: drafted from `response` when greedy and asked for, else
         llama.cpp's own sampling loop. Both give the same greedy tokens."""
         llama = self._llama
+        if settings.repeat_guard:
+            return guarded_tokens(llama, tokens, temperature=settings.temperature,
+                                  top_p=settings.top_p, seed=settings.seed)
         if settings.drafting and settings.greedy and response:
             span = response_span(llama, prompt, tokens, response)
             drafter = CopyDrafter(span, context=tokens, **DRAFTER)

@@ -6,7 +6,8 @@ inference; batches are length-bucketed and left-padded; only new tokens are deco
 first EOS. Greedy calls with `settings.drafting` (the default) on one prompt (and `stream`) go
 through `drafting.decode_greedy`: drafts copied from the response, prompt prefixes reused; same
 tokens as `generate`. Greedy batches are verified in the same drafted loop (`draft_batches=False`
-sends them to `generate`); sampling and `drafting=False` use transformers' `generate`.
+sends them to `generate`); sampling, `drafting=False` and `repeat_guard` (transformers'
+no-repeat n-gram rule applied to the new tokens only) use transformers' `generate`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class TransformersBackend:
 
     name = "transformers"
     #: Batches prompts in one `generate`, drafts and reuses prefixes in its own loop (`drafting`).
-    capabilities = Capabilities(drafting=True, prefix_reuse=True)
+    capabilities = Capabilities(drafting=True, prefix_reuse=True, repeat_guard=True)
 
     def __init__(
         self,
@@ -99,6 +100,8 @@ class TransformersBackend:
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": self.eos_ids,
         }
+        if settings.repeat_guard:
+            kwargs["logits_processor"] = _no_repeat_after(longest_prompt)
         if settings.greedy:  # keep the checkpoint's sampling defaults from leaking in
             kwargs.update(temperature=None, top_p=None, top_k=None)
         else:
@@ -164,7 +167,7 @@ class TransformersBackend:
         with self._lock, self._torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                if settings.greedy and settings.drafting and (len(chunk) == 1 or self.draft_batches):
+                if _drafts(settings) and (len(chunk) == 1 or self.draft_batches):
                     chunk_responses = [responses[i] for i in chunk] if responses else None
                     drafted = self._drafted([encoded[i] for i in chunk], settings, chunk_responses)
                     results.update(zip(chunk, drafted))
@@ -193,7 +196,7 @@ class TransformersBackend:
         def run() -> None:  # the worker holds the model, so an abandoned stream never blocks others
             try:
                 with self._lock, self._torch.inference_mode():
-                    if settings.greedy and settings.drafting:  # verified tokens stream as they come
+                    if _drafts(settings):  # verified tokens stream as they come
                         streamer.next_tokens_are_prompt = False
                         drafted.extend(self._drafted([ids], settings, [response], streamer.put_ids))
                         streamer.end()
@@ -221,6 +224,31 @@ class TransformersBackend:
         if errors:
             raise errors[0]
         return drafted[0] if drafted else self._finish(ids, streamer.new_ids)
+
+
+#: `repeat_guard`: no word-piece n-gram of this length twice in the new tokens (chosen on the
+#: default aligner's validation split, examples/default_aligner/README.md).
+NO_REPEAT_NGRAM = 4
+
+
+def _drafts(settings: GenerationSettings) -> bool:
+    """Whether a call goes through the drafted greedy loop (else transformers' `generate`)."""
+    return settings.greedy and settings.drafting and not settings.repeat_guard
+
+
+def _no_repeat_after(prompt_width: int) -> Any:
+    """Transformers' `NoRepeatNGramLogitsProcessor` over the tokens after the (padded) prompt:
+    the rewrite may copy the answer in its prompt, but not repeat its own phrases."""
+    from transformers import LogitsProcessor, LogitsProcessorList, NoRepeatNGramLogitsProcessor
+
+    class NewTokensOnly(LogitsProcessor):
+        def __init__(self) -> None:
+            self.inner = NoRepeatNGramLogitsProcessor(NO_REPEAT_NGRAM)
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            return self.inner(input_ids[:, prompt_width:], scores)
+
+    return LogitsProcessorList([NewTokensOnly()])
 
 
 def _stopped_by(event: threading.Event) -> Any:
