@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from metaaligner_chain.backends.endpoint.backend import (
-    API_KEY_ENV,
-    NEUTRAL_SAMPLING,
-    EndpointBackend,
-)
+from metaaligner_chain.backends.endpoint.backend import NEUTRAL_SAMPLING, EndpointBackend
+from metaaligner_chain.backends.endpoint.server import API_KEY_ENV
 
 __all__ = ["API_KEY_ENV", "NEUTRAL_SAMPLING", "EndpointBackend", "default_aligner", "load"]
 

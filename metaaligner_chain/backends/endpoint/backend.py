@@ -1,30 +1,23 @@
 """OpenAI-compatible server engine: the raw aligner prompt to `/v1/completions` of vLLM, TGI or
 llama.cpp's server, one request per prompt, at most `max_concurrency` in flight.
 
-The server holds the model; this side only builds requests (greedy unless `temperature > 0`), reads
-answers and their SSE streams through the `openai` client (timeouts, retries with backoff on
-connection errors, 429 and 5xx), and turns what goes wrong into errors that name the field, the
-value and the fix. Loading asks `GET /v1/models`: the server must be up and serve `model`.
+The server holds the model; this side builds requests from `GenerationSettings` (greedy unless
+`temperature > 0`) and reads answers and their SSE streams into `Generation`s. Talking to the
+server, and the errors it can end in, is `server.py`'s. Loading asks `GET /v1/models`: the server
+must be up and serve `model`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from metaaligner_chain.backends.base import (
-    Capabilities,
-    Generation,
-    GenerationSettings,
-    PromptTooLongError,
-)
+from metaaligner_chain.backends.base import Capabilities, Generation, GenerationSettings
+from metaaligner_chain.backends.endpoint.server import API_KEY_ENV, Server, import_openai, pick_model
 
-#: Where `api_key` is read from when not given; servers started without a key need none.
-API_KEY_ENV = "METAALIGNER_API_KEY"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_MAX_CONCURRENCY = 8
@@ -32,9 +25,6 @@ DEFAULT_MAX_CONCURRENCY = 8
 #: repeats by default (1.1), which changes greedy output; the released inference does not.
 #: Servers ignore fields they do not know (vLLM logs them); pass `extra_body={}` to send none.
 NEUTRAL_SAMPLING = {"repeat_penalty": 1.0}
-_INSTALL = 'pip install "metaaligner-chain[endpoint]"'
-_SERVE = ("`vllm serve MetaAligner/MetaAligner-HH-RLHF-1.1B` or "
-          "`python -m llama_cpp.server --model aligner.gguf`")
 
 
 class EndpointBackend:
@@ -69,7 +59,7 @@ class EndpointBackend:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         extra_body: dict[str, Any] | None = None,
     ):
-        openai = _import_openai()
+        import_openai()
         if base_url is None and str(model or "").lower().startswith(("http://", "https://")):
             base_url, model = model, None
         if not base_url:
@@ -85,14 +75,14 @@ class EndpointBackend:
         self.capabilities = Capabilities(early_stop=True, concurrency=max_concurrency)
         self._extra_body = dict(NEUTRAL_SAMPLING if extra_body is None else extra_body)
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        self._client = openai.OpenAI(
-            base_url=self.base_url,
+        self._server = Server(
+            self.base_url,
             api_key=api_key or os.environ.get(API_KEY_ENV) or "none",
             timeout=timeout,
             max_retries=max_retries,
         )
-        served = self._served_models()
-        self.model = _pick_model(model, served, self.base_url)
+        served = self._server.models()
+        self.model = pick_model(model, served, self.base_url)
         self.context_length = int(served[self.model].get("max_model_len") or 0)
         self.metadata: dict[str, Any] = {
             "base_url": self.base_url, "context_length": self.context_length,
@@ -139,7 +129,7 @@ class EndpointBackend:
                         yield choice.text
                     finish = choice.finish_reason or finish
             except Exception as exc:
-                raise self._broken(exc, len("".join(text))) from exc
+                raise self._server.broken(exc, len("".join(text))) from exc
             finally:
                 stream.close()
         if finish is None and not text:
@@ -160,7 +150,7 @@ class EndpointBackend:
 
     def close(self) -> None:
         """Close the client's connections."""
-        self._client.close()
+        self._server.close()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -174,10 +164,7 @@ class EndpointBackend:
         )
 
     def _request(self, prompt: str, settings: GenerationSettings, *, stream: bool) -> Any:
-        """One `/completions` request; a prompt that fits but leaves less room than
-        `max_new_tokens` is sent again once with the room left, as the in-process engines cap it."""
-        import openai
-
+        """One `/completions` request for `prompt` with `settings`."""
         if settings.max_new_tokens < 1:
             raise ValueError(
                 f"`max_new_tokens` is {settings.max_new_tokens}; it must be at least 1."
@@ -191,115 +178,4 @@ class EndpointBackend:
         }
         if settings.seed is not None:
             request["seed"] = settings.seed
-        for attempt in range(2):
-            try:
-                return self._client.completions.create(**request)
-            except openai.APIConnectionError as exc:  # timeouts included, after the retries
-                raise self._unreachable(exc) from exc
-            except openai.NotFoundError as exc:
-                raise ValueError(
-                    f"the server at `base_url` {self.base_url!r} has no model `model` "
-                    f"{self.model!r} ({_message(exc)}). Pass the name `GET {self.base_url}/models` "
-                    "lists."
-                ) from exc
-            except openai.BadRequestError as exc:
-                context, used = _context_overflow(_message(exc))
-                if context is None:
-                    raise ValueError(
-                        f"the server at `base_url` {self.base_url!r} refused the request: "
-                        f"{_message(exc)}"
-                    ) from exc
-                if attempt == 0 and used is not None and used < context:
-                    request["max_tokens"] = context - used
-                    continue
-                error = PromptTooLongError(used or 0, context, self.model)
-                error.args = (f"{error.args[0]} (server: {_message(exc)})",)
-                raise error from exc
-            except openai.APIStatusError as exc:  # 5xx after the retries, 401, 403, ...
-                raise RuntimeError(
-                    f"the server at `base_url` {self.base_url!r} answered HTTP "
-                    f"{exc.status_code}: {_message(exc)}. Check the server's log"
-                    + (", and `api_key`." if exc.status_code in (401, 403) else ".")
-                ) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _served_models(self) -> dict[str, dict[str, Any]]:
-        import openai
-
-        try:
-            listed = self._client.models.list()
-        except openai.APIConnectionError as exc:
-            raise self._unreachable(exc) from exc
-        except openai.NotFoundError as exc:
-            raise ValueError(
-                f"`base_url` {self.base_url!r} has no `/models`: OpenAI-compatible servers answer "
-                "under their API root, usually ending in /v1. Pass e.g. "
-                "base_url='http://host:port/v1'."
-            ) from exc
-        except openai.APIStatusError as exc:
-            raise RuntimeError(
-                f"the server at `base_url` {self.base_url!r} answered HTTP {exc.status_code} to "
-                f"GET /models: {_message(exc)}. Check `api_key` and the server's log."
-            ) from exc
-        return {m.id: m.model_dump() for m in listed.data}
-
-    def _unreachable(self, exc: Exception) -> ConnectionError:
-        return ConnectionError(
-            f"cannot reach the aligner server at `base_url` {self.base_url!r} "
-            f"({type(exc).__name__}: {exc}). Start it ({_SERVE}) or fix `base_url`; a slow "
-            "server may need a larger `timeout`."
-        )
-
-    def _broken(self, exc: Exception, sent: int) -> ConnectionError:
-        return ConnectionError(
-            f"the aligner server at `base_url` {self.base_url!r} broke off its answer after "
-            f"{sent} characters ({type(exc).__name__}: {exc}). Check that it is still running."
-        )
-
-
-def _pick_model(model: str | None, served: dict[str, dict[str, Any]], base_url: str) -> str:
-    names = ", ".join(repr(n) for n in served) or "none"
-    if model is None:
-        if len(served) == 1:
-            return next(iter(served))
-        raise ValueError(
-            f"`model` is None and the server at `base_url` {base_url!r} serves {names}. Pass "
-            "model=<one of those names>."
-        )
-    if model not in served:
-        raise ValueError(
-            f"`model` is {model!r} but the server at `base_url` {base_url!r} serves {names}. "
-            "Pass one of those names as `model` (or None when it serves one model)."
-        )
-    return model
-
-
-def _context_overflow(message: str) -> tuple[int | None, int | None]:
-    """(context length, prompt tokens) from a server's context-overflow message; else Nones.
-
-    llama.cpp: "maximum context length is 2048 tokens, however you requested 2100 tokens (1900 in
-    your prompt; ...)"; vLLM: "... (1900 in the messages, ...)" or "... has 1900 input tokens".
-    """
-    context = re.search(r"maximum context length is (\d+)", message)
-    if context is None:
-        return None, None
-    used = re.search(r"\((\d+) in (?:your prompt|the messages)|has (\d+) input tokens", message)
-    prompt = None if used is None else int(used.group(1) or used.group(2))
-    return int(context.group(1)), prompt
-
-
-def _message(exc: Exception) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        found = body.get("message") or (body.get("error") or {}).get("message")
-        if found:
-            return str(found)
-    return str(getattr(exc, "message", None) or exc)
-
-
-def _import_openai():
-    try:
-        import openai
-    except ImportError as err:
-        raise ImportError(f"the endpoint backend needs the openai client: `{_INSTALL}`.") from err
-    return openai
+        return self._server.complete(request)
