@@ -16,7 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from metaaligner_chain.backends.base import Capabilities, Generation, GenerationSettings
-from metaaligner_chain.backends.endpoint.server import API_KEY_ENV, Server, import_openai, pick_model
+from metaaligner_chain.backends.endpoint.server import (
+    API_KEY_ENV,
+    Server,
+    import_openai,
+    pick_model,
+)
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 2
