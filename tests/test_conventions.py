@@ -18,6 +18,7 @@ def aligner(tiny_model_dir):
         model=str(tiny_model_dir),
         prompt_format="hh-rlhf",
         max_tokens=12,
+        retry_loops=False,  # one model call a run: the tiny model's rewrites all run to 12 tokens
     )
 
 

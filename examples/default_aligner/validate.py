@@ -4,9 +4,10 @@ Settings are chosen here, never on the held-out set. The run is exported to an F
 served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
 
     python examples/default_aligner/validate.py [RUN_DIR] [--max-new-tokens N]
-    python examples/default_aligner/validate.py --shipped [--out DIR]
+    python examples/default_aligner/validate.py --shipped [--no-retry] [--out DIR]
 Writes RUN_DIR/validation/ and examples/default_aligner/validation.json; `--shipped` judges the
-built-in default as it is served (its Q8_0 file, the gate) and writes only to DIR.
+built-in default as it is served (its Q8_0 file, the gate, the retry of looping rewrites unless
+`--no-retry`), writes DIR/ and examples/default_aligner/validation-shipped[-no-retry].json.
 """
 
 from __future__ import annotations
@@ -43,13 +44,17 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=recipe.eval.max_new_tokens)
     parser.add_argument("--shipped", action="store_true",
                         help="judge the built-in default as served, not a run directory")
+    parser.add_argument("--no-retry", action="store_true",
+                        help="fall back on a looping rewrite at once (retry_loops=False)")
     parser.add_argument("--out", default="runs/validation-shipped")
     args = parser.parse_args()
     items = validation_items(recipe.data)
     if args.shipped:
-        align, name = default_aligner(None, None, args.max_new_tokens)
-        results = evaluate(items, align, name, Path(args.out), label="validation (shipped)")
+        align, name = default_aligner(None, None, args.max_new_tokens, retry_loops=not args.no_retry)
+        suffix = "-no-retry" if args.no_retry else ""
+        results = evaluate(items, align, name, Path(args.out), label=f"validation (shipped{suffix})")
         print(write_report(results, Path(args.out)).read_text())
+        (HERE / f"validation-shipped{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
         return
     run = Path(args.run)
     gguf = run / "model.f16.gguf"

@@ -14,7 +14,6 @@ from typing import Optional
 
 from trainer.config.base import PromptFormat, Settings
 from trainer.config.data import (
-    DATA_FORMATS,
     DEFAULT_PROMPT_FORMAT,
     DataConfig,
     DataFormat,
@@ -25,7 +24,7 @@ from trainer.config.export import ExportConfig, GgufConfig, GgufLoraConfig, Merg
 from trainer.config.train import DEFAULT_BASE, STAGES, TrainConfig
 
 __all__ = [
-    "DATA_FORMATS", "DEFAULT_BASE", "DEFAULT_PROMPT_FORMAT", "STAGES", "DataConfig", "DataFormat",
+    "DEFAULT_BASE", "DEFAULT_PROMPT_FORMAT", "STAGES", "DataConfig", "DataFormat",
     "EvalConfig", "ExportConfig", "GgufConfig", "GgufLoraConfig", "MergeConfig", "PromptFormat",
     "Recipe", "ScoreConfig", "Settings", "TrainConfig",
 ]

@@ -10,7 +10,6 @@ from pydantic import Field
 from trainer.config.base import PromptFormat, Settings
 
 DataFormat = Literal["ultrafeedback", "hh-rlhf", "helpsteer", "generic"]
-DATA_FORMATS: tuple[str, ...] = DataFormat.__args__
 #: The prompt format each dataset format is written with, unless `prompt_format` is given.
 DEFAULT_PROMPT_FORMAT = {
     "ultrafeedback": "ultrafeedback",

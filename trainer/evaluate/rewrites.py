@@ -39,15 +39,17 @@ def objective_specs(keys: Sequence[str]) -> list[str]:
 
 
 def default_aligner(model: str | None = None, prompt_format: str | None = None,
-                    max_new_tokens: int = 384) -> tuple[Callable[[dict], Any], str]:
-    """(align one item, name) for `MetaAlignerRunnable`: the built-in default or `model`."""
+                    max_new_tokens: int = 384, retry_loops: bool = True,
+                    ) -> tuple[Callable[[dict], Any], str]:
+    """(align one item, name) for `MetaAlignerRunnable`: the built-in default or `model`; the
+    name tells cached outputs of runs with and without the retry of looping rewrites apart."""
     from langchain_core.messages import AIMessage
 
     from metaaligner_chain import MetaAlignerRunnable
     from trainer.data.formats import history_messages, parse_history
 
-    runnable = MetaAlignerRunnable(objectives=["helpfulness"], model=model,
-                                   prompt_format=prompt_format, max_new_tokens=max_new_tokens)
+    runnable = MetaAlignerRunnable(objectives=["helpfulness"], model=model, prompt_format=prompt_format,
+                                   max_new_tokens=max_new_tokens, retry_loops=retry_loops)
 
     def run(row: dict) -> Any:
         history = history_messages(parse_history(row.get("context")))
@@ -57,7 +59,8 @@ def default_aligner(model: str | None = None, prompt_format: str | None = None,
             value["chat_history"] = history
         return runnable.invoke(value)["response"]
 
-    return run, f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}"
+    retry = "|retry-loops" if retry_loops else ""  # outputs cached before the retry existed: none
+    return run, f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}{retry}"
 
 
 def _identity(model: str | None) -> str:
