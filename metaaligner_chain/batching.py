@@ -103,34 +103,31 @@ def _generate_round(
     objectives = [resolve(aligner._objectives(part), prompt_format) for part in parts]
     capabilities = getattr(aligner.load_backend(), "capabilities", None) or Capabilities()
     retry = aligner.retry_loops and capabilities.repeat_guard
-    first_outcomes: dict[int, Any] = {}
 
-    def decided(indices: list[int], settings: GenerationSettings, first: bool) -> list[gate.Verdict]:
+    def attempt(indices: list[int], settings: GenerationSettings) -> list[Any]:
         runs = [start_model_run(parents[round_[j][0]], prompts[j], aligner._get_ls_params()) for j in indices]
         outcomes = generate(aligner, [prompts[j] for j in indices], [parts[j] for j in indices],
                             [scaffolds[j] for j in indices], settings)
-        for j, run, outcome in zip(indices, runs, outcomes):
+        for run, outcome in zip(runs, outcomes):
             end_model_run(run, outcome)
-            if first:
-                first_outcomes[j] = outcome
-        final = not (first and retry)  # a first attempt that may be retried is not final yet
-        return [
-            gate.decide(parts[j].response, outcome, strict=aligner.strict and final,
-                        scaffold=scaffolds[j], objectives=objectives[j], log=final)
-            for j, outcome in zip(indices, outcomes)
-        ]
+        return outcomes
 
-    verdicts = decided(list(range(len(parts))), aligner.settings(), first=True)
+    def judged(j: int, outcome: Any, final: bool) -> gate.Verdict:
+        # a first attempt that may still be retried is neither raised (strict) nor logged
+        return gate.decide(parts[j].response, outcome, strict=aligner.strict and final,
+                           scaffold=scaffolds[j], objectives=objectives[j], log=final)
+
+    outcomes = attempt(list(range(len(parts))), aligner.settings())
+    verdicts = [judged(j, outcome, final=not retry) for j, outcome in enumerate(outcomes)]
     if not retry:
         return verdicts
     again = [j for j, verdict in enumerate(verdicts) if gate.worth_retrying(verdict)]
-    if aligner.strict and (failed := [j for j, v in enumerate(verdicts) if not v.aligned and j not in again]):
-        j = failed[0]  # a failure no retry can fix: raised as without retries
-        gate.decide(parts[j].response, first_outcomes[j], strict=True, scaffold=scaffolds[j],
-                    objectives=objectives[j])
+    if aligner.strict:  # a failure no retry can fix is raised as without retries
+        for j in (j for j, verdict in enumerate(verdicts) if not verdict.aligned and j not in again):
+            judged(j, outcomes[j], final=True)
     guarded = replace(aligner.settings(), repeat_guard=True)
-    for j, verdict in zip(again, decided(again, guarded, first=False)):
-        verdicts[j] = replace(verdict, retried=verdicts[j].fallback_reason)
+    for j, outcome in zip(again, attempt(again, guarded)):
+        verdicts[j] = replace(judged(j, outcome, final=True), retried=verdicts[j].fallback_reason)
     return verdicts
 
 

@@ -123,7 +123,11 @@ def restore_bars(text: str, original: str) -> str:
 def worth_retrying(verdict: Verdict) -> bool:
     """Whether `verdict` turned down a rewrite that looped or ran to the token limit: decoding
     again with a repetition guard (`GenerationSettings.repeat_guard`) may finish it."""
-    return verdict.rejected is not None and (verdict.fallback_reason or "").startswith((LOOP, CUT))
+    return verdict.rejected is not None and _retryable(verdict.fallback_reason or "")
+
+
+def _retryable(reason: str) -> bool:
+    return reason.startswith((LOOP, CUT))
 
 
 def _fallback(original: str, reason: str, strict: bool, cause: BaseException | None = None,
@@ -167,9 +171,8 @@ def decide(
     reason = judge(original, text, finish_reason=finish_reason, scaffold=scaffold,
                    objectives=objectives)
     if reason is not None:
-        retryable = reason.startswith((LOOP, CUT))
         return _fallback(original, reason, strict, rejected=text, generation=outcome,
-                         log=log or not retryable)
+                         log=log or not _retryable(reason))
     return Verdict(
         text=text, aligned=True, finish_reason=outcome.finish_reason,
         completion_tokens=outcome.completion_tokens, prompt_tokens=outcome.prompt_tokens,

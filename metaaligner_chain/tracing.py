@@ -85,5 +85,5 @@ def verdict_info(
         "completion_tokens": verdict.completion_tokens,
         "usage": usage_of(verdict),
         **({"rejected": verdict.rejected} if verdict.rejected is not None else {}),
-        **({"retried": verdict.retried} if getattr(verdict, "retried", None) else {}),
+        **({"retried": verdict.retried} if verdict.retried else {}),
     }

@@ -47,7 +47,7 @@ def drafted_greedy(
     `Llama.generate`), so the caller may stop at any token and the next call reuses the prefix.
     """
     vocab_size = llama.n_vocab()
-    _eval_prompt(llama, tokens)
+    eval_prompt(llama, tokens)
     pending = [_argmax(llama, -1, vocab_size)]
     tally.forwards += 1
     generated: list[int] = []
@@ -100,7 +100,7 @@ def response_span(llama, prompt: str, tokens: Sequence[int], response: str) -> l
     return span
 
 
-def _eval_prompt(llama, tokens: Sequence[int]) -> None:
+def eval_prompt(llama, tokens: Sequence[int]) -> None:
     """Evaluate `tokens`, reusing the cached prefix as `Llama.generate` does; logits: last only."""
     common = 0
     for cached, token in zip(llama._input_ids.tolist(), tokens):

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from metaaligner_chain.backends.llamacpp.drafting import eval_prompt
+
 #: (multiplier, base, allowed length, last n tokens looked at) of llama.cpp's DRY sampler.
 DRY = (0.8, 1.75, 2, 1024)
 #: Where a repeated run is cut short: what follows a line break, a colon, a quote or an
@@ -25,7 +27,7 @@ SEQUENCE_BREAKERS = ("\n", ":", '"', "*")
 def guarded_tokens(llama: Any, tokens: Sequence[int], *, temperature: float, top_p: float,
                    seed: int | None) -> Iterator[int]:
     """The continuation of `tokens`, one token at a time, from a sampler chain of DRY then greedy
-    (or top-p and temperature when `temperature > 0`). The prompt is evaluated afresh."""
+    (or top-p and temperature when `temperature > 0`); the cached prefix of `tokens` is reused."""
     import llama_cpp
     from llama_cpp import _internals
 
@@ -39,8 +41,7 @@ def guarded_tokens(llama: Any, tokens: Sequence[int], *, temperature: float, top
         sampler.add_temp(temperature)
         sampler.add_dist(llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed)
     try:
-        llama.reset()
-        llama.eval(list(tokens))
+        eval_prompt(llama, tokens)
         while True:
             token = sampler.sample(llama._ctx, -1)  # samples and accepts: DRY sees only these
             yield token
