@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from trainer.corpus import Item, distinct_ngrams, load, nearest, openings
+from trainer.data.corpus import Item, distinct_ngrams, load, nearest, openings
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
