@@ -73,7 +73,23 @@ def measure(folder: Path, prompt_format: str = "hh-rlhf") -> dict:
             examples.append({"id": item["id"], "grade": group, "reason": reason, "rewrite": text[:200]})
     table = {g: {**c, "rejected_share": round(c["rejected"] / c["rewrites"], 4) if c["rewrites"] else None}
              for g, c in counts.items()}
-    return {"folder": str(folder), "by_grade": table, "reasons": dict(reasons), "rejected": examples}
+    return {"folder": str(folder), "by_grade": table, "reasons": dict(reasons), "rejected": examples,
+            "retry": retry_effect(_read(folder / "items.jsonl"))}
+
+
+def retry_effect(items: list[dict]) -> dict | None:
+    """What the user got where the gate turned the first rewrite down and it was decoded again
+    (`retry_loops`; items record `retried`, the first rejection's reason). A rewrite the user
+    loses to the gate is a final fallback, so fallbacks over calls bound the false rejections
+    from above: the rejected text is not kept, so it is counted as if it were good."""
+    if not any("retried" in item for item in items):
+        return None  # judged before the retry existed
+    retried = [item for item in items if item.get("retried")]
+    final = Counter("fallback" if item.get("fallback_reason") else grade(item) for item in retried)
+    fallbacks = sum(bool(item.get("fallback_reason")) for item in items)
+    return {"calls": len(items), "first_rewrite_turned_down": len(retried),
+            "after_retry": dict(final), "fallbacks": fallbacks,
+            "good_rewrites_lost_at_most": round(fallbacks / len(items), 4) if items else None}
 
 
 def main() -> None:
@@ -98,6 +114,8 @@ def main() -> None:
             print(f"  {group:8} rewrites {c.get('rewrites', 0):4}  rejected {c.get('rejected', 0):3}  "
                   f"({c['rejected_share']})")
         print("  reasons:", run["reasons"])
+        if run.get("retry"):
+            print("  with the retry:", run["retry"])
 
 
 def _missing(folder: Path) -> list[str]:

@@ -301,6 +301,15 @@ def gate(data: dict) -> list[str]:
                   *_table(rows, ["rewrite graded", "rewrites", "turned down", "share turned down"]),
                   f"Reasons: {reasons}. A *good* rewrite turned down is a false rejection (target ≤ 2%).",
                   ""]
+        if retry := run.get("retry"):
+            after = ", ".join(f"{k} {v}" for k, v in sorted(retry["after_retry"].items()))
+            lines += [f"This run was served with today's gate (the table re-judges only what it let "
+                      f"through) and the retry of looping rewrites (`retry_loops`): the "
+                      f"first rewrite was turned down in {retry['first_rewrite_turned_down']} of "
+                      f"{retry['calls']} calls and decoded again ({after}); the user lost a rewrite "
+                      f"to the gate in {retry['fallbacks']} calls, so false rejections are at most "
+                      f"**{retry['good_rewrites_lost_at_most']:.1%}** (the lost text is not kept, so "
+                      "each is counted as good).", ""]
     return lines
 
 

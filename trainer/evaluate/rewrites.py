@@ -207,6 +207,7 @@ def evaluate(items: Sequence[Item], run: Callable[[dict], Any], name: str, out: 
                                      "objectives": item.row["objectives"],
                                      "answer": item.row["answer"], "aligned": record["aligned"],
                                      "fallback_reason": record["metadata"].get("fallback_reason"),
+                                     "retried": record["metadata"].get("retried"),
                                      **result}, ensure_ascii=False) + "\n")
     return results
 
