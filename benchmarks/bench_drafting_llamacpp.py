@@ -285,7 +285,7 @@ def _variants(aligner: str, threads: int, lookup: list[int]) -> dict:
 
 def _backend_drafting() -> str:
     """What `drafting=True` runs in the backend at this commit."""
-    from metaaligner_chain.backends.llamacpp import backend as module
+    from metaaligner_chain.backends.llamacpp import decoding as module
 
     lookup = getattr(module, "LOOKUP_TOKENS", None)
     if lookup:

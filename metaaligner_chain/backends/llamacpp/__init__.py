@@ -1,5 +1,6 @@
 """The llama.cpp engine: a GGUF run in process by llama-cpp-python, one sequence at a time: the file
-found, checked and loaded (`loading`), copy-aware drafting (`drafting`) and KV snapshots of earlier
+found, checked and loaded (`loading`), the decoding loop of one completion (`decoding`) with
+copy-aware drafting (`drafting`) or the DRY retry (`sampling`), and KV snapshots of earlier
 prompts' preambles (`prefix`)."""
 
 from __future__ import annotations
@@ -7,7 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from metaaligner_chain.backends.llamacpp.backend import DRAFTER, LlamaCppBackend
+from metaaligner_chain.backends.llamacpp.backend import LlamaCppBackend
+from metaaligner_chain.backends.llamacpp.decoding import DRAFTER
 from metaaligner_chain.backends.llamacpp.loading import EXACT_BATCH, default_threads
 
 __all__ = ["DRAFTER", "EXACT_BATCH", "LlamaCppBackend", "default_aligner", "default_threads", "load"]

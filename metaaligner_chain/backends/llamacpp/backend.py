@@ -3,23 +3,20 @@
 The prompt is tokenized as is (no chat template) with the special tokens the model's tokenizer adds
 by default (BOS for the Llama-family MetaAligner checkpoints), decoded greedily when temperature is
 0, and stopped at end-of-generation. One `Llama` per backend (found, checked and loaded by
-`loading`), used by one caller at a time.
-Greedy calls given the response draft from it (`drafting`); earlier prompts' KV caches
-are kept per objective preamble (`PrefixCache`). Neither changes a single output token.
-`settings.repeat_guard` decodes with llama.cpp's DRY sampler instead (`sampling`).
+`loading`), used by one caller at a time; the tokens of one completion come from `decoding`:
+greedy calls given the response draft from it (`drafting`), `settings.repeat_guard` decodes with
+llama.cpp's DRY sampler (`sampling`). Earlier prompts' KV caches are kept per objective preamble
+(`PrefixCache`). Neither drafting nor the cache changes a single output token.
 """
 
 from __future__ import annotations
 
 import atexit
-import codecs
-import ctypes
 import os
 import threading
 import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from metaaligner_chain.backends.base import (
@@ -29,9 +26,8 @@ from metaaligner_chain.backends.base import (
     PromptTooLongError,
     stream_in_worker,
 )
-from metaaligner_chain.backends.llamacpp.drafting import DraftTally, drafted_greedy, response_span
+from metaaligner_chain.backends.llamacpp.decoding import Tally, continuation, text_pieces
 from metaaligner_chain.backends.llamacpp.loading import (
-    EXACT_BATCH,
     INITIAL_CONTEXT,
     check_lora,
     check_model,
@@ -41,14 +37,7 @@ from metaaligner_chain.backends.llamacpp.loading import (
     locate,
 )
 from metaaligner_chain.backends.llamacpp.prefix import PrefixCache
-from metaaligner_chain.backends.llamacpp.sampling import guarded_tokens
-from metaaligner_chain.drafting import CopyDrafter
 from metaaligner_chain.models.metadata import metaaligner_keys
-
-#: `CopyDrafter` settings for drafted decoding: draft lengths in tokens per forward pass (a
-#: rejected draft token costs most of a plain step on a CPU, so drafts start short), and how far
-#: past the copy position a single matching token may re-synchronize.
-DRAFTER = {"min_draft": 2, "max_draft": EXACT_BATCH // 2, "start_draft": 4, "window": 2}
 
 
 class LlamaCppBackend:
@@ -183,7 +172,7 @@ class LlamaCppBackend:
             )
         generations = []
         for i, prompt in enumerate(prompts):
-            tally = _Tally()
+            tally = Tally()
             with self.locked_llama():
                 response = None if responses is None else responses[i]
                 text = "".join(self._decode(prompt, settings, tally, response))
@@ -196,7 +185,7 @@ class LlamaCppBackend:
         """Yield the new text as it is decoded (pieces never split a UTF-8 character); return
         the finished `Generation`."""
         def produce(emit: Callable[[str], None], stop: threading.Event) -> Generation:
-            tally, pieces = _Tally(), []
+            tally, pieces = Tally(), []
             with self.locked_llama():
                 decoding = self._decode(prompt, settings, tally, response)
                 for piece in decoding:
@@ -239,10 +228,11 @@ class LlamaCppBackend:
         self,
         prompt: str,
         settings: GenerationSettings,
-        tally: _Tally,
+        tally: Tally,
         response: str | None = None,
     ) -> Iterator[str]:
-        """The one decoding loop behind `generate` and `stream`; call it holding the lock."""
+        """The text pieces of one completion (`decoding`), behind `generate` and `stream`; call
+        it holding the lock and consume it before releasing it."""
         import llama_cpp
 
         if settings.max_new_tokens < 1:
@@ -260,49 +250,9 @@ class LlamaCppBackend:
         room = min(llama.n_ctx(), self.context_length)  # llama.cpp may round the context up
         budget = min(settings.max_new_tokens, room - len(tokens))
         llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if settings.seed is None else settings.seed)
-        vocab = llama._model.vocab
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._prefixes.restore(llama, tokens)
-        for token in self._tokens(prompt, tokens, settings, budget, response, tally):
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                tally.finish_reason = "stop"
-                break
-            tally.completion_tokens += 1
-            strip = int(self._strip_first_space and tally.completion_tokens == 1)
-            piece = utf8.decode(_piece(vocab, token, strip))
-            if piece:
-                yield piece
-            if tally.completion_tokens >= budget:
-                tally.finish_reason = "length"
-                break
-        rest = utf8.decode(b"", final=True)
-        if rest:
-            yield rest
-
-    def _tokens(
-        self,
-        prompt: str,
-        tokens: list[int],
-        settings: GenerationSettings,
-        budget: int,
-        response: str | None,
-        tally: _Tally,
-    ) -> Iterator[int]:
-        """The continuation's tokens: drafted from `response` when greedy and asked for, else
-        llama.cpp's own sampling loop. Both give the same greedy tokens."""
-        llama = self._llama
-        if settings.repeat_guard:
-            return guarded_tokens(llama, tokens, temperature=settings.temperature,
-                                  top_p=settings.top_p, seed=settings.seed)
-        if settings.drafting and settings.greedy and response:
-            span = response_span(llama, prompt, tokens, response)
-            drafter = CopyDrafter(span, context=tokens, **DRAFTER)
-            tally.drafts = DraftTally()
-            return drafted_greedy(llama, tokens, drafter, budget, tally.drafts)
-        temp, top_p = (0.0, 1.0) if settings.greedy else (settings.temperature, settings.top_p)
-        return llama.generate(  # top_k=0, min_p=0, typical_p=1: only temp and top_p act
-            tokens, temp=temp, top_p=top_p, top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0
-        )
+        token_ids = continuation(llama, prompt, tokens, settings, budget, response, tally)
+        return text_pieces(llama, token_ids, budget, tally, self._strip_first_space)
 
     def _load(self, n_ctx: int) -> Any:
         return load_llama(self.path, self.lora_path, n_ctx, self._options, model=self.model,
@@ -338,29 +288,3 @@ def _close_open_backends() -> None:
     for backend in list(_open):
         backend.close()
 
-
-@dataclass
-class _Tally:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = "length"
-    drafts: DraftTally | None = None
-
-    def generation(self, text: str) -> Generation:
-        stats = None if self.drafts is None else self.drafts.as_stats()
-        return Generation(
-            text, self.finish_reason, self.prompt_tokens, self.completion_tokens, stats
-        )
-
-
-def _piece(vocab, token: int, lstrip: int = 0) -> bytes:
-    """The bytes of one token, special tokens rendered as nothing (`skip_special_tokens`)."""
-    import llama_cpp
-
-    size = 64
-    while True:
-        buffer = ctypes.create_string_buffer(size)
-        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, lstrip, False)
-        if n >= 0:
-            return buffer.raw[:n]
-        size = -n

@@ -88,7 +88,7 @@ def response_span(llama, prompt: str, tokens: Sequence[int], response: str) -> l
         return []
     start = len(prompt[:start].encode("utf-8"))
     end = start + len(response.encode("utf-8"))
-    pieces = [_special_piece(llama, t) for t in tokens]
+    pieces = [token_bytes(llama, t, special=True) for t in tokens]
     shift = sum(map(len, pieces)) - len(prompt.encode("utf-8"))  # BOS text, SentencePiece space
     if shift < 0 or b"".join(pieces)[shift:] != prompt.encode("utf-8"):
         return llama.tokenize((" " + response).encode("utf-8"), add_bos=False, special=True)
@@ -136,13 +136,15 @@ def _argmax(llama, i: int, vocab_size: int) -> int:
     return int(logits.argmax())
 
 
-def _special_piece(llama, token: int) -> bytes:
+def token_bytes(llama, token: int, *, lstrip: int = 0, special: bool = False) -> bytes:
+    """The bytes of one token: special tokens rendered as their text when `special`, else as
+    nothing (`skip_special_tokens`); `lstrip` drops that many leading spaces."""
     import llama_cpp
 
     vocab, size = llama._model.vocab, 64
     while True:
         buffer = ctypes.create_string_buffer(size)
-        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, True)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, lstrip, special)
         if n >= 0:
             return buffer.raw[:n]
         size = -n
