@@ -3,7 +3,7 @@
 Settings are chosen here, never on the held-out set. The run is exported to an F16 GGUF once and
 served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
 
-    python examples/default_aligner/validate.py [RUN_DIR] [--max-new-tokens N]
+    python examples/default_aligner/validate.py [RUN_DIR] [--max-new-tokens N] [--quant q8_0]
     python examples/default_aligner/validate.py --shipped [--no-retry] [--out DIR]
 Writes RUN_DIR/validation/ and examples/default_aligner/validation.json; `--shipped` judges the
 built-in default as it is served (its Q8_0 file, the gate, the retry of looping rewrites unless
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--no-retry", action="store_true",
                         help="fall back on a looping rewrite at once (retry_loops=False)")
     parser.add_argument("--out", default="runs/validation-shipped")
+    parser.add_argument("--quant", default="f16", choices=("f16", "q8_0"),
+                        help="the GGUF a run is exported to (q8_0: as the default ships)")
     args = parser.parse_args()
     items = validation_items(recipe.data)
     if args.shipped:
@@ -57,9 +59,9 @@ def main() -> None:
         (HERE / f"validation-shipped{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
         return
     run = Path(args.run)
-    gguf = run / "model.f16.gguf"
+    gguf = run / f"model.{args.quant}.gguf"
     if not gguf.exists():
-        export_gguf(run, gguf, quant="f16")
+        export_gguf(run, gguf, quant=args.quant)
     align, name = default_aligner(str(gguf), "hh-rlhf", args.max_new_tokens)
     results = evaluate(items, align, name, run / "validation", label="validation")
     print(write_report(results, run / "validation").read_text())
