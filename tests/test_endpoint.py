@@ -220,8 +220,11 @@ def test_a_url_as_model_is_the_server(server):
         MetaAlignerRunnable(objectives=OBJECTIVES, model=server)
     aligner = MetaAlignerRunnable(objectives=OBJECTIVES, model=server, prompt_format="hh-rlhf", max_new_tokens=120)
     assert aligner.load_backend().model.endswith("aligner.f16.gguf")  # the server's only model
-    assert aligner.invoke({"query": "How do I bake bread?", "response": AIMessage("Mix flour, idiot.")})[
-        "response"].response_metadata["metaaligner"]["aligned"]
+    info = aligner.invoke({"query": "How do I bake bread?", "response": AIMessage("Mix flour, idiot.")})[
+        "response"].response_metadata["metaaligner"]
+    # the server wrote a rewrite: aligned, or judged and turned down by the gate (a loop or a cut
+    # is not retried on a server); a failed request would leave neither
+    assert info["aligned"] or info["rejected"]
 
 
 def test_backend_choice_by_name():
