@@ -313,6 +313,20 @@ def gate(data: dict) -> list[str]:
     return lines
 
 
+def same_outputs(data: dict) -> list[str]:
+    """Greedy llama.cpp outputs at two commits (`check_same_outputs.py`; no timing, no header)."""
+    n = data["items"]
+    return ["## Same tokens before and after the restructure (`check_same_outputs.py`)", "",
+            f"`{data['command'].strip()}`: {n} held-out prompts on `{data['model']}` (the default "
+            f"aligner merged to F16), decoded greedily by the llama.cpp backend of commit "
+            f"`{data['before']}` and of `{data['after']}`, each in a fresh process.", "",
+            *_table([["plain greedy, before = after", f"{data['plain_identical_before_after']} / {n}"],
+                     ["drafting, before = after", f"{data['drafting_identical_before_after']} / {n}"],
+                     ["drafting = plain greedy, before", f"{data['drafting_equals_plain_before']} / {n}"],
+                     ["drafting = plain greedy, after", f"{data['drafting_equals_plain_after']} / {n}"]],
+                    ["outputs identical", "items"])]
+
+
 def memory(data: dict) -> list[str]:
     rows = [
         [name, r.get("weights_mb", "?"), r.get("peak_mb", r.get("error", "?")),
@@ -386,6 +400,7 @@ def main() -> None:
                       "drafting vs stock prompt lookup, transformers", DECISION_NOTE)
     lines += _section("stream_through", stream_through)
     lines += _section("gate", gate)
+    lines += _section("same_outputs", same_outputs)
     lines += _section("memory", memory)
     lines += _section("concurrency", concurrency)
     lines += _section("train_allocator", train_allocator)
