@@ -5,7 +5,9 @@ rearranged into rooms) into a temporary git worktree, and runs the same generati
 tree's `metaaligner_chain` and with this one's, in fresh processes, on the same GGUF (the built-in
 default aligner merged to F16): the first `--items` held-out items, each prompt decoded greedily
 with drafting off and on. Plain greedy must agree token for token; drafting must equal plain
-greedy in each tree. Writes `benchmarks/results/same_outputs.json`.
+greedy in each tree. The seconds each tree took are recorded too (one run each, one tree after
+the other: a coarse check that nothing got slower, not a benchmark). Writes
+`benchmarks/results/same_outputs.json`.
 
     python -m benchmarks.check_same_outputs [--before REV] [--items 12] [--max-new-tokens 96]
 """
@@ -26,7 +28,7 @@ HELD_OUT = ROOT / "examples" / "eval" / "heldout" / "h1.jsonl"
 
 #: Run inside each tree: only APIs both commits have (`build_prompt`, `resolve`, the backend).
 WORKER = """
-import json, sys
+import json, sys, time
 from metaaligner_chain.backends.base import GenerationSettings
 from metaaligner_chain.backends.llamacpp import LlamaCppBackend
 from metaaligner_chain.objectives import resolve
@@ -37,13 +39,14 @@ backend = LlamaCppBackend(gguf)
 out = {}
 for drafting in (False, True):
     settings = GenerationSettings(max_new_tokens=max_new, drafting=drafting)
-    texts = []
+    texts, start = [], time.perf_counter()
     for item in items:
         prompt = build_prompt(item["query"], item["answer"], resolve(item["objectives"], "hh-rlhf"),
                               prompt_format="hh-rlhf")
         g = backend.generate([prompt], settings, responses=[item["answer"]])[0]
         texts.append([g.text, g.finish_reason, g.completion_tokens])
     out["drafting" if drafting else "plain"] = texts
+    out[("drafting" if drafting else "plain") + "_seconds"] = round(time.perf_counter() - start, 2)
 print(json.dumps(out))
 """
 
@@ -95,6 +98,9 @@ def main() -> None:
         "drafting_identical_before_after": same(before["drafting"], after["drafting"]),
         "drafting_equals_plain_before": same(before["plain"], before["drafting"]),
         "drafting_equals_plain_after": same(after["plain"], after["drafting"]),
+        # one run each, trees one after the other: a coarse check that nothing got slower
+        "seconds": {"before": {k: before[f"{k}_seconds"] for k in ("plain", "drafting")},
+                    "after": {k: after[f"{k}_seconds"] for k in ("plain", "drafting")}},
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

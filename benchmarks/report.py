@@ -324,7 +324,11 @@ def same_outputs(data: dict) -> list[str]:
                      ["drafting, before = after", f"{data['drafting_identical_before_after']} / {n}"],
                      ["drafting = plain greedy, before", f"{data['drafting_equals_plain_before']} / {n}"],
                      ["drafting = plain greedy, after", f"{data['drafting_equals_plain_after']} / {n}"]],
-                    ["outputs identical", "items"])]
+                    ["outputs identical", "items"]),
+            "Seconds for the whole set (one run each, one tree after the other): plain "
+            f"{data['seconds']['before']['plain']} before, {data['seconds']['after']['plain']} after; "
+            f"drafting {data['seconds']['before']['drafting']} before, "
+            f"{data['seconds']['after']['drafting']} after.", ""]
 
 
 def memory(data: dict) -> list[str]:
