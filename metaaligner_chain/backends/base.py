@@ -106,12 +106,8 @@ class Backend(Protocol):
     #: `metaaligner.*` metadata found with the model (prompt format, objectives, base model).
     metadata: dict[str, Any]
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        settings: GenerationSettings,
-        responses: Sequence[str] | None = None,
-    ) -> list[Generation]:
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings,
+                 responses: Sequence[str] | None = None) -> list[Generation]:
         """Complete every prompt (batched where the engine can); one `Generation` each, in order."""
         ...
 

@@ -96,12 +96,8 @@ class EndpointBackend:
     def __repr__(self) -> str:
         return f"EndpointBackend({self.model!r}, base_url={self.base_url!r})"
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        settings: GenerationSettings,
-        responses: Sequence[str] | None = None,
-    ) -> list[Generation]:
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings,
+                 responses: Sequence[str] | None = None) -> list[Generation]:
         """Complete every prompt, `max_concurrency` requests at a time; one `Generation` each, in
         order. The first failing request's error is raised. `responses` is not used."""
         if len(prompts) <= 1:

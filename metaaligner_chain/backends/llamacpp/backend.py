@@ -154,12 +154,8 @@ class LlamaCppBackend:
         than from the live KV cache."""
         return self._prefixes.restored
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        settings: GenerationSettings,
-        responses: Sequence[str] | None = None,
-    ) -> list[Generation]:
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings,
+                 responses: Sequence[str] | None = None) -> list[Generation]:
         """Complete each prompt in turn (llama.cpp decodes one sequence at a time).
 
         With `settings.drafting` and greedy settings, `responses[i]` (the answer that prompt `i`

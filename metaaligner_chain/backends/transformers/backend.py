@@ -155,12 +155,8 @@ class TransformersBackend:
         )
         return [self._finish(ids, new, stats) for ids, (new, stats) in zip(encoded, decoded)]
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        settings: GenerationSettings,
-        responses: Sequence[str] | None = None,
-    ) -> list[Generation]:
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings,
+                 responses: Sequence[str] | None = None) -> list[Generation]:
         encoded = self._encode(prompts)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # length buckets
         results: dict[int, Generation] = {}
