@@ -45,8 +45,8 @@ for drafting in (False, True):
                               prompt_format="hh-rlhf")
         g = backend.generate([prompt], settings, responses=[item["answer"]])[0]
         texts.append([g.text, g.finish_reason, g.completion_tokens])
-    out["drafting" if drafting else "plain"] = texts
-    out[("drafting" if drafting else "plain") + "_seconds"] = round(time.perf_counter() - start, 2)
+    name = "drafting" if drafting else "plain"
+    out[name], out[name + "_seconds"] = texts, round(time.perf_counter() - start, 2)
 print(json.dumps(out))
 """
 
@@ -67,11 +67,11 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args()
 
-    from metaaligner_chain.models.defaults import default_aligner_gguf
+    from metaaligner_chain.models.defaults import ADAPTER_METADATA, default_aligner_gguf
 
     gguf = default_aligner_gguf()
     rows = [json.loads(line) for line in HELD_OUT.read_text().splitlines() if line.strip()]
-    trained = {"harmlessness", "helpfulness", "factuality", "readability", "length", "humour"}
+    trained = set(json.loads(ADAPTER_METADATA.read_text())["objectives"])  # ones both trees know
     items = [{"query": r["query"], "answer": r["answer"],
               "objectives": [o for o in r["objectives"] if o in trained] or ["helpfulness"]}
              for r in rows[: args.items]]
