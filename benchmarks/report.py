@@ -268,6 +268,24 @@ def default_quant(data: dict) -> list[str]:
          + (f" Peak RSS: {data['peak_rss_note']}" if data.get("peak_rss_note") else ""), ""]
 
 
+def transformers_dtype(data: dict) -> list[str]:
+    rows = [
+        [name, v["weights_mb"], v["decode_tok_s"], v["bound_tok_s"], v["share_of_bound"],
+         v["plain_tok_s_whole_calls"], v["drafted_tok_s_whole_calls"], f"{v['drafting_gain']:.2f}×",
+         f"{v['drafted_same_as_plain']}/{data['items']}", f"{v['identical_to_fp32']}/{data['items']}",
+         f"{v['token_agreement']:.2%}" if "token_agreement" in v else "-"]
+        for name, v in data["variants"].items()
+    ]
+    targets = "; ".join(f"{k}: {v}" for k, v in data["targets"].items())
+    return _header("transformers on CPU: fp32 vs bf16 against the memory bound", data) + _table(
+        rows, ["dtype", "weights MB", "plain decode tok/s", "bound tok/s", "share of bound",
+               "plain tok/s, whole calls", "drafted tok/s, whole calls", "drafting gain",
+               "drafted = plain", "identical to fp32", "token agreement with fp32 (teacher-forced)"],
+    ) + [f"Workload: {data['workload']}, {data['items']} items, greedy, max_new_tokens "
+         f"{data['max_new_tokens']}; native bf16 on this CPU: {data['machine']['native_bf16']}; bandwidth "
+         f"{data['bandwidth_gbs']} GB/s. Targets: {targets}.", ""]
+
+
 def stream_through(data: dict) -> list[str]:
     rows = [[item["question"], item["through"]["first_aligned_s"], item["whole"]["first_aligned_s"],
              item["through"]["end_s"], item["whole"]["end_s"], item["through"]["parts"],
@@ -402,6 +420,7 @@ def main() -> None:
                       "Tuning the stock draft length: transformers", SWEEP_NOTE)
     lines += _section("drafting_transformers_decision", drafting, "Decision run: the package's own "
                       "drafting vs stock prompt lookup, transformers", DECISION_NOTE)
+    lines += _section("transformers_dtype", transformers_dtype)
     lines += _section("stream_through", stream_through)
     lines += _section("gate", gate)
     lines += _section("same_outputs", same_outputs)
