@@ -2,6 +2,8 @@
 
     python examples/default_aligner/corpus/stats.py      # writes corpus/stats.json, prints tables
 
+Counts the training parts (train/) and each held-out set (examples/eval/heldout*/).
+
 Fails (exit 1) on any item that breaks the rules of GUIDELINES.md, naming its file and line.
 """
 
@@ -18,7 +20,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 TRAINED = ("harmlessness", "helpfulness", "factuality", "readability", "length", "humour")
 UNSEEN = ("empathy", "fairness")
-HELD_OUT = ROOT / "examples" / "eval" / "heldout"
+HELD_OUT = {"heldout": ROOT / "examples" / "eval" / "heldout",
+            "heldout_v2": ROOT / "examples" / "eval" / "heldout-v2"}
 
 
 def describe(items: list[Item]) -> dict:
@@ -58,21 +61,27 @@ def _median(values: list[int]) -> int:
 def main() -> int:
     try:
         train = load(sorted((HERE / "train").glob("*.jsonl")), TRAINED)
-        held = load(sorted(HELD_OUT.glob("*.jsonl")), TRAINED + UNSEEN)
+        held = {name: load(sorted(folder.glob("*.jsonl")), TRAINED + UNSEEN)
+                for name, folder in HELD_OUT.items()}
     except ValueError as err:
         print(err, file=sys.stderr)
         return 1
     unseen_in_train = [i.where for i in train if set(i.row.get("objectives", [])) & set(UNSEEN)]
     train_queries = [i.row["query"] for i in train]
     duplicates = [q for q, n in Counter(train_queries).items() if n > 1]
-    ratio, query, other = nearest([i.row["query"] for i in held], train_queries)
     stats = {
         "train": describe(train),
-        "heldout": describe(held),
+        **{name: describe(items) for name, items in held.items()},
         "duplicate_train_queries": duplicates,
         "unseen_objectives_in_train": unseen_in_train,
-        "nearest_heldout_train_query": {"similarity": round(ratio, 3), "heldout": query, "train": other},
     }
+    for name, items in held.items():
+        ratio, query, other = nearest([i.row["query"] for i in items], train_queries)
+        stats[f"nearest_{name}_train_query"] = {"similarity": round(ratio, 3), name: query, "train": other}
+    v1, v2 = ([i.row["query"] for i in items] for items in held.values())
+    ratio, query, other = nearest(v2, v1)
+    stats["nearest_heldout_v2_heldout_query"] = {"similarity": round(ratio, 3), "heldout_v2": query,
+                                                 "heldout": other}
     (HERE / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(stats, indent=2, ensure_ascii=False))
     return 0
