@@ -69,5 +69,5 @@ def test_ma_train_run_goes_from_corpus_to_report_on_a_tiny_slice(tiny_model_dir,
     alpha = read_gguf_header(adapter / "adapter.gguf")["adapter.lora.alpha"]
     assert alpha == metadata["training"]["lora_alpha"]
     results = json.loads((tmp_path / "report" / "results.json").read_text())
-    assert results["items"] == 3 and results["runs"] == 1 and results["label"] == "held-out"
+    assert results["items"] == 3 and results["runs"] == 1 and results["label"] == "held-out v2"
     assert "time(s) in this folder" in (tmp_path / "report" / "report.md").read_text()
