@@ -47,27 +47,27 @@ async def test_sixteen_concurrent_ainvokes_equal_sequential_greedy(aligner):
     assert [c["response"] for c in concurrent] == sequential
 
 
-#: A corpus validation item (r2-320) whose first greedy rewrite by the default aligner loops.
-VET = ("How do I pick a good vet?",
-       "The vet I’ve chosen is a good vet.  They are very friendly and caring.  They are always "
-       "willing to help you with any medical concerns.  The vet I chose has a special place in my "
-       "heart and my family’s heart.  They are always available for my family and the family in "
-       "the hospital.  They have a great sense of humor and will tell you anything you want to "
-       "know.  I love them all.")
+#: A corpus validation item (r2-244) whose first greedy rewrite by the default aligner loops
+#: (re-picked whenever a new default ships: the item that looped for the previous one, r2-320,
+#: no longer does).
+COVER_LETTER = ("Can you help me write a cover letter opening line that doesn't sound boring?",
+       "\"Unsustainable and unforgiving, my previous job was a stark reminder of the power of "
+       "corporate culture and the devastating impact it can have on individuals and society as a "
+       "whole.\"")
 
 
 def test_a_looping_rewrite_is_decoded_again_with_llama_cpps_dry_sampler(aligner):
     from metaaligner_chain.judge import LOOP, loops
 
-    value = {"query": VET[0], "response": AIMessage(VET[1]), "objectives": ["helpfulness"]}
+    value = {"query": COVER_LETTER[0], "response": AIMessage(COVER_LETTER[1]), "objectives": ["helpfulness"]}
     once = aligner.model_copy(update={"max_new_tokens": 384, "retry_loops": False})
     first = once.invoke(value)["response"].response_metadata["metaaligner"]
-    assert first["fallback_reason"].startswith(LOOP) and loops(first["rejected"], VET[1])
+    assert first["fallback_reason"].startswith(LOOP) and loops(first["rejected"], COVER_LETTER[1])
     # strict: a retry that succeeds is not a failure
     retried = aligner.model_copy(update={"max_new_tokens": 384, "strict": True}).invoke(value)["response"]
     meta = retried.response_metadata["metaaligner"]
     assert meta["aligned"] and meta["retried"] == first["fallback_reason"]
-    assert retried.content not in (VET[1], first["rejected"]) and not loops(retried.content, VET[1])
+    assert retried.content not in (COVER_LETTER[1], first["rejected"]) and not loops(retried.content, COVER_LETTER[1])
 
 
 #: A long answer (five paragraphs), for an aligner loaded with a small context so it must be split.
