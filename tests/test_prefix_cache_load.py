@@ -38,13 +38,13 @@ ITEMS = [
     ("What is the capital of France?", "Paris, you idiot.", 4),
     ("Which animal says moo?", "A cow, of course.", 5),
     ("How many hours are in a day?", "Twenty-four, duh.", 0),
-    ("What is the largest planet?", "Jupiter, duh.", 1),
+    ("What do bees make?", "Honey, duh.", 1),
     ("How many days are in a week?", "Seven, obviously.", 2),
     ("What is frozen water called?", "Ice, obviously.", 3),
     ("How many legs does a spider have?", "Eight, everyone knows that.", 4),
     ("What is the capital of Italy?", "Rome, obviously.", 5),
 ]
-MAX_NEW_TOKENS = 32
+MAX_NEW_TOKENS = 64
 
 
 def _inputs() -> list[dict]:
