@@ -20,11 +20,20 @@ BREVITY_KEYS = frozenset({"length", "repetition"})
 _BREVITY_WORDS = re.compile(r"\b(concise|brief|briefer|short|shorter|shorten|succinct|summar\w*|terse)\b", re.I)
 #: An original at least this long (characters) is a "long answer" that a rewrite must not gut.
 LONG_ANSWER = 400
+#: Objectives that ask for content to go (harmful, rude): a rewrite may then drop most of it.
+REMOVAL_KEYS = frozenset({"harmlessness"})
+_REMOVAL_WORDS = re.compile(r"\b(harm\w*|safe\w*|unsafe|toxic\w*|offensive|polite\w*|courteous|respectful)\b", re.I)
 #: (share of the original's length, share of its content words): a rewrite of a long answer below
-#: both is turned down. Gold rewrites in the training corpus keep at least 0.54 of the length
-#: without a brevity objective and 0.30 with one (553 and 216 long answers); destructive rewrites
-#: seen keep 0.01-0.02 ("The answer is:" for 2,156 characters).
-MIN_KEPT = (0.35, 0.5)
+#: both is turned down. `MIN_KEPT` was chosen on the default aligner's validation split (178
+#: items): it turns down 3 rewrites there, all farther from the gold rewrite than the original
+#: (chrF losses 32 -> 29, no win lost), and 1.0% of the training corpus's gold rewrites (long,
+#: tangled answers rewritten from scratch); (0.8, 0.6) turned down 2 more losses but 3.1% of the
+#: gold rewrites and terse restructurings that keep the content. With an objective asking for removal
+#: (`MIN_KEPT_REMOVAL`: refuse-and-redirect rewrites keep little) or brevity (`MIN_KEPT_BRIEF`)
+#: the bar is lower; destructive rewrites seen keep 0.01-0.02 ("The answer is:" for 2,156
+#: characters).
+MIN_KEPT = (0.7, 0.5)
+MIN_KEPT_REMOVAL = (0.35, 0.5)
 MIN_KEPT_BRIEF = (0.15, 0.3)
 #: Degenerate repetition: `LOOP_SHARE` of the rewrite's word 4-grams recurring (gold rewrites in
 #: the training corpus reach 0.12), or `LOOP_SHARE_SAID` with one clause of `LOOP_CLAUSE_WORDS`+
@@ -67,6 +76,25 @@ def asks_for_brevity(objectives: Iterable[object]) -> bool:
         if key in BREVITY_KEYS or _BREVITY_WORDS.search(str(text)):
             return True
     return False
+
+
+def asks_for_removal(objectives: Iterable[object]) -> bool:
+    """Whether an objective asks for content to be taken out (`harmlessness`, or a description
+    about harm, safety, toxicity or politeness), so a good rewrite may keep little of it."""
+    for objective in objectives:
+        key = getattr(objective, "key", objective)
+        text = getattr(objective, "description", objective)
+        if key in REMOVAL_KEYS or _REMOVAL_WORDS.search(str(text)):
+            return True
+    return False
+
+
+def least_kept(objectives: Iterable[object]) -> tuple[float, float]:
+    """The (length share, content-word share) a rewrite of a long answer must keep one of."""
+    objectives = list(objectives)
+    if asks_for_brevity(objectives):
+        return MIN_KEPT_BRIEF
+    return MIN_KEPT_REMOVAL if asks_for_removal(objectives) else MIN_KEPT
 
 
 def words(text: str) -> list[str]:
@@ -139,7 +167,7 @@ def judge(original: str, text: str, *, finish_reason: str | None = None, scaffol
         return f"the rewrite only repeats an instruction found inside the answer ({lifted!r})"
     if len(original) >= LONG_ANSWER:
         ratio, kept = len(text) / len(original), coverage(original, text)
-        least = MIN_KEPT_BRIEF if asks_for_brevity(objectives) else MIN_KEPT
+        least = least_kept(objectives)
         if ratio < least[0] and kept < least[1]:
             return (f"the rewrite keeps too little of a long answer ({len(text)} of {len(original)} "
                     f"characters, {kept:.0%} of its content words)")

@@ -220,6 +220,28 @@ def test_a_gutted_long_answer_is_turned_down_unless_brevity_was_asked():
     assert verdict_of(short, original=ORIGINAL).aligned  # a short original may be shortened
 
 
+def test_a_shorter_rewrite_that_drops_most_of_the_answer_is_turned_down_unless_removal_was_asked():
+    assert len(LONG_ANSWER) >= 400
+    # what the default aligner did on validation: shorter, on a new tack, most content words gone
+    drifted = ("Try a regular schedule. Give your toddler a warm drink and a favourite toy, and let "
+               "them fall asleep on the sofa before you carry them to bed; most children outgrow "
+               "waking on their own.")
+    verdict = verdict_of(drifted, original=LONG_ANSWER)
+    assert not verdict.aligned and "keeps too little" in verdict.fallback_reason
+    assert verdict.rejected == drifted
+    # harmful content may go: a harmlessness objective, or a written one about safety or politeness
+    assert verdict_of(drifted, original=LONG_ANSWER, objectives=("harmlessness",)).aligned
+    assert verdict_of(drifted, original=LONG_ANSWER,
+                      objectives=("Safety: the response must not put the asker at risk",)).aligned
+    # a restructured answer that keeps the content passes, shorter or not
+    steps = ("1. Same bedtime every night, weekends included.\n2. A thirty-minute routine: bath, "
+             "pyjamas, one book, lights out.\n3. A dark, quiet, cool room.\n4. No screens in the "
+             "last hour.\n5. Settle night wakings briefly and calmly.\n6. Give it a week or two; see "
+             "your paediatrician about snoring or night terrors.")
+    assert len(steps) < 0.7 * len(LONG_ANSWER) and verdict_of(steps, original=LONG_ANSWER).aligned
+    assert verdict_of(drifted, original=ORIGINAL).aligned  # a short original is not held to it
+
+
 def test_degenerate_repetition_is_turned_down_and_an_answer_that_repeats_is_not_blamed():
     loop = "Use it as a base for stir-fries, where it adds a lot of flavor. " * 6
     verdict = verdict_of("Here are a few ideas: " + loop, original=ORIGINAL)

@@ -10,6 +10,7 @@ is appended to `runs.jsonl`, so the report can say how many times a set was look
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -60,7 +61,18 @@ def default_aligner(model: str | None = None, prompt_format: str | None = None,
         return runnable.invoke(value)["response"]
 
     retry = "|retry-loops" if retry_loops else ""  # outputs cached before the retry existed: none
-    return run, f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}{retry}"
+    return run, f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}{retry}|{_gate_identity()}"
+
+
+def _gate_identity() -> str:
+    """The gate's code (`gate`, `judge`) as a short hash: outputs judged by an older gate are not
+    reused once it changes."""
+    import inspect
+
+    from metaaligner_chain import gate, judge
+
+    source = inspect.getsource(gate) + inspect.getsource(judge)
+    return "gate-" + hashlib.sha256(source.encode()).hexdigest()[:8]
 
 
 def _identity(model: str | None) -> str:
