@@ -7,6 +7,13 @@ as a Q&A page. Sampling is seeded (temperature 0.7), answers are cut back to the
 sentence. The rewrites of these answers were then written by hand (see corpus/README.md).
 
     python examples/default_aligner/make_answers.py            # ~10 min on 2 cores
+
+`--plain QUERIES --out FILE` answers one queries file the way a user's chain meets this model:
+SmolLM2-135M-Instruct with no system prompt, every second query greedy (temperature 0) and the
+others sampled (0.7, seeded), at most 128 new tokens; an answer that finished is cut back to its
+last full sentence, one stopped by the token limit is kept cut mid-sentence every second time
+(a chain with `max_tokens` returns that), as the fourth round's originals were made (~2 min per
+70 queries).
 """
 
 from __future__ import annotations
@@ -66,7 +73,44 @@ def last_sentence(text: str) -> str:
     return text[: ends[-1]] if ends else text
 
 
+def plain_answers(queries_file: Path, out: Path, threads: int) -> None:
+    """Answers of SmolLM2-135M-Instruct without a system prompt (see the module's docstring)."""
+    from llama_cpp import Llama
+
+    from metaaligner_chain.models.defaults import default_gguf_path
+
+    queries = [q.strip() for q in queries_file.read_text().splitlines() if q.strip()]
+    done = {json.loads(line)["query"] for line in out.read_text().splitlines()} if out.exists() else set()
+    smol = Llama(str(default_gguf_path()), n_ctx=1024, n_threads=threads, seed=0, verbose=False)
+    with out.open("a") as handle:
+        for number, query in enumerate(queries):
+            if query in done:
+                continue
+            greedy = number % 2 == 0
+            result = smol.create_chat_completion([{"role": "user", "content": query}], max_tokens=128,
+                                                 temperature=0.0 if greedy else 0.7, seed=number)
+            choice = result["choices"][0]
+            text, cut = choice["message"]["content"].strip(), choice["finish_reason"] == "length"
+            answer = text if cut and number % 4 < 2 else last_sentence(text)
+            if answer:
+                source = f"smollm2-135m:plain-{'greedy' if greedy else 'sampled'}{'-cut' if answer == text and cut else ''}"
+                handle.write(json.dumps({"query": query, "answer": answer, "source": source},
+                                        ensure_ascii=False) + "\n")
+                handle.flush()
+            print(f"{number + 1}/{len(queries)}")
+
+
 def main() -> None:
+    if "--plain" in sys.argv:
+        import argparse
+
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        parser.add_argument("--plain", type=Path, required=True, help="a queries file, one a line")
+        parser.add_argument("--out", type=Path, required=True, help="the JSONL to append answers to")
+        parser.add_argument("--threads", type=int, default=2)
+        args = parser.parse_args()
+        plain_answers(args.plain, args.out, args.threads)
+        return
     from llama_cpp import Llama
 
     from metaaligner_chain.models.defaults import default_gguf_path
