@@ -67,26 +67,23 @@ _INJECTED = re.compile(
 )
 
 
+def _names(objectives: Iterable[object], keys: frozenset[str], wording: re.Pattern[str]) -> bool:
+    """Whether an objective is one of `keys` or its description matches `wording`. Objectives
+    are keys, descriptions or `Objective`s."""
+    return any(getattr(o, "key", o) in keys or wording.search(str(getattr(o, "description", o)))
+               for o in objectives)
+
+
 def asks_for_brevity(objectives: Iterable[object]) -> bool:
     """Whether an objective asks for a shorter answer (`length`, `repetition`, or a description
-    with "concise", "brief", "short", ...). Objectives are keys, descriptions or `Objective`s."""
-    for objective in objectives:
-        key = getattr(objective, "key", objective)
-        text = getattr(objective, "description", objective)
-        if key in BREVITY_KEYS or _BREVITY_WORDS.search(str(text)):
-            return True
-    return False
+    with "concise", "brief", "short", ...)."""
+    return _names(objectives, BREVITY_KEYS, _BREVITY_WORDS)
 
 
 def asks_for_removal(objectives: Iterable[object]) -> bool:
     """Whether an objective asks for content to be taken out (`harmlessness`, or a description
     about harm, safety, toxicity or politeness), so a good rewrite may keep little of it."""
-    for objective in objectives:
-        key = getattr(objective, "key", objective)
-        text = getattr(objective, "description", objective)
-        if key in REMOVAL_KEYS or _REMOVAL_WORDS.search(str(text)):
-            return True
-    return False
+    return _names(objectives, REMOVAL_KEYS, _REMOVAL_WORDS)
 
 
 def least_kept(objectives: Iterable[object]) -> tuple[float, float]:
