@@ -73,6 +73,17 @@ def last_sentence(text: str) -> str:
     return text[: ends[-1]] if ends else text
 
 
+def _answered(out: Path) -> set[str]:
+    """Queries `out` already has an answer for (a rerun resumes)."""
+    return {json.loads(line)["query"] for line in out.read_text().splitlines()} if out.exists() else set()
+
+
+def _write(handle, query: str, answer: str, source: str) -> None:
+    handle.write(json.dumps({"query": query, "answer": answer, "source": source},
+                            ensure_ascii=False) + "\n")
+    handle.flush()
+
+
 def plain_answers(queries_file: Path, out: Path, threads: int) -> None:
     """Answers of SmolLM2-135M-Instruct without a system prompt (see the module's docstring)."""
     from llama_cpp import Llama
@@ -80,7 +91,7 @@ def plain_answers(queries_file: Path, out: Path, threads: int) -> None:
     from metaaligner_chain.models.defaults import default_gguf_path
 
     queries = [q.strip() for q in queries_file.read_text().splitlines() if q.strip()]
-    done = {json.loads(line)["query"] for line in out.read_text().splitlines()} if out.exists() else set()
+    done = _answered(out)
     smol = Llama(str(default_gguf_path()), n_ctx=1024, n_threads=threads, seed=0, verbose=False)
     with out.open("a") as handle:
         for number, query in enumerate(queries):
@@ -93,10 +104,8 @@ def plain_answers(queries_file: Path, out: Path, threads: int) -> None:
             text, cut = choice["message"]["content"].strip(), choice["finish_reason"] == "length"
             answer = text if cut and number % 4 < 2 else last_sentence(text)
             if answer:
-                source = f"smollm2-135m:plain-{'greedy' if greedy else 'sampled'}{'-cut' if answer == text and cut else ''}"
-                handle.write(json.dumps({"query": query, "answer": answer, "source": source},
-                                        ensure_ascii=False) + "\n")
-                handle.flush()
+                kept_cut = "-cut" if answer == text and cut else ""
+                _write(handle, query, answer, f"smollm2-135m:plain-{'greedy' if greedy else 'sampled'}{kept_cut}")
             print(f"{number + 1}/{len(queries)}")
 
 
@@ -116,7 +125,7 @@ def main() -> None:
     from metaaligner_chain.models.defaults import default_gguf_path
 
     queries = [q.strip() for path in QUERIES for q in path.read_text().splitlines() if q.strip()]
-    done = {json.loads(line)["query"] for line in OUT.read_text().splitlines()} if OUT.exists() else set()
+    done = _answered(OUT)
     smol = Llama(str(default_gguf_path()), n_ctx=1024, n_threads=2, seed=0, verbose=False)
     gemma = Llama(str(gemma_path()), n_ctx=1024, n_threads=2, seed=0, verbose=False)
     names = list(STYLES) + ["gemma"]
@@ -139,9 +148,7 @@ def main() -> None:
                 text, source = out["choices"][0]["message"]["content"], f"smollm2-135m:{policy}"
             answer = last_sentence(text)
             if answer:
-                handle.write(json.dumps({"query": query, "answer": answer, "source": source},
-                                        ensure_ascii=False) + "\n")
-                handle.flush()
+                _write(handle, query, answer, source)
             print(f"{number + 1}/{len(queries)} {source}")
 
 
