@@ -146,9 +146,15 @@ def default_aligner_id() -> str:
 
 @functools.lru_cache(maxsize=4)
 def _digest(base_name: str, *files: Path) -> str:
-    """Names a derived model after what went into it; read once, not on every engine lookup."""
-    content = b"".join(path.read_bytes() for path in files)
-    return hashlib.sha256(content + base_name.encode()).hexdigest()[:12]
+    """Names a derived model after what went into it; read once, not on every engine lookup, and
+    hashed as it is read (joining the files first held the 37 MB adapter twice: +74 MB at peak)."""
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    digest.update(base_name.encode())
+    return digest.hexdigest()[:12]
 
 
 def default_hf_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
