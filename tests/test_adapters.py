@@ -126,6 +126,50 @@ def test_the_merged_default_is_the_base_plus_the_adapter_and_carries_its_metadat
     assert read_gguf_header(default_aligner_gguf())["metaaligner.prompt_format"] == "hh-rlhf"
 
 
+def test_the_streamed_merge_equals_merging_whole_tensors(tmp_path):
+    """Row chunks (the token embedding spans many) and file reads change no bit of the merge."""
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    from metaaligner_chain.models.gguf_merge import _ROWS, merge_lora_gguf
+
+    out = merge_lora_gguf(default_gguf_path(), ADAPTER_GGUF, tmp_path / "merged.gguf")
+    base, adapter, merged = (GGUFReader(str(p)) for p in (default_gguf_path(), ADAPTER_GGUF, out))
+    alpha = float(adapter.fields["adapter.lora.alpha"].contents())
+    factors = {t.name: np.asarray(t.data, np.float32) for t in adapter.tensors}
+    got = {t.name: t for t in merged.tensors}
+    assert [t.name for t in merged.tensors] == [t.name for t in base.tensors]
+    for source in base.tensors[:12]:  # the embedding (49,152 rows), norms, adapted matrices
+        expected = dequantize(source.data, source.tensor_type).astype(np.float32)
+        if f"{source.name}.lora_a" in factors:
+            a, b = factors[f"{source.name}.lora_a"], factors[f"{source.name}.lora_b"]
+            expected += alpha / a.shape[0] * (b @ a)
+        expected = expected.astype(np.float16 if expected.ndim > 1 else np.float32)
+        assert np.array_equal(got[source.name].data, expected), source.name
+    assert base.tensors[0].data.shape[0] > _ROWS
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "llama.rope.freq_base"):
+        assert merged.fields[key].contents() == base.fields[key].contents()
+    assert merged.fields["general.file_type"].contents() == 1  # F16
+
+
+def test_gguf_contents_match_gguf_readers():
+    from gguf import GGUFReader
+
+    from metaaligner_chain.models.gguf_header import read_gguf_contents
+
+    fields, tensors = read_gguf_contents(default_gguf_path())
+    reader = GGUFReader(str(default_gguf_path()))
+    stock = {k: f for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    assert [key for key, *_ in fields] == list(stock)
+    for key, kind, item, value in fields:
+        assert (kind, item) == (stock[key].types[0], stock[key].types[-1] if item else None)
+        assert value == stock[key].contents(), key
+    assert [(t.name, t.kind, t.offset) for t in tensors] == [
+        (t.name, t.tensor_type, t.data_offset) for t in reader.tensors
+    ]
+
+
 def test_merging_something_that_is_not_an_adapter_is_a_clear_error(tmp_path):
     from metaaligner_chain.models.gguf_merge import merge_lora_gguf
 

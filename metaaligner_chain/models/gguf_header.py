@@ -2,7 +2,9 @@
 
 llama.cpp may abort the whole process on some malformed files, so the llama.cpp backend checks the
 header here first; reading only the header also makes metadata look-ups cheap (about 60 ms for a
-98 MB model, where `gguf.GGUFReader` maps every tensor and takes seconds).
+98 MB model, where `gguf.GGUFReader` maps every tensor and takes seconds). `read_gguf_contents`
+lists every key/value and tensor for a rewrite (the adapter merge) in plain Python values:
+`gguf.GGUFReader` keeps each vocabulary string as numpy views, 160 MB for a 49,152-token one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 #: Our key/values in a GGUF header (`metaaligner.prompt_format`, ...): arrays are kept for these.
@@ -29,6 +32,8 @@ _SCALARS = {
     12: "d",
 }
 _STRING, _ARRAY = 8, 9
+#: Where tensor data starts when `general.alignment` does not say.
+_ALIGNMENT = 32
 _TOKENS = "tokenizer.ggml.tokens"
 #: Not a GGUF key: how many <0xNN> byte tokens the vocabulary has (read in place of the tokens).
 BYTE_TOKENS = "tokenizer.ggml.tokens:byte_tokens"
@@ -65,6 +70,46 @@ def read_gguf_header(path: str | os.PathLike[str], field: str = "model") -> dict
             "it. Export the file again with llama.cpp's converter."
         )
     return header
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    """One tensor of a GGUF file: its name, GGML type, numpy shape (rows first) and the absolute
+    byte offset of its data in the file."""
+
+    name: str
+    kind: int
+    shape: tuple[int, ...]
+    offset: int
+
+
+def read_gguf_contents(
+    path: str | os.PathLike[str],
+) -> tuple[list[tuple[str, int, int | None, Any]], list[GGUFTensor]]:
+    """Every key/value of the GGUF at `path` as `(key, type, item type of an array, value)`, in
+    file order, and every tensor's place; no tensor data is read. Raises ValueError as
+    `read_gguf_header` does."""
+    read_gguf_header(path)  # the file is a GGUF with a readable header
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        _version, n_tensors, count = struct.unpack_from("<IQQ", data, 4)
+        offset, fields = 24, []
+        for _ in range(count):
+            key, offset = _read_string(data, offset)
+            (kind,) = struct.unpack_from("<I", data, offset)
+            item = struct.unpack_from("<I", data, offset + 4)[0] if kind == _ARRAY else None
+            value, offset = _read_value(data, offset + 4, kind)
+            fields.append((key, kind, item, value))
+        alignment = next((v for k, _, _, v in fields if k == "general.alignment"), _ALIGNMENT)
+        entries = []
+        for _ in range(n_tensors):
+            name, offset = _read_string(data, offset)
+            (n_dims,) = struct.unpack_from("<I", data, offset)
+            dims = struct.unpack_from(f"<{n_dims}Q", data, offset + 4)
+            kind, start = struct.unpack_from("<IQ", data, offset + 4 + 8 * n_dims)
+            offset += 4 + 8 * n_dims + 12
+            entries.append((name, kind, tuple(reversed(dims)), start))
+    data_start = -(-offset // alignment) * alignment
+    return fields, [GGUFTensor(*entry[:3], data_start + entry[3]) for entry in entries]
 
 
 def _parse_header(data) -> dict[str, Any]:

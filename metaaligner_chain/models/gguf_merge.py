@@ -11,8 +11,12 @@ llama.cpp applies it), and the sum stored as F16; 1-D tensors (norms) stay F32.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Any
+
+from metaaligner_chain.models.gguf_header import GGUFTensor, read_gguf_contents
 
 #: Metadata keys of the adapter that the merged model carries (prompt format, objectives).
 ADAPTER_KEYS = ("metaaligner.",)
@@ -21,48 +25,96 @@ _REWRITTEN = ("general.architecture", "general.file_type")
 
 
 PathLike = str | os.PathLike[str]
+#: Rows dequantized and merged at a time: a few MB of F32 (the 49,152-row token embedding is
+#: 113 MB in F32, 57 MB once merged as F16).
+_ROWS = 1024
 
 
 def merge_lora_gguf(base: PathLike, adapter: PathLike, out: PathLike) -> Path:
-    """Write `base` with `adapter` folded in to `out` (F16) and return `out`."""
-    import numpy as np
-    from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
-    from gguf.quants import dequantize
+    """Write `base` with `adapter` folded in to `out` (F16) and return `out`.
 
-    model, lora = GGUFReader(str(base)), GGUFReader(str(adapter))
-    if "adapter.lora.alpha" not in lora.fields:
+    Streamed, so memory stays near one tensor, not the model: the key/values and tensor table are
+    written first, then each merged tensor, built `_ROWS` rows at a time from plain file reads.
+    """
+    from gguf import GGUFValueType, GGUFWriter, LlamaFileType
+
+    fields, tensors = read_gguf_contents(base)
+    lora_fields, lora_tensors = read_gguf_contents(adapter)
+    alpha = next((v for k, _, _, v in lora_fields if k == "adapter.lora.alpha"), None)
+    if alpha is None:
         raise ValueError(f"{adapter} is not a GGUF LoRA adapter (it has no adapter.lora.alpha).")
-    alpha = float(lora.fields["adapter.lora.alpha"].contents())
-    factors = {t.name: t for t in lora.tensors}
-    writer = GGUFWriter(str(out), model.fields["general.architecture"].contents())
-    for source, keep in ((model, lambda k: True), (lora, lambda k: k.startswith(ADAPTER_KEYS))):
-        for key, field in source.fields.items():
-            if key.startswith("GGUF.") or key in _REWRITTEN or not keep(key):
-                continue
-            kind = field.types[0]
-            item = field.types[-1] if kind == GGUFValueType.ARRAY else None
-            writer.add_key_value(key, field.contents(), kind, item)
-    writer.add_file_type(LlamaFileType.MOSTLY_F16)
-    merged = set()
-    for tensor in model.tensors:
-        weight = dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
-        a, b = factors.get(f"{tensor.name}.lora_a"), factors.get(f"{tensor.name}.lora_b")
-        if a is not None and b is not None:
-            b_up, a_down = np.asarray(b.data, np.float32), np.asarray(a.data, np.float32)
-            weight += (alpha / a_down.shape[0]) * (b_up @ a_down)
-            merged.add(tensor.name)
-        writer.add_tensor(tensor.name, weight.astype(np.float16 if weight.ndim > 1 else np.float32))
-    unused = {name.rsplit(".", 1)[0] for name in factors} - merged
+    factors = {t.name: t for t in lora_tensors}
+    unused = {name.rsplit(".", 1)[0] for name in factors} - {t.name for t in tensors}
     if unused:
         raise ValueError(
             f"{adapter} adapts tensors that {base} does not have: {sorted(unused)[:3]}; was it "
             "trained on another base model?"
         )
+    writer = GGUFWriter(str(out), next(v for k, _, _, v in fields if k == "general.architecture"))
+    kept = [f for f in fields if f[0] not in _REWRITTEN]
+    for key, kind, item, value in kept + [f for f in lora_fields if f[0].startswith(ADAPTER_KEYS)]:
+        writer.add_key_value(key, value, GGUFValueType(kind),
+                             None if item is None else GGUFValueType(item))
+    writer.add_file_type(LlamaFileType.MOSTLY_F16)
+    for tensor in tensors:
+        writer.add_tensor_info(tensor.name, tensor.shape, _merged_type(tensor), _nbytes(tensor))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in tensors:
+        a, b = factors.get(f"{tensor.name}.lora_a"), factors.get(f"{tensor.name}.lora_b")
+        delta = None if a is None or b is None else (_read(adapter, b), _read(adapter, a), alpha)
+        writer.write_tensor_data(_merged(base, tensor, delta))
     writer.close()
     return Path(out)
+
+
+def _merged_type(tensor: GGUFTensor) -> Any:
+    """F16 for matrices, F32 for the rest (norms)."""
+    import numpy as np
+
+    return np.dtype(np.float16 if len(tensor.shape) > 1 else np.float32)
+
+
+def _nbytes(tensor: GGUFTensor) -> int:
+    return _merged_type(tensor).itemsize * math.prod(tensor.shape)
+
+
+def _merged(path: PathLike, tensor: GGUFTensor, delta: tuple | None) -> Any:
+    """`tensor` of the GGUF at `path` dequantized (F32), plus `scale * b @ a` when `delta` is
+    `(b, a, alpha)` (scale = alpha / rank), in its merged type; built `_ROWS` rows at a time."""
+    import numpy as np
+
+    merged = np.empty(tensor.shape, _merged_type(tensor))
+    rows = merged.reshape(-1, tensor.shape[-1])  # a view: 1-D tensors are one row
+    added = None
+    if delta is not None:  # whole: a product over fewer rows may round differently
+        b_up, a_down, alpha = delta
+        added = (alpha / a_down.shape[0]) * (b_up @ a_down)
+    for start in range(0, len(rows), _ROWS):
+        chunk = slice(start, min(start + _ROWS, len(rows)))
+        weight = _read(path, tensor, chunk)
+        if added is not None:
+            weight += added[chunk]
+        rows[chunk] = weight
+    return merged
+
+
+def _read(path: PathLike, tensor: GGUFTensor, rows: slice | None = None) -> Any:
+    """Rows `rows` (all by default) of `tensor` in the GGUF at `path`, dequantized to F32: plain
+    file reads of just those rows, so no page of the file stays resident."""
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    kind = GGMLQuantizationType(tensor.kind)
+    block, block_bytes = GGML_QUANT_SIZES[kind]
+    row_bytes = tensor.shape[-1] // block * block_bytes
+    rows = rows or slice(0, math.prod(tensor.shape[:-1]))
+    count = rows.stop - rows.start
+    start = tensor.offset + rows.start * row_bytes
+    data = np.fromfile(path, np.uint8, count * row_bytes, offset=start)
+    return dequantize(data.reshape(count, row_bytes), kind).astype(np.float32, copy=False)
 
 
 def quantize_gguf(source: PathLike, dest: PathLike, ftype: int) -> Path:
