@@ -376,3 +376,29 @@ async def test_an_abandoned_async_stream_never_blocks_other_callers(expected):
         aligner.ainvoke({"query": "Is coffee bad for me?", "response": "Coffee is poison."}), 300)
     assert set(done) >= {"query", "response", "original_response"}
     await kept.aclose()
+
+
+def test_score_is_the_log_probability_llama_cpp_gives_the_text_and_its_end(backend, expected):
+    """`score` against llama.cpp's own logits at every position (a second `Llama` with
+    `logits_all`), over a text longer than one 32-token batch, whatever the cache holds."""
+    import llama_cpp
+
+    prompt = PROMPTS[0]
+    text = ("Mix 500 g of flour, 10 g of salt, 7 g of dried yeast and 320 ml of warm water, "
+            "knead for ten minutes, let it rise for an hour, shape it and bake at 220 C.")
+    reference = llama_cpp.Llama(MODEL, n_ctx=512, logits_all=True, verbose=False)
+    tokens = reference.tokenize(prompt.encode(), add_bos=True, special=True)
+    answer = [*reference.tokenize(text.encode(), add_bos=False, special=True), reference.token_eos()]
+    assert len(answer) > 40
+    reference.eval(tokens + answer)
+    logits = np.asarray(reference.scores[len(tokens) - 1:len(tokens) + len(answer) - 1], dtype=np.float64)
+    logsoftmax = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    want = float(logsoftmax[np.arange(len(answer)), answer].sum())
+    reference.close()
+
+    first = backend.score(prompt, [text, "Mix flour and water."])
+    backend.generate([PROMPTS[1]], GREEDY)  # another prompt in the cache between calls
+    again = backend.score(prompt, [text])
+    assert first[0] == pytest.approx(want, abs=0.05) and again[0] == pytest.approx(first[0], abs=1e-3)
+    assert first[1] > first[0]  # the answer quoted in the prompt: copying it is far likelier
+    assert backend.generate(PROMPTS[:1], GREEDY)[0].text == expected[0]  # generation unaffected

@@ -138,3 +138,26 @@ def test_generation_with_the_repeat_guard_leaves_a_loop_drafting_would_copy(tiny
     (plain,) = tiny.generate([PROMPTS[0]], GenerationSettings(max_new_tokens=40))
     # the random tiny model loops greedily (word pairs recur); guarded, it moves on
     assert repeated_share(plain.text, 2) > 0.5 > 0.25 > repeated_share(guarded.text, 2)
+
+
+def test_score_equals_the_log_probabilities_of_decoding_the_text_token_by_token(tiny):
+    """`score` (one forward over prompt and text) against feeding the text one token at a
+    time through the model's KV cache, plus the end-of-generation token."""
+    import inspect
+
+    import torch
+
+    prompt, text = PROMPTS[0], "Mix the flour with water, salt and yeast, then bake it."
+    ids = tiny.tokenizer(prompt)["input_ids"]
+    answer = [*tiny.tokenizer(text, add_special_tokens=False)["input_ids"], tiny.eos_ids[0]]
+    cache = "cache" if "cache" in inspect.signature(tiny.lm.forward).parameters else "past_key_values"
+    want, past = 0.0, None
+    with torch.inference_mode():
+        feed = torch.tensor([ids])
+        for token in answer:
+            out = tiny.lm(input_ids=feed, use_cache=True, **{cache: past})
+            want += float(out.logits[0, -1].float().log_softmax(-1)[token])
+            past, feed = out.past_key_values, torch.tensor([[token]])
+    got = tiny.score(prompt, [text, text])
+    assert got[0] == pytest.approx(want, abs=1e-3) and got[1] == got[0]
+    assert tiny.capabilities.scoring

@@ -91,6 +91,9 @@ class Capabilities:
     prefix_reuse: bool = False
     #: Honours `settings.repeat_guard` (else a looping rewrite is not retried).
     repeat_guard: bool = False
+    #: Has `score(prompt, texts)`: each text's log-probability as the answer to `prompt` (the
+    #: gate's `keep_margin` test; without it the test is skipped).
+    scoring: bool = False
 
 
 @runtime_checkable

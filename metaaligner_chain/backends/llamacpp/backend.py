@@ -27,6 +27,7 @@ from metaaligner_chain.backends.base import (
     stream_in_worker,
 )
 from metaaligner_chain.backends.llamacpp.decoding import Tally, continuation, text_pieces
+from metaaligner_chain.backends.llamacpp.drafting import continuation_logprob
 from metaaligner_chain.backends.llamacpp.loading import (
     INITIAL_CONTEXT,
     check_lora,
@@ -81,7 +82,8 @@ class LlamaCppBackend:
 
     name = "llama.cpp"
     #: One sequence at a time, so each prompt is streamed and stopped early on a prompt echo.
-    capabilities = Capabilities(early_stop=True, drafting=True, prefix_reuse=True, repeat_guard=True)
+    capabilities = Capabilities(early_stop=True, drafting=True, prefix_reuse=True, repeat_guard=True,
+                                scoring=True)
 
     def __init__(
         self,
@@ -193,6 +195,20 @@ class LlamaCppBackend:
             return tally.generation("".join(pieces))
 
         return (yield from stream_in_worker(produce))
+
+    def score(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        """log P(text, then end-of-generation | prompt) for each text, in nats: how likely the
+        model is to write exactly that answer (the gate compares a rewrite with the original)."""
+        tokens = self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        eos = self._llama.token_eos()
+        scores = []
+        for text in continuations:
+            ids = [*self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True), eos]
+            with self.locked_llama():
+                self._make_room(len(tokens), len(ids))
+                self._prefixes.restore(self._llama, tokens)
+                scores.append(continuation_logprob(self._llama, tokens, ids))
+        return scores
 
     @contextmanager
     def locked_llama(self) -> Iterator[Any]:

@@ -5,7 +5,8 @@ the response (`CopyDrafter`) in one llama.cpp batch: the last token plus k draft
 evaluated together, logits are requested only at those k + 1 positions, the longest prefix of the
 draft that agrees with the model's argmax is kept with the model's own next token, and the KV
 cache is cut back to the accepted tokens. `response_span` finds the response's tokens inside the
-prompt's. The caller owns the `Llama` (holds its lock) and stops at EOS and the token budget.
+prompt's. `continuation_logprob` scores a given continuation with the same batched forwards. The
+caller owns the `Llama` (holds its lock) and stops at EOS and the token budget.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metaaligner_chain.backends.llamacpp.loading import EXACT_BATCH
 from metaaligner_chain.drafting import CopyDrafter
 
 
@@ -114,6 +116,32 @@ def eval_prompt(llama, tokens: Sequence[int]) -> None:
         llama.reset()
     llama.eval(list(tokens[llama.n_tokens :]))
     llama._requires_eval = True  # later logits will not be those of the cached tokens' end
+
+
+def continuation_logprob(llama, tokens: Sequence[int], continuation: Sequence[int]) -> float:
+    """log P(continuation | tokens) under the model, summed over its tokens: one forward per 32
+    continuation tokens after the prompt (its cached prefix reused). Leaves the cache holding
+    the prompt and the continuation, as `locked_llama` asks."""
+    vocab_size = llama.n_vocab()
+    eval_prompt(llama, tokens)
+    total = _logprob(llama, -1, vocab_size, continuation[0])
+    n_past = len(tokens)
+    for start in range(0, len(continuation) - 1, EXACT_BATCH):
+        batch = continuation[start:start + EXACT_BATCH]
+        _decode(llama, batch, n_past)
+        for i, target in enumerate(continuation[start + 1:start + 1 + len(batch)]):
+            total += _logprob(llama, i, vocab_size, target)
+        llama.input_ids[n_past:n_past + len(batch)] = batch
+        n_past += len(batch)
+        llama.n_tokens = n_past
+    return total
+
+
+def _logprob(llama, i: int, vocab_size: int, token: int) -> float:
+    """log-softmax of output row `i` of the last decode, at `token`."""
+    logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(i), shape=(vocab_size,))
+    top = float(logits.max())
+    return float(logits[token]) - top - float(np.log(np.exp(logits - top, dtype=np.float64).sum()))
 
 
 def _decode(llama, batch: Sequence[int], n_past: int) -> None:

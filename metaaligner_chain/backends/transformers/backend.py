@@ -39,7 +39,7 @@ class TransformersBackend:
 
     name = "transformers"
     #: Batches prompts in one `generate`, drafts and reuses prefixes in its own loop (`drafting`).
-    capabilities = Capabilities(drafting=True, prefix_reuse=True, repeat_guard=True)
+    capabilities = Capabilities(drafting=True, prefix_reuse=True, repeat_guard=True, scoring=True)
 
     def __init__(
         self,
@@ -91,6 +91,23 @@ class TransformersBackend:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])
+
+    def score(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        """log P(text, then end-of-generation | prompt) for each text, in nats: how likely the
+        model is to write exactly that answer (the gate compares a rewrite with the original)."""
+        torch = self._torch
+        (prompt_ids,) = self._encode([prompt])
+        scores = []
+        for text in continuations:
+            ids = [*self.tokenizer(text, add_special_tokens=False)["input_ids"], self.eos_ids[0]]
+            if len(prompt_ids) + len(ids) > self.context_length:
+                raise PromptTooLongError(len(prompt_ids) + len(ids), self.context_length, self.model)
+            with self._lock, torch.inference_mode():
+                inputs = torch.tensor([prompt_ids + ids], device=self.device)
+                logits = self.lm(input_ids=inputs).logits[0, len(prompt_ids) - 1:-1].float()
+                picked = logits.log_softmax(-1).gather(-1, inputs[0, len(prompt_ids):, None])
+            scores.append(float(picked.sum()))
+        return scores
 
     def _generate_kwargs(self, settings: GenerationSettings, longest_prompt: int) -> dict[str, Any]:
         room = self.context_length - longest_prompt
