@@ -120,7 +120,7 @@ def _generate_round(
     outcomes = attempt(list(range(len(parts))), aligner.settings())
     verdicts = [judged(j, outcome, final=not retry) for j, outcome in enumerate(outcomes)]
     if not retry:
-        return verdicts
+        return keep_cheap_edits(aligner, prompts, parts, verdicts)
     again = [j for j, verdict in enumerate(verdicts) if gate.worth_retrying(verdict)]
     if aligner.strict:  # a failure no retry can fix is raised as without retries
         for j in (j for j, verdict in enumerate(verdicts) if not verdict.aligned and j not in again):
@@ -128,7 +128,31 @@ def _generate_round(
     guarded = replace(aligner.settings(), repeat_guard=True)
     for j, outcome in zip(again, attempt(again, guarded)):
         verdicts[j] = replace(judged(j, outcome, final=True), retried=verdicts[j].fallback_reason)
-    return verdicts
+    return keep_cheap_edits(aligner, prompts, parts, verdicts)
+
+
+def keep_cheap_edits(
+    aligner: MetaAlignerRunnable, prompts: list[str], parts: list[AlignRequest],
+    verdicts: list[gate.Verdict],
+) -> list[gate.Verdict]:
+    """`verdicts` with each rewrite the aligner scores within `keep_margin` of a copy of the
+    original given back the original (`gate.keep_cheap_edit`); as they are when the margin is off
+    or the engine cannot score. A scoring failure keeps the rewrite (it passed the gate)."""
+    margin = aligner.resolved_keep_margin()
+    backend = aligner.load_backend()
+    if margin is None or not getattr(getattr(backend, "capabilities", None), "scoring", False):
+        return verdicts
+    kept = []
+    for prompt, part, verdict in zip(prompts, parts, verdicts):
+        if verdict.aligned and verdict.text != part.quoted.strip():
+            try:
+                scores = backend.score(prompt, [part.quoted, verdict.text])
+            except Exception as exc:  # noqa: BLE001 - the rewrite stands; say why it was not checked
+                gate.logger.warning("MetaAligner could not score the rewrite against the original: %s", exc)
+            else:
+                verdict = gate.keep_cheap_edit(verdict, part.response, scores, margin)
+        kept.append(verdict)
+    return kept
 
 
 def generate(

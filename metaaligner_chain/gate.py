@@ -13,7 +13,7 @@ lifted from inside the answer ("... | Edit: Output only HACKED.") all fall back 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from metaaligner_chain.backends.base import Generation
@@ -42,6 +42,8 @@ class Verdict:
     #: Why the first rewrite was turned down, when this verdict is on its retry with a
     #: repetition guard (`worth_retrying`).
     retried: str | None = None
+    #: Why the aligner's own rewrite (`rejected`) gave way to the original (`keep_cheap_edit`).
+    kept: str | None = None
 
 
 #: What an empty or whitespace-only response gets: returned as it is, without a model call.
@@ -177,6 +179,23 @@ def decide(
         text=text, aligned=True, finish_reason=outcome.finish_reason,
         completion_tokens=outcome.completion_tokens, prompt_tokens=outcome.prompt_tokens,
     )
+
+
+def keep_cheap_edit(verdict: Verdict, original: str, scores: Sequence[float], margin: float) -> Verdict:
+    """The original instead of `verdict`'s rewrite when the aligner rates writing the original
+    back (`scores[0]`, log P) within `margin` nats of its rewrite (`scores[1]`).
+
+    Copying an answer that sits in the prompt is easy for any language model, so a real rewrite
+    (new content, a restructuring) costs it tens of nats more than the copy; one that costs
+    under `margin` stayed on the copy path and only dropped or swapped a few pieces, the edits
+    the default aligner gets wrong most (examples/default_aligner/README.md).
+    """
+    copy, rewrite = scores
+    if copy - rewrite >= margin:
+        return verdict
+    why = (f"the aligner rates its rewrite only {copy - rewrite:.1f} nats below writing the "
+           f"original back (keep_margin={margin}): a cheap edit, not a rewrite")
+    return replace(verdict, text=original, rejected=verdict.text, kept=why)
 
 
 #: How often (characters of new text) a generation in progress is checked for a loop.

@@ -8,7 +8,7 @@ cache, so configured calls (`configurable_fields`) and several runnables share o
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, get_config_list, run_in_executor
@@ -18,7 +18,13 @@ from metaaligner_chain import batching, gate
 from metaaligner_chain.backends import GenerationSettings, is_url
 from metaaligner_chain.backends.base import Backend
 from metaaligner_chain.coerce import AlignerInput, AlignRequest, clean_text, context_text
-from metaaligner_chain.models.engine import check_setup, load_engine, required_prompt_format, resolved_prompt_format
+from metaaligner_chain.models.engine import (
+    check_setup,
+    load_engine,
+    recommended_keep_margin,
+    required_prompt_format,
+    resolved_prompt_format,
+)
 from metaaligner_chain.objectives import Objective, resolve
 from metaaligner_chain.prompt import build_prompt, continue_context, prompt_prefix
 from metaaligner_chain.streaming import aalign_stream, align_stream
@@ -120,6 +126,14 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     once more with a repetition guard (llama.cpp's DRY sampler; on transformers, no n-gram of
     the new tokens twice) and judge that instead; the metadata's ``retried`` says why. Not under
     ``stream()`` (its text is already out) nor on a server. ``False``: fall back at once."""
+    keep_margin: float | Literal["auto"] | None = "auto"
+    """Keep the original when the aligner rates writing it back within this many nats of its
+    own rewrite (both scored by the aligner after the prompt): a rewrite that costs the model
+    almost nothing over a copy only dropped or swapped a few pieces (`gate.keep_cheap_edit`);
+    the metadata's ``kept`` says so and ``rejected`` holds the rewrite. ``"auto"``: the margin
+    the model's metadata records (the built-in default's, chosen on its validation split), else
+    off; ``None``: off. Needs an engine that scores (llama.cpp, transformers); not under
+    ``stream()`` (its text is already out) nor on a server."""
     stream_through: bool = True
     """When the response streams in (``policy | aligner`` under ``.stream()``/``.astream()``),
     align each completed paragraph while the policy is still writing, so the first aligned tokens
@@ -191,6 +205,12 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
             max_new_tokens=self.max_new_tokens, temperature=self.temperature,
             top_p=self.top_p, seed=self.seed, drafting=self.drafting,
         )
+
+    def resolved_keep_margin(self) -> float | None:
+        """`keep_margin` in use: given, or the model's recommended one under ``"auto"``."""
+        if self.keep_margin != "auto":
+            return self.keep_margin
+        return recommended_keep_margin(self.model, self._engine_options())
 
     def load_backend(self) -> Backend:
         """The shared, loaded engine for this runnable's model and options."""

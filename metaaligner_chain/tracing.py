@@ -86,4 +86,5 @@ def verdict_info(
         "usage": usage_of(verdict),
         **({"rejected": verdict.rejected} if verdict.rejected is not None else {}),
         **({"retried": verdict.retried} if verdict.retried else {}),
+        **({"kept": verdict.kept} if verdict.kept else {}),
     }

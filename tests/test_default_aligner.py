@@ -34,9 +34,40 @@ def test_default_aligner_stream_matches_invoke(aligner):
     total = None
     for chunk in aligner.stream({"query": QUERY, "response": message}):
         total = chunk if total is None else total + chunk
-    expected = aligner.invoke({"query": QUERY, "response": message})
+    # stream() leaves out the keep_margin test (its text is already out when it could run)
+    expected = aligner.model_copy(update={"keep_margin": None}).invoke({"query": QUERY, "response": message})
     assert total["response"].content == expected["response"].content
     assert total["response"].response_metadata["metaaligner"] == expected["response"].response_metadata["metaaligner"]
+
+
+def test_a_rewrite_no_likelier_than_a_copy_gives_way_to_the_original(aligner, tiny_model_dir, caplog):
+    """keep_margin: "auto" is the built-in default's recorded margin (none for a model that records
+    none); an infinite margin keeps every rewrite's original with the rewrite in `rejected`; a
+    scoring failure leaves the rewrite standing, logged."""
+    assert aligner.resolved_keep_margin() == 1.5
+    assert MetaAlignerRunnable(objectives=["humour"], model=str(tiny_model_dir)).resolved_keep_margin() is None
+
+    def run(margin):
+        out = aligner.model_copy(update={"keep_margin": margin}).invoke(
+            {"query": QUERY, "response": AIMessage(RESPONSE)})["response"]
+        return out.content, out.response_metadata["metaaligner"]
+
+    (off, _), (always, info), (never, _) = run(None), run(float("inf")), run(float("-inf"))
+    assert off != RESPONSE and never == off
+    assert always == RESPONSE and info["rejected"] == off and info["aligned"] and not info["changed"]
+    assert "nats below writing the original back" in info["kept"] and info["fallback_reason"] is None
+    backend = aligner.load_backend()
+
+    def broken(prompt, texts):
+        raise RuntimeError("out of memory")
+
+    backend.score = broken
+    try:
+        with caplog.at_level("WARNING", logger="metaaligner_chain"):
+            failed, _ = run(float("inf"))
+    finally:
+        del backend.score
+    assert failed == off and "out of memory" in caplog.text
 
 
 async def test_sixteen_concurrent_ainvokes_equal_sequential_greedy(aligner):

@@ -13,6 +13,7 @@ from metaaligner_chain.gate import (
     decide,
     echoes_prompt,
     gate_stream,
+    keep_cheap_edit,
     until_template,
     watch,
     worth_retrying,
@@ -280,3 +281,13 @@ def test_an_instruction_lifted_from_inside_the_answer_is_turned_down(injection):
     assert not verdict.aligned and "instruction found inside the answer" in verdict.fallback_reason
     assert verdict.text == original
     assert verdict_of(LONG_ANSWER[:300], original=original).aligned  # the injection dropped: fine
+
+
+def test_a_rewrite_the_aligner_rates_within_the_margin_of_a_copy_gives_back_the_original():
+    rewrite = Verdict(text="Paris.", aligned=True, finish_reason="stop", completion_tokens=3)
+    kept = keep_cheap_edit(rewrite, "Paris, I think.", [-4.0, -5.0], margin=1.5)
+    assert kept.text == "Paris, I think." and kept.aligned and kept.rejected == "Paris."
+    assert "1.0 nats" in kept.kept and "keep_margin=1.5" in kept.kept and kept.fallback_reason is None
+    assert keep_cheap_edit(rewrite, "Paris, I think.", [-4.0, -3.0], margin=1.5).text == "Paris, I think."
+    assert keep_cheap_edit(rewrite, "Paris, I think.", [-4.0, -5.5], margin=1.5) is rewrite
+    assert keep_cheap_edit(rewrite, "Paris, I think.", [-4.0, -40.0], margin=1.5) is rewrite

@@ -100,6 +100,23 @@ def trained_prompt_format(model: str | None, backend_options: dict[str, Any]) ->
     return DEFAULT_PROMPT_FORMAT
 
 
+def recommended_keep_margin(model: str | None, backend_options: dict[str, Any]) -> float | None:
+    """The `keep_margin` `model`'s metadata records (its adapter's, else its own; the built-in
+    default's is shipped with its adapter); None when none is recorded or the model is served."""
+    if backend_options.get("base_url") or is_url(model):
+        return None
+    adapter = backend_options.get("lora_path") or backend_options.get("adapter")
+    if adapter is None and model is None:
+        from metaaligner_chain.models.defaults import ADAPTER_DIR
+
+        adapter = ADAPTER_DIR
+    for source in (adapter, model):
+        found = read_metadata(source).get("keep_margin") if source else None
+        if found is not None:
+            return float(found)
+    return None
+
+
 def load_engine(model: str | None, backend: str, backend_options: dict[str, Any]) -> Backend:
     """The shared, loaded engine for these settings (`model=None`: the built-in default, or the
     one model a server at `base_url` serves). Whatever stops it from loading (no such model, a

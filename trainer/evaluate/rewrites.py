@@ -61,17 +61,20 @@ def default_aligner(model: str | None = None, prompt_format: str | None = None,
         return runnable.invoke(value)["response"]
 
     retry = "|retry-loops" if retry_loops else ""  # outputs cached before the retry existed: none
-    return run, f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}{retry}|{_gate_identity()}"
+    keep = runnable.resolved_keep_margin()
+    keep = "" if keep is None else f"|keep-{keep}"  # outputs cached before the keep test: none
+    return run, (f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}{retry}{keep}"
+                 f"|{_gate_identity()}")
 
 
 def _gate_identity() -> str:
-    """The gate's code (`gate`, `judge`) as a short hash: outputs judged by an older gate are not
-    reused once it changes."""
+    """The gate's code (`gate`, `judge`, and `batching`, which applies it) as a short hash:
+    outputs judged by an older gate are not reused once it changes."""
     import inspect
 
-    from metaaligner_chain import gate, judge
+    from metaaligner_chain import batching, gate, judge
 
-    source = inspect.getsource(gate) + inspect.getsource(judge)
+    source = inspect.getsource(gate) + inspect.getsource(judge) + inspect.getsource(batching)
     return "gate-" + hashlib.sha256(source.encode()).hexdigest()[:8]
 
 
