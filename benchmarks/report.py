@@ -373,6 +373,16 @@ def concurrency(data: dict) -> list[str]:
     return lines + [f"Settings: {data['settings']}. Targets: {targets}.", ""]
 
 
+def keep_margin(data: dict) -> list[str]:
+    rows = [[backend, r["items"], r["keep_margin"], r["seconds"]["without"], r["seconds"]["with"],
+             f"{r['with_vs_without']:.2f}×", f"{r['changed']['without']} → {r['changed']['with']}",
+             r["given_back"]] for backend, r in data["backends"].items()]
+    return _header("The keep_margin test's cost: the default aligner with and without it", data) + _table(
+        rows, ["backend", "held-out items", "margin", "s without", "s with", "with ÷ without",
+               "answers changed", "rewrites given back"],
+    ) + [f"Settings: {data['settings']}; the two take turns item by item.", ""]
+
+
 def _ideal_note(subset: dict) -> str:
     ideal = subset.get("ideal_speedup")
     if not ideal:
@@ -426,6 +436,7 @@ def main() -> None:
     lines += _section("same_outputs", same_outputs)
     lines += _section("memory", memory)
     lines += _section("concurrency", concurrency)
+    lines += _section("keep_margin", keep_margin)
     lines += _section("train_allocator", train_allocator)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")
