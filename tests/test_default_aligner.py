@@ -133,7 +133,7 @@ class Prompts(BaseCallbackHandler):
 
 def test_a_long_answer_is_aligned_in_parts_and_nothing_is_lost():
     aligner = MetaAlignerRunnable(objectives=["readability"], backend_options={"n_ctx": 512},
-                                  max_new_tokens=200)
+                                  max_new_tokens=200, keep_margin=None)  # stream() below leaves it out
     item = {"query": "How do I repot a houseplant?", "response": AIMessage(LONG_ANSWER)}
     prompts = Prompts()
     out = aligner.invoke(item, {"callbacks": [prompts]})["response"]

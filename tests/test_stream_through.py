@@ -81,7 +81,9 @@ class Verdicts(BaseCallbackHandler):
 
 @pytest.fixture(scope="module")
 def aligner():
-    return MetaAlignerRunnable(objectives=["readability"], max_new_tokens=160)
+    # streams leave out the keep_margin test (their text is out before it could run), so the
+    # invoke() these tests compare with leaves it out too
+    return MetaAlignerRunnable(objectives=["readability"], max_new_tokens=160, keep_margin=None)
 
 
 def _expected(aligner, query=None):
