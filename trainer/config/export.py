@@ -23,6 +23,10 @@ class ExportConfig(Settings):
     """Name written in place of the training machine's base path."""
     recipe: Optional[str] = None
     """Recorded in `metaaligner.json` as the recipe that made the adapter."""
+    keep_margin: Optional[float] = None
+    """Recorded in `metaaligner.json`: the runnable's `keep_margin` under "auto" (a rewrite the
+    aligner rates within this many nats of a copy gives way to the original). Choose it on the
+    validation split for this adapter (examples/default_aligner/keep_margin.py); none: off."""
 
 
 class MergeConfig(Settings):
