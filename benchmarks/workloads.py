@@ -57,23 +57,15 @@ def held_out(every: int = 1) -> list[dict]:
     `every`-th item) as the runnable prompts them: the query (and any earlier turns) through
     `coerce` and `context_text`, the answer as `AlignRequest.quoted`, the row's objectives as the
     evaluation passes them (`objective_specs`)."""
-    from langchain_core.messages import AIMessage
-
     from metaaligner_chain.coerce import clean_text, coerce, context_text
     from metaaligner_chain.models.defaults import DEFAULT_PROMPT_FORMAT
-    from trainer.data.formats import history_messages, parse_history
-    from trainer.evaluate.rewrites import objective_specs
+    from trainer.evaluate.rewrites import runnable_input
 
     rows = [json.loads(line) for path in sorted(HELDOUT.glob("*.jsonl"))
             for line in path.read_text().splitlines() if line.strip()]
     items = []
     for row in rows[::every]:
-        value = {"query": row["query"], "response": AIMessage(row["answer"]),
-                 "objectives": objective_specs(row["objectives"])}
-        history = history_messages(parse_history(row.get("context")))
-        if history:
-            value["chat_history"] = history
-        request = coerce(value)
+        request = coerce(runnable_input(row))
         query = clean_text(context_text(request.context, DEFAULT_PROMPT_FORMAT))
         items.append({"id": row["id"], "query": query, "response": request.quoted,
                       "objectives": list(request.objectives)})

@@ -17,8 +17,6 @@ import argparse
 import json
 from pathlib import Path
 
-from langchain_core.messages import AIMessage
-
 from trainer.recipe import load_recipe
 
 HERE = Path(__file__).resolve().parent
@@ -39,8 +37,7 @@ def scored(judged_dir: Path) -> list[dict]:
     """Every changed, not fallen-back item of the run, with the default's two scores."""
     from metaaligner_chain import MetaAlignerRunnable
     from metaaligner_chain.coerce import coerce
-    from trainer.data.formats import history_messages, parse_history
-    from trainer.evaluate.rewrites import objective_specs
+    from trainer.evaluate.rewrites import runnable_input
     from validate import validation_items
 
     rows = {i.row["id"]: i.row for i in validation_items(load_recipe(HERE / "recipe.yaml").data)}
@@ -51,13 +48,7 @@ def scored(judged_dir: Path) -> list[dict]:
         item = json.loads(line)
         if item["aligned"] == item["answer"] or item["fallback_reason"]:
             continue
-        row = rows[item["id"]]
-        value = {"query": row["query"], "response": AIMessage(row["answer"]),
-                 "objectives": objective_specs(row["objectives"])}
-        history = history_messages(parse_history(row.get("context")))
-        if history:
-            value["chat_history"] = history
-        request = coerce(value)
+        request = coerce(runnable_input(rows[item["id"]]))
         copy, rewrite = backend.score(runnable._prompt(request, prompt_format),
                                       [request.quoted, item["aligned"]])
         found.append({"id": item["id"], "outcome": outcome(item), "chrf_delta": item.get("chrf_delta"),

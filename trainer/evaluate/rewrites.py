@@ -39,26 +39,33 @@ def objective_specs(keys: Sequence[str]) -> list[str]:
     return [k if k in known else WRITTEN.get(k, k) for k in keys]
 
 
+def runnable_input(row: dict) -> dict:
+    """A corpus or held-out row as `MetaAlignerRunnable` takes it: the query, the answer as an
+    AI message, the row's objectives as written (`objective_specs`), earlier turns as history."""
+    from langchain_core.messages import AIMessage
+
+    from trainer.data.formats import history_messages, parse_history
+
+    value = {"query": row["query"], "response": AIMessage(row["answer"]),
+             "objectives": objective_specs(row["objectives"])}
+    history = history_messages(parse_history(row.get("context")))
+    if history:
+        value["chat_history"] = history
+    return value
+
+
 def default_aligner(model: str | None = None, prompt_format: str | None = None,
                     max_new_tokens: int = 384, retry_loops: bool = True,
                     ) -> tuple[Callable[[dict], Any], str]:
     """(align one item, name) for `MetaAlignerRunnable`: the built-in default or `model`; the
     name tells cached outputs of runs with and without the retry of looping rewrites apart."""
-    from langchain_core.messages import AIMessage
-
     from metaaligner_chain import MetaAlignerRunnable
-    from trainer.data.formats import history_messages, parse_history
 
     runnable = MetaAlignerRunnable(objectives=["helpfulness"], model=model, prompt_format=prompt_format,
                                    max_new_tokens=max_new_tokens, retry_loops=retry_loops)
 
     def run(row: dict) -> Any:
-        history = history_messages(parse_history(row.get("context")))
-        value = {"query": row["query"], "response": AIMessage(row["answer"]),
-                 "objectives": objective_specs(row["objectives"])}
-        if history:
-            value["chat_history"] = history
-        return runnable.invoke(value)["response"]
+        return runnable.invoke(runnable_input(row))["response"]
 
     retry = "|retry-loops" if retry_loops else ""  # outputs cached before the retry existed: none
     keep = runnable.resolved_keep_margin()
