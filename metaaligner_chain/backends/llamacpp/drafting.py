@@ -118,16 +118,21 @@ def eval_prompt(llama, tokens: Sequence[int]) -> None:
     llama._requires_eval = True  # later logits will not be those of the cached tokens' end
 
 
+#: Continuation tokens per scoring forward: no more logit rows than a drafted step asks for
+#: (`decoding.DRAFTER`'s longest draft plus one), so scoring never grows llama.cpp's output buffer.
+SCORE_BATCH = EXACT_BATCH // 2
+
+
 def continuation_logprob(llama, tokens: Sequence[int], continuation: Sequence[int]) -> float:
-    """log P(continuation | tokens) under the model, summed over its tokens: one forward per 32
-    continuation tokens after the prompt (its cached prefix reused). Leaves the cache holding
+    """log P(continuation | tokens) under the model, summed over its tokens: one forward per
+    `SCORE_BATCH` continuation tokens after the prompt (its cached prefix reused). Leaves the cache holding
     the prompt and the continuation, as `locked_llama` asks."""
     vocab_size = llama.n_vocab()
     eval_prompt(llama, tokens)
     total = _logprob(llama, -1, vocab_size, continuation[0])
     n_past = len(tokens)
-    for start in range(0, len(continuation) - 1, EXACT_BATCH):
-        batch = continuation[start:start + EXACT_BATCH]
+    for start in range(0, len(continuation) - 1, SCORE_BATCH):
+        batch = continuation[start:start + SCORE_BATCH]
         _decode(llama, batch, n_past)
         for i, target in enumerate(continuation[start + 1:start + 1 + len(batch)]):
             total += _logprob(llama, i, vocab_size, target)
