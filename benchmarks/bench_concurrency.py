@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import llama_cpp_version, run_header
-from benchmarks.workloads import workload
+from benchmarks.workloads import held_out_inputs
 from metaaligner_chain import MetaAlignerRunnable
 
 RESULTS = Path(__file__).parent / "results" / "concurrency.json"
@@ -45,9 +45,7 @@ def main() -> None:
     load = os.getloadavg()
     rows = {}
     for backend in args.backends:
-        items = workload("heldout", args.every or EVERY[backend])
-        inputs = [{"query": i["query"], "response": i["response"], "objectives": i["objectives"]}
-                  for i in items]
+        inputs = held_out_inputs(args.every or EVERY[backend])
         aligner = MetaAlignerRunnable(objectives=["helpfulness"], backend=backend,
                                       max_new_tokens=args.max_new_tokens)
         aligner.invoke(inputs[0])  # load, merge and warm outside the timing

@@ -18,10 +18,8 @@ import os
 import time
 from pathlib import Path
 
-from langchain_core.messages import AIMessage
-
 from benchmarks.machine import llama_cpp_version, run_header
-from benchmarks.workloads import workload
+from benchmarks.workloads import held_out_inputs
 from metaaligner_chain import MetaAlignerRunnable
 
 RESULTS = Path(__file__).parent / "results" / "keep_margin.json"
@@ -34,9 +32,7 @@ def main() -> None:
     load = os.getloadavg()
     rows = {}
     for backend in args.backends:
-        items = workload("heldout", args.every or EVERY[backend])
-        inputs = [{"query": i["query"], "response": AIMessage(i["response"]),
-                   "objectives": i["objectives"]} for i in items]
+        inputs = held_out_inputs(args.every or EVERY[backend], message=True)
         shipped = MetaAlignerRunnable(objectives=["helpfulness"], backend=backend,
                                       max_new_tokens=args.max_new_tokens)
         variants = {"without": shipped.model_copy(update={"keep_margin": None}), "with": shipped}

@@ -72,6 +72,15 @@ def held_out(every: int = 1) -> list[dict]:
     return items
 
 
+def held_out_inputs(every: int = 1, *, message: bool = False) -> list[dict]:
+    """`held_out(every)` as runnable inputs (query, response, objectives); the response an
+    `AIMessage` when `message` (its output then carries the metadata)."""
+    from langchain_core.messages import AIMessage
+
+    return [{"query": i["query"], "response": AIMessage(i["response"]) if message else i["response"],
+             "objectives": i["objectives"]} for i in held_out(every)]
+
+
 DESCRIPTION = """\
 24 hand-written hh-rlhf style exchanges (everyday advice, facts, how-tos; answers of 20-60 words,
 three with a harmful or wrong answer), none of them in the default aligner's training data.
