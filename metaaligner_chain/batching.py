@@ -56,7 +56,7 @@ def align(
     failures inside the aligner go through the gate. Each generation is traced as an LLM run
     under its item's run (`run_managers`, one per request).
     """
-    prompt_format = aligner._prompt_format()
+    prompt_format, keep_margin = aligner._prompt_format(), aligner.resolved_keep_margin()
     results: list[Any] = list(requests)
     todo: dict[int, list[AlignRequest]] = {}  # item → its parts (the item itself when it is short)
     for i, request in enumerate(requests):
@@ -80,7 +80,8 @@ def align(
     decided: dict[int, list[tuple[AlignRequest, gate.Verdict]]] = {i: [] for i in todo}
     for k in range(max(map(len, todo.values()), default=0)):  # part k of every item in one round
         round_ = [(i, chunking.after(parts[k], decided[i])) for i, parts in todo.items() if k < len(parts)]
-        for (i, part), found_verdict in zip(round_, _generate_round(aligner, round_, prompt_format, parents)):
+        verdicts = _generate_round(aligner, round_, prompt_format, keep_margin, parents)
+        for (i, part), found_verdict in zip(round_, verdicts):
             decided[i].append((part, found_verdict))
     for i, pairs in decided.items():
         request = requests[i]
@@ -92,17 +93,20 @@ def align(
 
 def _generate_round(
     aligner: MetaAlignerRunnable, round_: list[tuple[int, AlignRequest]], prompt_format: str,
-    parents: Sequence[Any],
+    keep_margin: float | None, parents: Sequence[Any],
 ) -> list[gate.Verdict]:
     """The gate's verdict on each (item, part) of one round, all generated in one `generate` call,
     each traced as an LLM run under its item's run; rewrites turned down for looping or running
-    to the token limit are generated once more with a repetition guard (`retry_loops`)."""
+    to the token limit are generated once more with a repetition guard (`retry_loops`); cheap
+    edits give way to the original (`keep_cheap_edits`)."""
     parts = [part for _, part in round_]
     prompts = [aligner._prompt(part, prompt_format) for part in parts]
     scaffolds = [aligner._scaffold(part, prompt_format) for part in parts]
     objectives = [resolve(aligner._objectives(part), prompt_format) for part in parts]
-    capabilities = getattr(aligner.load_backend(), "capabilities", None) or Capabilities()
+    backend = aligner.load_backend()
+    capabilities = getattr(backend, "capabilities", None) or Capabilities()
     retry = aligner.retry_loops and capabilities.repeat_guard
+    keep_margin = keep_margin if capabilities.scoring else None
 
     def attempt(indices: list[int], settings: GenerationSettings) -> list[Any]:
         runs = [start_model_run(parents[round_[j][0]], prompts[j], aligner._get_ls_params()) for j in indices]
@@ -120,7 +124,7 @@ def _generate_round(
     outcomes = attempt(list(range(len(parts))), aligner.settings())
     verdicts = [judged(j, outcome, final=not retry) for j, outcome in enumerate(outcomes)]
     if not retry:
-        return keep_cheap_edits(aligner, prompts, parts, verdicts)
+        return keep_cheap_edits(backend, keep_margin, prompts, parts, verdicts)
     again = [j for j, verdict in enumerate(verdicts) if gate.worth_retrying(verdict)]
     if aligner.strict:  # a failure no retry can fix is raised as without retries
         for j in (j for j, verdict in enumerate(verdicts) if not verdict.aligned and j not in again):
@@ -128,19 +132,17 @@ def _generate_round(
     guarded = replace(aligner.settings(), repeat_guard=True)
     for j, outcome in zip(again, attempt(again, guarded)):
         verdicts[j] = replace(judged(j, outcome, final=True), retried=verdicts[j].fallback_reason)
-    return keep_cheap_edits(aligner, prompts, parts, verdicts)
+    return keep_cheap_edits(backend, keep_margin, prompts, parts, verdicts)
 
 
 def keep_cheap_edits(
-    aligner: MetaAlignerRunnable, prompts: list[str], parts: list[AlignRequest],
+    backend: Any, margin: float | None, prompts: list[str], parts: list[AlignRequest],
     verdicts: list[gate.Verdict],
 ) -> list[gate.Verdict]:
-    """`verdicts` with each rewrite the aligner scores within `keep_margin` of a copy of the
-    original given back the original (`gate.keep_cheap_edit`); as they are when the margin is off
-    or the engine cannot score. A scoring failure keeps the rewrite (it passed the gate)."""
-    margin = aligner.resolved_keep_margin()
-    backend = aligner.load_backend()
-    if margin is None or not getattr(getattr(backend, "capabilities", None), "scoring", False):
+    """`verdicts` with each rewrite `backend` scores within `margin` of a copy of the original
+    given back the original (`gate.keep_cheap_edit`); as they are when `margin` is None (off, or
+    an engine that cannot score). A scoring failure keeps the rewrite (it passed the gate)."""
+    if margin is None:
         return verdicts
     kept = []
     for prompt, part, verdict in zip(prompts, parts, verdicts):

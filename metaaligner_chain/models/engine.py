@@ -89,12 +89,9 @@ def trained_prompt_format(model: str | None, backend_options: dict[str, Any]) ->
     """The prompt format `model`'s own files record (its adapter's metadata, else its own; the
     built-in default's is known), not guessed from a name; None when they record none, or the
     model is served."""
-    if backend_options.get("base_url") or is_url(model):
-        return None
-    adapter = backend_options.get("lora_path") or backend_options.get("adapter")
-    found = read_metadata(adapter).get("prompt_format") if adapter else None
-    if found or model is not None:
-        return found or read_metadata(model).get("prompt_format")
+    found = recorded(model, backend_options, "prompt_format")
+    if found or model is not None or backend_options.get("base_url"):
+        return found
     from metaaligner_chain.models.defaults import DEFAULT_PROMPT_FORMAT
 
     return DEFAULT_PROMPT_FORMAT
@@ -103,6 +100,14 @@ def trained_prompt_format(model: str | None, backend_options: dict[str, Any]) ->
 def recommended_keep_margin(model: str | None, backend_options: dict[str, Any]) -> float | None:
     """The `keep_margin` `model`'s metadata records (its adapter's, else its own; the built-in
     default's is shipped with its adapter); None when none is recorded or the model is served."""
+    found = recorded(model, backend_options, "keep_margin")
+    return None if found is None else float(found)
+
+
+def recorded(model: str | None, backend_options: dict[str, Any], key: str) -> Any:
+    """`key` of the metadata the aligner's own files record: its adapter's (`lora_path` or
+    `adapter`; for the built-in default, the shipped one), else its model's; None when neither
+    records it, or the aligner is served."""
     if backend_options.get("base_url") or is_url(model):
         return None
     adapter = backend_options.get("lora_path") or backend_options.get("adapter")
@@ -111,9 +116,9 @@ def recommended_keep_margin(model: str | None, backend_options: dict[str, Any]) 
 
         adapter = ADAPTER_DIR
     for source in (adapter, model):
-        found = read_metadata(source).get("keep_margin") if source else None
+        found = read_metadata(source).get(key) if source else None
         if found is not None:
-            return float(found)
+            return found
     return None
 
 

@@ -12,7 +12,6 @@ no-repeat n-gram rule applied to the new tokens only) use transformers' `generat
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 from collections.abc import Generator, Sequence
@@ -25,7 +24,12 @@ from metaaligner_chain.backends.base import (
     GenerationSettings,
     PromptTooLongError,
 )
-from metaaligner_chain.backends.transformers.drafting import PrefixCache, decode_greedy
+from metaaligner_chain.backends.transformers.drafting import (
+    PrefixCache,
+    decode_greedy,
+    forward,
+    start_cache,
+)
 from metaaligner_chain.backends.transformers.loading import (
     import_torch_transformers,
     load_model,
@@ -104,15 +108,14 @@ class TransformersBackend:
             if len(prompt_ids) + len(ids) > self.context_length:
                 raise PromptTooLongError(len(prompt_ids) + len(ids), self.context_length, self.model)
             with self._lock, torch.inference_mode():
-                inputs = torch.tensor([prompt_ids + ids], device=self.device)
-                # logits only where the text is predicted: a vocabulary row per prompt token
-                # would take ~0.2 MB each (SmolLM2) for nothing
-                if "logits_to_keep" in inspect.signature(self.lm.forward).parameters:
-                    logits = self.lm(input_ids=inputs, logits_to_keep=len(ids) + 1).logits[0, :-1]
-                else:
-                    logits = self.lm(input_ids=inputs).logits[0, len(prompt_ids) - 1:-1]
-                logits = logits.float()
-                target = inputs[0, len(prompt_ids):, None]
+                # the prompt's KV from its generation (`prefixes`), logits only where the text is
+                # predicted: a vocabulary row per prompt token would take ~0.2 MB each (SmolLM2)
+                n, cache = start_cache(self.prefixes, [prompt_ids])
+                rest = torch.tensor([prompt_ids[n:] + ids], device=self.device)
+                mask = torch.ones((1, n + rest.shape[1]), dtype=torch.long)
+                logits = forward(self.lm, cache, rest, mask, rest.shape[1], keep=len(ids) + 1)
+                logits = logits[0, :-1].float()
+                target = rest[0, -len(ids):, None]
                 picked = logits.gather(-1, target).squeeze(-1) - logits.logsumexp(-1)
             scores.append(float(picked.sum()))
         return scores

@@ -127,7 +127,6 @@ def decode_greedy(
     `on_tokens(i, new)` is called as tokens of row i are verified (for streaming).
     """
     import torch
-    from transformers import DynamicCache
 
     responses = responses or [None] * len(prompts)
     rows = [
@@ -137,13 +136,8 @@ def decode_greedy(
     eos = set(eos_ids)
     device = lm.device
     # Prefill: [cached prefix][left padding][rest of prompt]; positions follow the mask.
-    n, layers = prefix_cache.longest([r.prompt for r in rows]) if prefix_cache else (0, None)
-    n = min([n] + [len(r.prompt) - 1 for r in rows])
     batch = len(rows)
-    if n > 0 and layers is not None:
-        cache = DynamicCache([(k[:, :, :n].expand(batch, -1, -1, -1), v[:, :, :n].expand(batch, -1, -1, -1)) for k, v in layers])
-    else:
-        n, cache = 0, DynamicCache()
+    n, cache = start_cache(prefix_cache, [r.prompt for r in rows])
     width = max(len(r.prompt) - n for r in rows)
     ids = torch.full((batch, width), pad_id, dtype=torch.long)
     mask = torch.zeros((batch, n + width), dtype=torch.long)
@@ -153,7 +147,7 @@ def decode_greedy(
         ids[i, width - len(rest):] = torch.tensor(rest)
         mask[i, n + width - len(rest):] = 1
         r.pos = len(r.prompt)
-    logits = _forward(lm, cache, ids.to(device), mask, width, last_only=True)
+    logits = forward(lm, cache, ids.to(device), mask, width, keep=1)
     if prefix_cache is not None:
         prompt_cols = mask[0].nonzero().squeeze(1).to(device)
         prefix_cache.store(rows[0].prompt, [
@@ -178,7 +172,7 @@ def decode_greedy(
             new_mask[b, : len(feed)] = 1
             positions[b, : len(feed)] = torch.arange(rows[i].pos, rows[i].pos + len(feed))
         mask = torch.cat([mask, new_mask], dim=1)
-        predicted = _forward(lm, cache, ids.to(device), mask, width, positions).argmax(-1).tolist()
+        predicted = forward(lm, cache, ids.to(device), mask, width, positions).argmax(-1).tolist()
         for b, (i, d) in enumerate(zip(live, drafts)):
             row, guess = rows[i], predicted[b]
             a = 0
@@ -196,12 +190,27 @@ def decode_greedy(
     return [(r.out, {"drafted_tokens": r.drafted, "accepted_tokens": r.accepted}) for r in rows]
 
 
-def _forward(
-    lm: Any, cache: Any, ids: Any, mask: Any, width: int, positions: Any = None, last_only: bool = False
+def start_cache(prefix_cache: PrefixCache | None, prompts: Sequence[Sequence[int]]) -> tuple[int, Any]:
+    """(n, cache): a `DynamicCache` holding, for each of the prompts, the longest prefix
+    `prefix_cache` shares with all of them (never a whole prompt: its last token is evaluated for
+    its logits); (0, an empty cache) when none is shared."""
+    from transformers import DynamicCache
+
+    n, layers = prefix_cache.longest(prompts) if prefix_cache else (0, None)
+    n = min([n] + [len(p) - 1 for p in prompts])
+    if n <= 0 or layers is None:
+        return 0, DynamicCache()
+    rows = len(prompts)
+    return n, DynamicCache([(k[:, :, :n].expand(rows, -1, -1, -1), v[:, :, :n].expand(rows, -1, -1, -1))
+                            for k, v in layers])
+
+
+def forward(
+    lm: Any, cache: Any, ids: Any, mask: Any, width: int, positions: Any = None, keep: int = 0
 ) -> Any:
-    """Logits for the `width` new columns (`last_only`: the last column's alone, which is all a
-    prefill needs: a 400-token prompt's logits over a 49k vocabulary are 79 MB a row in fp32); the
-    cache grows by `width` (padding columns are masked)."""
+    """Logits for the `width` new columns (`keep`: the last `keep` columns' alone; a prefill needs
+    one: a 400-token prompt's logits over a 49k vocabulary are 79 MB a row in fp32); the cache
+    grows by `width` (padding columns are masked)."""
     if positions is None:  # prefill: count valid tokens before each column
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
     name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
@@ -210,7 +219,7 @@ def _forward(
         attention_mask=mask.to(ids.device),
         position_ids=positions.to(ids.device),
         use_cache=True,
-        **({"logits_to_keep": 1} if last_only else {}),
+        **({"logits_to_keep": keep} if keep else {}),
         **{name: cache},
     )
     return out.logits
