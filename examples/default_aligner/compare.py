@@ -22,14 +22,14 @@ from collections import Counter
 from pathlib import Path
 
 from trainer.evaluate.rewrites import KEPT_SIMILARITY, judge_item, offline_scorers
+from trainer.jsonl import read_jsonl
 from trainer.recipe import load_recipe
 
 HERE = Path(__file__).resolve().parent
 
 
 def _rows(folder: Path) -> dict[str, dict]:
-    with open(folder / "items.jsonl", encoding="utf-8") as handle:
-        return {row["id"]: row for row in map(json.loads, filter(str.strip, handle))}
+    return {row["id"]: row for row in read_jsonl(folder / "items.jsonl")}
 
 
 def tally(rows: list[dict], corpus: dict[str, dict], scorers: dict) -> dict:

@@ -17,20 +17,17 @@ import argparse
 import json
 from pathlib import Path
 
+from trainer.evaluate.rewrites import CHRF_MARGIN, outcome
+from trainer.jsonl import read_jsonl
 from trainer.recipe import load_recipe
 
 HERE = Path(__file__).resolve().parent
 MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0)
-#: chrF points either way that count as a win or a loss (as `trainer.evaluate.rewrites` judges).
-CHRF_MARGIN = 1.0
 
 
-def outcome(item: dict) -> str:
+def outcome_of(item: dict) -> str:
     """`clean` for a clean answer the aligner changed, else the rewrite's chrF outcome."""
-    if item["kind"] == "clean":
-        return "clean"
-    delta = item["chrf_delta"]
-    return "win" if delta > CHRF_MARGIN else "loss" if delta < -CHRF_MARGIN else "tie"
+    return "clean" if item["kind"] == "clean" else outcome(item["chrf_delta"], CHRF_MARGIN)
 
 
 def scored(judged_dir: Path) -> list[dict]:
@@ -44,14 +41,13 @@ def scored(judged_dir: Path) -> list[dict]:
     runnable = MetaAlignerRunnable(objectives=["helpfulness"], keep_margin=None)
     backend, prompt_format = runnable.load_backend(), runnable._prompt_format()
     found = []
-    for line in (judged_dir / "items.jsonl").read_text().splitlines():
-        item = json.loads(line)
+    for item in read_jsonl(judged_dir / "items.jsonl"):
         if item["aligned"] == item["answer"] or item["fallback_reason"]:
             continue
         request = coerce(runnable_input(rows[item["id"]]))
         copy, rewrite = backend.score(runnable._prompt(request, prompt_format),
                                       [request.quoted, item["aligned"]])
-        found.append({"id": item["id"], "outcome": outcome(item), "chrf_delta": item.get("chrf_delta"),
+        found.append({"id": item["id"], "outcome": outcome_of(item), "chrf_delta": item.get("chrf_delta"),
                       "copy": copy, "rewrite": rewrite, "gap": copy - rewrite})
         print(f"scored {len(found)}: {item['id']} gap {copy - rewrite:.2f}", flush=True)
     return found

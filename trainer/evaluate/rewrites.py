@@ -144,17 +144,18 @@ def judge_item(row: dict, aligned: str, scorers: dict[str, Any]) -> dict:
     result["chrf_delta"] = delta
     result["outcomes"] = {}
     for key in row["fixes"]:
-        by_chrf = _sign(delta, CHRF_MARGIN)
-        by_check = _sign(a_pass - o_pass, 0)
+        by_chrf = outcome(delta, CHRF_MARGIN)
+        by_check = outcome(a_pass - o_pass, 0)
         scorer = scorers.get(key)
         if by_check == "tie" and scorer is not None:
-            by_check = _sign(scorer.score(row["query"], aligned) - scorer.score(row["query"], answer),
-                             scorer.margin)
+            by_check = outcome(scorer.score(row["query"], aligned) - scorer.score(row["query"], answer),
+                               scorer.margin)
         result["outcomes"][key] = {"chrf": by_chrf, "independent": by_check}
     return result
 
 
-def _sign(delta: float, margin: float) -> str:
+def outcome(delta: float, margin: float) -> str:
+    """win / tie / loss of a score difference, ties within `margin`."""
     return "win" if delta > margin else "loss" if delta < -margin else "tie"
 
 
