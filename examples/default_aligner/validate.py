@@ -4,8 +4,11 @@ Settings are chosen here, never on the held-out set. The run is exported to an F
 served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
 
     python examples/default_aligner/validate.py [RUN_DIR] [--max-new-tokens N] [--quant q8_0]
+                                                [--keep-margin M] [--out DIR]
     python examples/default_aligner/validate.py --shipped [--no-retry] [--out DIR]
-Writes RUN_DIR/validation/ and examples/default_aligner/validation.json; `--shipped` judges the
+Writes RUN_DIR/validation/ (or DIR) and examples/default_aligner/validation.json (or
+validation-keep-M.json with `--keep-margin`, the keep test at margin M; a run's own metadata
+records no margin, so it is off without it); `--shipped` judges the
 built-in default as it is served (its Q8_0 file, the gate, the retry of looping rewrites unless
 `--no-retry`), writes DIR/ and examples/default_aligner/validation-shipped[-no-retry].json.
 """
@@ -46,7 +49,11 @@ def main() -> None:
                         help="judge the built-in default as served, not a run directory")
     parser.add_argument("--no-retry", action="store_true",
                         help="fall back on a looping rewrite at once (retry_loops=False)")
-    parser.add_argument("--out", default="runs/validation-shipped")
+    parser.add_argument("--out", help="where the judged items go (default: runs/validation-shipped, "
+                        "or RUN_DIR/validation)")
+    parser.add_argument("--keep-margin", type=float,
+                        help="judge a run with the keep test at this margin (the shipped default: "
+                        "its own metadata's)")
     parser.add_argument("--quant", default="f16", choices=("f16", "q8_0"),
                         help="the GGUF a run is exported to (q8_0: as the default ships)")
     args = parser.parse_args()
@@ -54,18 +61,22 @@ def main() -> None:
     if args.shipped:
         align, name = default_aligner(None, None, args.max_new_tokens, retry_loops=not args.no_retry)
         suffix = "-no-retry" if args.no_retry else ""
-        results = evaluate(items, align, name, Path(args.out), label=f"validation (shipped{suffix})")
-        print(write_report(results, Path(args.out)).read_text())
+        out = Path(args.out or "runs/validation-shipped")
+        results = evaluate(items, align, name, out, label=f"validation (shipped{suffix})")
+        print(write_report(results, out).read_text())
         (HERE / f"validation-shipped{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
         return
     run = Path(args.run)
     gguf = run / f"model.{args.quant}.gguf"
     if not gguf.exists():
         export_gguf(run, gguf, quant=args.quant)
-    align, name = default_aligner(str(gguf), "hh-rlhf", args.max_new_tokens)
-    results = evaluate(items, align, name, run / "validation", label="validation")
-    print(write_report(results, run / "validation").read_text())
-    (HERE / "validation.json").write_text(json.dumps(results, indent=2) + "\n")
+    keep = args.keep_margin
+    align, name = default_aligner(str(gguf), "hh-rlhf", args.max_new_tokens, keep_margin=keep)
+    out = Path(args.out) if args.out else run / "validation"
+    results = evaluate(items, align, name, out, label="validation" if keep is None else f"validation (keep {keep})")
+    print(write_report(results, out).read_text())
+    written = "validation.json" if keep is None else f"validation-keep-{keep}.json"
+    (HERE / written).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -56,13 +56,16 @@ def runnable_input(row: dict) -> dict:
 
 def default_aligner(model: str | None = None, prompt_format: str | None = None,
                     max_new_tokens: int = 384, retry_loops: bool = True,
+                    keep_margin: float | str | None = "auto",
                     ) -> tuple[Callable[[dict], Any], str]:
     """(align one item, name) for `MetaAlignerRunnable`: the built-in default or `model`; the
-    name tells cached outputs of runs with and without the retry of looping rewrites apart."""
+    name tells cached outputs of runs with and without the retry of looping rewrites and the keep
+    test apart."""
     from metaaligner_chain import MetaAlignerRunnable
 
     runnable = MetaAlignerRunnable(objectives=["helpfulness"], model=model, prompt_format=prompt_format,
-                                   max_new_tokens=max_new_tokens, retry_loops=retry_loops)
+                                   max_new_tokens=max_new_tokens, retry_loops=retry_loops,
+                                   keep_margin=keep_margin)
 
     def run(row: dict) -> Any:
         return runnable.invoke(runnable_input(row))["response"]
