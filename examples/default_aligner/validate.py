@@ -7,8 +7,8 @@ served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
                                                 [--keep-margin M] [--out DIR]
     python examples/default_aligner/validate.py --shipped [--no-retry] [--out DIR]
 Writes RUN_DIR/validation/ (or DIR) and examples/default_aligner/validation.json (or
-validation-keep-M.json with `--keep-margin`, the keep test at margin M; a run's own metadata
-records no margin, so it is off without it); `--shipped` judges the
+validation-<RUN_DIR's name>-keep-M.json with `--keep-margin`, the keep test at margin M; a run's
+own metadata records no margin, so it is off without it); `--shipped` judges the
 built-in default as it is served (its Q8_0 file, the gate, the retry of looping rewrites unless
 `--no-retry`), writes DIR/ and examples/default_aligner/validation-shipped[-no-retry].json.
 """
@@ -75,7 +75,7 @@ def main() -> None:
     out = Path(args.out) if args.out else run / "validation"
     results = evaluate(items, align, name, out, label="validation" if keep is None else f"validation (keep {keep})")
     print(write_report(results, out).read_text())
-    written = "validation.json" if keep is None else f"validation-keep-{keep}.json"
+    written = "validation.json" if keep is None else f"validation-{run.name}-keep-{keep}.json"
     (HERE / written).write_text(json.dumps(results, indent=2) + "\n")
 
 
