@@ -170,6 +170,20 @@ def test_gguf_contents_match_gguf_readers():
     ]
 
 
+def test_gguf_contents_of_a_cut_or_foreign_file_are_clear_errors(tmp_path):
+    from metaaligner_chain.models.gguf_header import read_gguf_contents
+
+    cut = tmp_path / "cut.gguf"
+    with open(default_gguf_path(), "rb") as source:
+        cut.write_bytes(source.read(500_000))  # inside the vocabulary
+    with pytest.raises(ValueError, match="cut.gguf.*damaged or truncated GGUF header"):
+        read_gguf_contents(cut)
+    foreign = tmp_path / "zip.gguf"
+    foreign.write_bytes(b"PK\x03\x04 a zip, not a model" * 4)
+    with pytest.raises(ValueError, match="is not a GGUF file"):
+        read_gguf_contents(foreign)
+
+
 def test_merging_something_that_is_not_an_adapter_is_a_clear_error(tmp_path):
     from metaaligner_chain.models.gguf_merge import merge_lora_gguf
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,15 @@ def read_gguf_header(path: str | os.PathLike[str], field: str = "model") -> dict
     Raises ValueError naming `field` when the file is not GGUF, is truncated, or has no
     architecture. Reads only the header, so it is fast even for multi-GB files.
     """
+    with _mapped(path, field) as data, _damage(path, field):
+        header = _parse_header(data)
+    _check_architecture(path, field, header)
+    return header
+
+
+@contextmanager
+def _mapped(path: str | os.PathLike[str], field: str) -> Iterator[mmap.mmap]:
+    """The file at `path` mapped read-only, once it is known to start like a GGUF."""
     with open(path, "rb") as file:
         if os.fstat(file.fileno()).st_size < 24:
             raise ValueError(f"`{field}` {str(path)!r} is not a GGUF file (too short).")
@@ -57,19 +68,33 @@ def read_gguf_header(path: str | os.PathLike[str], field: str = "model") -> dict
                     "not b'GGUF'). Convert the model with llama.cpp's convert_hf_to_gguf.py, or "
                     "use backend='transformers' for a Hugging Face checkpoint."
                 )
-            try:
-                header = _parse_header(data)
-            except (struct.error, ValueError, UnicodeDecodeError) as err:
+            (version,) = struct.unpack_from("<I", data, 4)
+            if version < 2:
                 raise ValueError(
-                    f"`{field}` {str(path)!r} has a damaged or truncated GGUF header ({err}). "
-                    "Download or export the file again."
-                ) from err
-    if "general.architecture" not in header:
+                    f"`{field}` {str(path)!r} is GGUF version {version}, too old for llama.cpp; "
+                    "convert the model again."
+                )
+            yield data
+
+
+@contextmanager
+def _damage(path: str | os.PathLike[str], field: str) -> Iterator[None]:
+    """Reading errors inside the header as one ValueError that names the file."""
+    try:
+        yield
+    except (struct.error, ValueError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"`{field}` {str(path)!r} has a damaged or truncated GGUF header ({err}). "
+            "Download or export the file again."
+        ) from err
+
+
+def _check_architecture(path: str | os.PathLike[str], field: str, keys: Any) -> None:
+    if "general.architecture" not in keys:
         raise ValueError(
             f"`{field}` {str(path)!r} has no `general.architecture` key; llama.cpp cannot load "
             "it. Export the file again with llama.cpp's converter."
         )
-    return header
 
 
 @dataclass(frozen=True)
@@ -89,8 +114,7 @@ def read_gguf_contents(
     """Every key/value of the GGUF at `path` as `(key, type, item type of an array, value)`, in
     file order, and every tensor's place; no tensor data is read. Raises ValueError as
     `read_gguf_header` does."""
-    read_gguf_header(path)  # the file is a GGUF with a readable header
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    with _mapped(path, "model") as data, _damage(path, "model"):
         _version, n_tensors, count = struct.unpack_from("<IQQ", data, 4)
         offset, fields = 24, []
         for _ in range(count):
@@ -108,14 +132,13 @@ def read_gguf_contents(
             kind, start = struct.unpack_from("<IQ", data, offset + 4 + 8 * n_dims)
             offset += 4 + 8 * n_dims + 12
             entries.append((name, kind, tuple(reversed(dims)), start))
+    _check_architecture(path, "model", {key for key, *_ in fields})
     data_start = -(-offset // alignment) * alignment
     return fields, [GGUFTensor(*entry[:3], data_start + entry[3]) for entry in entries]
 
 
 def _parse_header(data) -> dict[str, Any]:
-    version, _tensors, count = struct.unpack_from("<IQQ", data, 4)
-    if version < 2:
-        raise ValueError(f"GGUF version {version} is too old; convert the model again")
+    _version, _tensors, count = struct.unpack_from("<IQQ", data, 4)
     offset, header = 24, {}
     for _ in range(count):
         key, offset = _read_string(data, offset)
