@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from trainer.evaluate.rewrites import KEPT_SIMILARITY, judge_item, offline_scorers
@@ -32,8 +33,9 @@ def _rows(folder: Path) -> dict[str, dict]:
     return {row["id"]: row for row in read_jsonl(folder / "items.jsonl")}
 
 
-def tally(rows: list[dict], corpus: dict[str, dict], scorers: dict) -> dict:
-    """Pooled chrF and checks outcomes over the objectives each item fixes, clean kept, fallbacks."""
+def pooled(rows: list[dict], judge: Callable[[dict], dict]) -> tuple[Counter, Counter, int, int, int]:
+    """chrF and checks outcomes pooled over the objectives each item fixes (`judge(row)` judges a
+    row's aligned answer, `judge_item`'s result), then clean answers, clean kept, fallbacks."""
     chrf, checks = Counter(), Counter()
     clean = kept = fallbacks = 0
     for row in rows:
@@ -42,10 +44,16 @@ def tally(rows: list[dict], corpus: dict[str, dict], scorers: dict) -> dict:
             clean += 1
             kept += row["similarity"] >= KEPT_SIMILARITY
             continue
-        result = judge_item(corpus[row["id"]], row["aligned"], scorers)
-        for verdicts in result["outcomes"].values():
+        for verdicts in judge(row)["outcomes"].values():
             chrf[verdicts["chrf"]] += 1
             checks[verdicts["independent"]] += 1
+    return chrf, checks, clean, kept, fallbacks
+
+
+def tally(rows: list[dict], corpus: dict[str, dict], scorers: dict) -> dict:
+    """Pooled chrF and checks outcomes over the objectives each item fixes, clean kept, fallbacks."""
+    chrf, checks, clean, kept, fallbacks = pooled(
+        rows, lambda row: judge_item(corpus[row["id"]], row["aligned"], scorers))
     line = lambda c: f"{c['win']} / {c['tie']} / {c['loss']}"  # noqa: E731
     return {"items": len(rows), "chrf": line(chrf), "checks": line(checks),
             "clean": f"{kept} / {clean}", "fallbacks": fallbacks}

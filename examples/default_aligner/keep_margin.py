@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from pathlib import Path
 
-from trainer.evaluate.rewrites import CHRF_MARGIN, KEPT_SIMILARITY, judge_item, offline_scorers, outcome
+from trainer.evaluate.rewrites import CHRF_MARGIN, judge_item, offline_scorers, outcome
 from trainer.jsonl import read_jsonl
 from trainer.recipe import load_recipe
 
@@ -66,30 +65,26 @@ def scored(judged: list[dict], rows: dict[str, dict], model: str | None = None) 
 
 def sweep(items: list[dict], judged: list[dict], rows: dict[str, dict]) -> list[dict]:
     """Per margin: what it gives back among the changed items, and the whole split with it."""
+    from compare import pooled
+
     gaps = {i["id"]: i["gap"] for i in items}
     scorers, verdicts = offline_scorers(), {}
 
-    def judged_as(row_id: str, text: str) -> dict:
-        if (row_id, text) not in verdicts:
-            verdicts[row_id, text] = judge_item(rows[row_id], text, scorers)
-        return verdicts[row_id, text]
+    def judge(row: dict) -> dict:  # each (item, text) judged once over all margins
+        key = row["id"], row["aligned"]
+        if key not in verdicts:
+            verdicts[key] = judge_item(rows[row["id"]], row["aligned"], scorers)
+        return verdicts[key]
 
     table = []
     for margin in MARGINS:
         given_back = [i for i in items if i["gap"] < margin]
         counts = {k: sum(i["outcome"] == k for i in given_back) for k in ("win", "loss", "tie", "clean")}
-        chrf, checks, kept, changed = Counter(), Counter(), 0, 0
-        for item in judged:
-            text = item["answer"] if gaps.get(item["id"], float("inf")) < margin else item["aligned"]
-            changed += text.strip() != item["answer"].strip()
-            result = judged_as(item["id"], text)
-            if item["kind"] == "clean":
-                kept += result["similarity"] >= KEPT_SIMILARITY
-                continue
-            for found in result["outcomes"].values():
-                chrf[found["chrf"]] += 1
-                checks[found["independent"]] += 1
-        split = {"changed": changed, "clean_kept": kept,
+        at_margin = [{**item, "aligned": item["answer"], "similarity": 1.0}
+                     if gaps.get(item["id"], float("inf")) < margin else item for item in judged]
+        chrf, checks, _, kept, _ = pooled(at_margin, judge)
+        split = {"changed": sum(i["aligned"].strip() != i["answer"].strip() for i in at_margin),
+                 "clean_kept": kept,
                  "chrf": [chrf["win"], chrf["tie"], chrf["loss"]],
                  "checks": [checks["win"], checks["tie"], checks["loss"]]}
         table.append({"margin": margin, "given_back": len(given_back), **counts, "split": split})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -115,13 +115,9 @@ def read_gguf_contents(
     file order, and every tensor's place; no tensor data is read. Raises ValueError as
     `read_gguf_header` does."""
     with _mapped(path, "model") as data, _damage(path, "model"):
-        _version, n_tensors, count = struct.unpack_from("<IQQ", data, 4)
+        (n_tensors,) = struct.unpack_from("<Q", data, 8)
         offset, fields = 24, []
-        for _ in range(count):
-            key, offset = _read_string(data, offset)
-            (kind,) = struct.unpack_from("<I", data, offset)
-            item = struct.unpack_from("<I", data, offset + 4)[0] if kind == _ARRAY else None
-            value, offset = _read_value(data, offset + 4, kind)
+        for key, kind, item, value, offset in _key_values(data, keep=lambda key: True):
             fields.append((key, kind, item, value))
         alignment = next((v for k, _, _, v in fields if k == "general.alignment"), _ALIGNMENT)
         entries = []
@@ -138,18 +134,29 @@ def read_gguf_contents(
 
 
 def _parse_header(data) -> dict[str, Any]:
-    _version, _tensors, count = struct.unpack_from("<IQQ", data, 4)
-    offset, header = 24, {}
-    for _ in range(count):
-        key, offset = _read_string(data, offset)
-        (kind,) = struct.unpack_from("<I", data, offset)
-        keep = key.startswith(GGUF_PREFIX) or key == _TOKENS
-        value, offset = _read_value(data, offset + 4, kind, keep=keep)
+    header = {}
+    for key, _kind, _item, value, _end in _key_values(
+        data, keep=lambda key: key.startswith(GGUF_PREFIX) or key == _TOKENS
+    ):
         if key == _TOKENS and isinstance(value, list):
             header[BYTE_TOKENS] = len(_BYTE_NAMES.intersection(value))
         elif value is not None:
             header[key] = value
     return header
+
+
+def _key_values(data, keep: Callable[[str], bool]) -> Iterator[tuple[str, int, int | None, Any, int]]:
+    """Each key/value of the header in file order: (key, type, item type of an array, value, the
+    offset after it); an array whose key is not `keep`-ed comes back as None (fixed-size items
+    skipped unread)."""
+    (count,) = struct.unpack_from("<Q", data, 16)
+    offset = 24
+    for _ in range(count):
+        key, offset = _read_string(data, offset)
+        (kind,) = struct.unpack_from("<I", data, offset)
+        item = struct.unpack_from("<I", data, offset + 4)[0] if kind == _ARRAY else None
+        value, offset = _read_value(data, offset + 4, kind, keep=keep(key))
+        yield key, kind, item, value, offset
 
 
 def _read_value(data, offset: int, kind: int, keep: bool = True) -> tuple[Any, int]:
