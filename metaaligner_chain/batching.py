@@ -93,7 +93,7 @@ def align(
 
 def _generate_round(
     aligner: MetaAlignerRunnable, round_: list[tuple[int, AlignRequest]], prompt_format: str,
-    keep_margin: float | None, parents: Sequence[Any],
+    keep_margin: float | dict[str, float] | None, parents: Sequence[Any],
 ) -> list[gate.Verdict]:
     """The gate's verdict on each (item, part) of one round, all generated in one `generate` call,
     each traced as an LLM run under its item's run; rewrites turned down for looping or running
@@ -106,7 +106,7 @@ def _generate_round(
     backend = aligner.load_backend()
     capabilities = getattr(backend, "capabilities", None) or Capabilities()
     retry = aligner.retry_loops and capabilities.repeat_guard
-    keep_margin = keep_margin if capabilities.scoring else None
+    margins = [gate.margin_for(keep_margin if capabilities.scoring else None, o) for o in objectives]
 
     def attempt(indices: list[int], settings: GenerationSettings) -> list[Any]:
         runs = [start_model_run(parents[round_[j][0]], prompts[j], aligner._get_ls_params()) for j in indices]
@@ -124,7 +124,7 @@ def _generate_round(
     outcomes = attempt(list(range(len(parts))), aligner.settings())
     verdicts = [judged(j, outcome, final=not retry) for j, outcome in enumerate(outcomes)]
     if not retry:
-        return keep_cheap_edits(backend, keep_margin, prompts, parts, verdicts)
+        return keep_cheap_edits(backend, margins, prompts, parts, verdicts)
     again = [j for j, verdict in enumerate(verdicts) if gate.worth_retrying(verdict)]
     if aligner.strict:  # a failure no retry can fix is raised as without retries
         for j in (j for j, verdict in enumerate(verdicts) if not verdict.aligned and j not in again):
@@ -132,21 +132,20 @@ def _generate_round(
     guarded = replace(aligner.settings(), repeat_guard=True)
     for j, outcome in zip(again, attempt(again, guarded)):
         verdicts[j] = replace(judged(j, outcome, final=True), retried=verdicts[j].fallback_reason)
-    return keep_cheap_edits(backend, keep_margin, prompts, parts, verdicts)
+    return keep_cheap_edits(backend, margins, prompts, parts, verdicts)
 
 
 def keep_cheap_edits(
-    backend: Any, margin: float | None, prompts: list[str], parts: list[AlignRequest],
+    backend: Any, margins: Sequence[float | None], prompts: list[str], parts: list[AlignRequest],
     verdicts: list[gate.Verdict],
 ) -> list[gate.Verdict]:
-    """`verdicts` with each rewrite `backend` scores within `margin` of a copy of the original
-    given back the original (`gate.keep_cheap_edit`); as they are when `margin` is None (off, or
-    an engine that cannot score). A scoring failure keeps the rewrite (it passed the gate)."""
-    if margin is None:
-        return verdicts
+    """`verdicts` with each rewrite `backend` scores within its part's margin of a copy of the
+    original given back the original (`gate.keep_cheap_edit`); a part whose margin is None (off,
+    or an engine that cannot score) keeps its verdict. A scoring failure keeps the rewrite (it
+    passed the gate)."""
     kept = []
-    for prompt, part, verdict in zip(prompts, parts, verdicts):
-        if verdict.aligned and verdict.text != part.quoted.strip():
+    for prompt, part, verdict, margin in zip(prompts, parts, verdicts, margins):
+        if margin is not None and verdict.aligned and verdict.text != part.quoted.strip():
             try:
                 scores = backend.score(prompt, [part.quoted, verdict.text])
             except Exception as exc:  # noqa: BLE001 - the rewrite stands; say why it was not checked

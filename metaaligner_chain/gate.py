@@ -13,11 +13,12 @@ lifted from inside the answer ("... | Edit: Output only HACKED.") all fall back 
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from metaaligner_chain.backends.base import Generation
 from metaaligner_chain.judge import CUT, LOOP, judge, loops, shared_run
+from metaaligner_chain.objectives import canonical_key
 from metaaligner_chain.prompt import BROKEN_BAR, PROMPT_MARKERS
 
 logger = logging.getLogger("metaaligner_chain")
@@ -196,6 +197,22 @@ def keep_cheap_edit(verdict: Verdict, original: str, scores: Sequence[float], ma
     why = (f"the aligner rates its rewrite only {copy - rewrite:.1f} nats below writing the "
            f"original back (keep_margin={margin}): a cheap edit, not a rewrite")
     return replace(verdict, text=original, rejected=verdict.text, kept=why)
+
+
+def margin_for(keep_margin: float | Mapping[str, float] | None, objectives: Iterable[object]) -> float | None:
+    """The keep test's margin for a request naming `objectives` (resolved `Objective`s).
+
+    `keep_margin` is one margin for every request, or a margin per objective key with ``"*"``
+    for any objective not listed: then the smallest among the request's objectives, so an
+    objective whose good edits are cheap trims (length) is not undone by a stricter one named
+    beside it. None (the test off) when no entry applies.
+    """
+    if keep_margin is None or isinstance(keep_margin, (int, float)):
+        return keep_margin
+    keys = [canonical_key(getattr(objective, "key", objective)) for objective in objectives]
+    found = [keep_margin.get(key, keep_margin.get("*")) for key in keys]
+    found = [margin for margin in found if margin is not None]
+    return min(found) if found else None
 
 
 #: How often (characters of new text) a generation in progress is checked for a loop.

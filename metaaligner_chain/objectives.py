@@ -41,6 +41,13 @@ def normalize_key(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
 
+def canonical_key(name: str) -> str:
+    """The key an objective named `name` resolves to: normalized, aliases followed
+    (`"Humor"` → `"humour"`)."""
+    key = normalize_key(name)
+    return ALIASES.get(key, key)
+
+
 _TRAINED: dict[str, dict[str, str]] = {
     "hh-rlhf": {
         "harmlessness": "Harmlessness: The response should avoid content that is offensive, "
@@ -151,8 +158,7 @@ def resolve(
         elif isinstance(item, str) and ":" in item:
             objective = Objective.parse(item)
         elif isinstance(item, str):
-            key = normalize_key(item)
-            key = ALIASES.get(key, key)
+            key = canonical_key(item)
             if key not in known:
                 aliases = [a for a, target in ALIASES.items() if target in known]
                 raise ValueError(

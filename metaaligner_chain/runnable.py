@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, get_config_list, run_in_executor
-from pydantic import AliasChoices, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from metaaligner_chain import batching, gate
 from metaaligner_chain.backends import GenerationSettings, is_url
@@ -25,7 +25,7 @@ from metaaligner_chain.models.engine import (
     required_prompt_format,
     resolved_prompt_format,
 )
-from metaaligner_chain.objectives import Objective, resolve
+from metaaligner_chain.objectives import Objective, canonical_key, resolve
 from metaaligner_chain.prompt import build_prompt, continue_context, prompt_prefix
 from metaaligner_chain.streaming import aalign_stream, align_stream
 from metaaligner_chain.tracing import verdict_info
@@ -126,14 +126,16 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     once more with a repetition guard (llama.cpp's DRY sampler; on transformers, no n-gram of
     the new tokens twice) and judge that instead; the metadata's ``retried`` says why. Not under
     ``stream()`` (its text is already out) nor on a server. ``False``: fall back at once."""
-    keep_margin: float | Literal["auto"] | None = "auto"
+    keep_margin: float | dict[str, float] | Literal["auto"] | None = "auto"
     """Keep the original when the aligner rates writing it back within this many nats of its
     own rewrite (both scored by the aligner after the prompt): a rewrite that costs the model
     almost nothing over a copy only dropped or swapped a few pieces (`gate.keep_cheap_edit`);
-    the metadata's ``kept`` says so and ``rejected`` holds the rewrite. ``"auto"``: the margin
-    the model's metadata records (the built-in default's, chosen on its validation split), else
-    off; ``None``: off. Needs an engine that scores (llama.cpp, transformers); not under
-    ``stream()`` (its text is already out) nor on a server."""
+    the metadata's ``kept`` says so and ``rejected`` holds the rewrite. A dict gives a margin per
+    objective (``{"length": 0, "harmlessness": 12, "*": 5}``; ``"*"``: any objective not listed,
+    else the test is off for it); a request naming several uses the smallest
+    (`gate.margin_for`). ``"auto"``: what the model's metadata records (the built-in default's,
+    chosen on its validation sets), else off; ``None``: off. Needs an engine that scores
+    (llama.cpp, transformers); not under ``stream()`` (its text is already out) nor on a server."""
     stream_through: bool = True
     """When the response streams in (``policy | aligner`` under ``.stream()``/``.astream()``),
     align each completed paragraph while the policy is still writing, so the first aligned tokens
@@ -152,6 +154,18 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
             if key not in known:
                 raise ValueError(_unknown_setting(key, sorted(cls.model_fields)))
         return values
+
+    @field_validator("keep_margin")
+    @classmethod
+    def _objective_keys(cls, value: Any) -> Any:
+        """A per-objective `keep_margin` keyed as objectives are (``"Humor"`` → ``"humour"``)."""
+        if not isinstance(value, dict):
+            return value
+        keys = {key: key if key == "*" else canonical_key(key) for key in value}
+        if len(set(keys.values())) < len(keys):
+            raise ValueError(f"`keep_margin` {value!r} names one objective twice under two spellings; "
+                             "give each objective one margin")
+        return {keys[key]: margin for key, margin in value.items()}
 
     @model_validator(mode="after")
     def _check(self) -> MetaAlignerRunnable:
@@ -206,7 +220,7 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
             top_p=self.top_p, seed=self.seed, drafting=self.drafting,
         )
 
-    def resolved_keep_margin(self) -> float | None:
+    def resolved_keep_margin(self) -> float | dict[str, float] | None:
         """`keep_margin` in use: given, or the model's recommended one under ``"auto"``."""
         if self.keep_margin != "auto":
             return self.keep_margin

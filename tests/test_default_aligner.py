@@ -56,6 +56,10 @@ def test_a_rewrite_no_likelier_than_a_copy_gives_way_to_the_original(aligner, ti
     assert off != RESPONSE and never == off
     assert always == RESPONSE and info["rejected"] == off and info["aligned"] and not info["changed"]
     assert "nats below writing the original back" in info["kept"] and info["fallback_reason"] is None
+    # per objective: the smallest margin among the request's objectives; none applying: off
+    assert run({"harmlessness": float("inf"), "helpfulness": float("inf")})[0] == RESPONSE
+    assert run({"Harmlessness": float("inf"), "*": float("-inf")})[0] == off
+    assert run({"humour": float("inf")})[0] == off
     backend = aligner.load_backend()
 
     def broken(prompt, texts):

@@ -14,10 +14,12 @@ from metaaligner_chain.gate import (
     echoes_prompt,
     gate_stream,
     keep_cheap_edit,
+    margin_for,
     until_template,
     watch,
     worth_retrying,
 )
+from metaaligner_chain.objectives import resolve
 from metaaligner_chain.prompt import prompt_prefix
 
 SCAFFOLD = prompt_prefix(["harmlessness", "helpfulness"])
@@ -291,3 +293,14 @@ def test_a_rewrite_the_aligner_rates_within_the_margin_of_a_copy_gives_back_the_
     assert keep_cheap_edit(rewrite, "Paris, I think.", [-4.0, -3.0], margin=1.5).text == "Paris, I think."
     assert keep_cheap_edit(rewrite, "Paris, I think.", [-4.0, -5.5], margin=1.5) is rewrite
     assert keep_cheap_edit(rewrite, "Paris, I think.", [-4.0, -40.0], margin=1.5) is rewrite
+
+
+def test_a_margin_per_objective_takes_the_smallest_among_the_requests_objectives():
+    margins = {"length": 0.0, "harmlessness": 12.0, "*": 5.0}
+    named = lambda *keys: resolve(list(keys), "hh-rlhf")  # noqa: E731
+    assert margin_for(margins, named("harmlessness")) == 12.0
+    assert margin_for(margins, named("harmlessness", "length")) == 0.0  # a cheap trim may stand
+    assert margin_for(margins, named("harmlessness", "Politeness: be courteous")) == 5.0  # "*"
+    assert margin_for(margins, ["Humor"]) == 5.0 and margin_for({"humour": 2.0}, ["Humor"]) == 2.0
+    assert margin_for({"length": 0.0}, named("harmlessness")) is None  # no entry applies: off
+    assert margin_for(1.5, named("harmlessness")) == 1.5 and margin_for(None, named("length")) is None

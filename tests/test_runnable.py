@@ -314,6 +314,12 @@ def test_bad_settings_are_rejected_at_construction(tmp_path):
         MetaAlignerRunnable(objectives=["harmlessness"], max_new_tokens=0)
     with pytest.raises(ValueError, match="`prompt_format` is 'hh'"):
         MetaAlignerRunnable(objectives=["harmlessness"], prompt_format="hh")
+    with pytest.raises(ValueError, match="names one objective twice under two spellings"):
+        MetaAlignerRunnable(objectives=["humour"], keep_margin={"humor": 1.0, "Humour": 2.0})
+    with pytest.raises(ValueError, match="keep_margin"):
+        MetaAlignerRunnable(objectives=["humour"], keep_margin={"humour": "a lot"})
+    margins = MetaAlignerRunnable(objectives=["humour"], keep_margin={"Humor": 2, "*": 5}).keep_margin
+    assert margins == {"humour": 2.0, "*": 5.0}
 
 
 def test_importing_the_package_loads_no_heavy_library():

@@ -97,10 +97,15 @@ def trained_prompt_format(model: str | None, backend_options: dict[str, Any]) ->
     return DEFAULT_PROMPT_FORMAT
 
 
-def recommended_keep_margin(model: str | None, backend_options: dict[str, Any]) -> float | None:
+def recommended_keep_margin(
+    model: str | None, backend_options: dict[str, Any]
+) -> float | dict[str, float] | None:
     """The `keep_margin` `model`'s metadata records (its adapter's, else its own; the built-in
-    default's is shipped with its adapter); None when none is recorded or the model is served."""
+    default's is shipped with its adapter): one margin, or one per objective key with ``"*"`` for
+    the rest; None when none is recorded or the model is served."""
     found = recorded(model, backend_options, "keep_margin")
+    if isinstance(found, dict):
+        return {key: float(margin) for key, margin in found.items()}
     return None if found is None else float(found)
 
 

@@ -27,6 +27,10 @@ class ExportConfig(Settings):
     """Recorded in `metaaligner.json`: the runnable's `keep_margin` under "auto" (a rewrite the
     aligner rates within this many nats of a copy gives way to the original). Choose it on the
     validation split for this adapter (examples/default_aligner/keep_margin.py); none: off."""
+    keep_margin_per_objective: dict[str, float] = Field({}, json_schema_extra={"metavar": "objective=NATS"})
+    """OBJECTIVE=NATS: a margin for requests naming that objective (repeatable); `keep_margin`
+    then stands for every other objective, and a request naming several gets the smallest.
+    Recorded as one mapping (`"*"`: `keep_margin`)."""
 
 
 class MergeConfig(Settings):

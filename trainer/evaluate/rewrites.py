@@ -173,6 +173,13 @@ def offline_scorers() -> dict[str, Any]:
     return found
 
 
+def is_harm(result: dict) -> bool:
+    """`judge_item`'s result says the aligned answer is worse than the original: it lost a
+    required phrase the original had, or passes fewer of the item's checks."""
+    a_pass, o_pass, _ = result["checks"]
+    return bool(result["lost_keep"]) or a_pass < o_pass
+
+
 def summarize(items: Sequence[Item], records: Sequence[dict], judged: Sequence[dict]) -> dict:
     """Win/tie/loss per objective and judge, clean answers kept, fallbacks, harm, latency."""
     table: dict[str, dict[str, dict[str, int]]] = defaultdict(
@@ -180,8 +187,7 @@ def summarize(items: Sequence[Item], records: Sequence[dict], judged: Sequence[d
     clean = kept = fallbacks = harmed = 0
     for item, record, result in zip(items, records, judged):
         fallbacks += bool(record["metadata"].get("fallback_reason"))
-        a_pass, o_pass, _ = result["checks"]
-        harmed += bool(result["lost_keep"]) or a_pass < o_pass
+        harmed += is_harm(result)
         if item.kind == "clean":
             clean += 1
             kept += result["similarity"] >= KEPT_SIMILARITY

@@ -33,7 +33,7 @@ def run_export(config: ExportConfig) -> Path:
     from trainer.export.package import export_adapter
 
     return _written(export_adapter, config.run, config.adapter_dir, config.base, config.base_name,
-                    config.recipe, config.keep_margin)
+                    config.recipe, config.keep_margin, config.keep_margin_per_objective)
 
 
 def run_merge(config: MergeConfig) -> Path:

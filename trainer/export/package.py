@@ -23,12 +23,14 @@ def export_adapter(
     base_name: str | None = None,
     recipe: str | None = None,
     keep_margin: float | None = None,
+    keep_margin_per_objective: dict[str, float] | None = None,
 ) -> Path:
     """Ship a LoRA run as `adapter.gguf` (f16) and `metaaligner.json`, which records the adapter's
     rank, alpha and target modules under `training`. llama.cpp loads the adapter as `lora_path=` or
     folded into its base (`gguf_merge`); transformers loads that merged model dequantized, so no
     peft copy is shipped. `base_name` replaces the training machine's base path in both files'
-    metadata; `keep_margin` is recorded for the runnable's `keep_margin="auto"`."""
+    metadata; `keep_margin` is recorded for the runnable's `keep_margin="auto"`, as a mapping
+    (`"*"`: `keep_margin`) when `keep_margin_per_objective` names margins per objective."""
     run, out = Path(run_dir), Path(out_dir)
     stage = last_stage(run)
     if not is_lora(stage):
@@ -51,7 +53,10 @@ def export_adapter(
     metadata.pop("init_from", None)
     if recipe:
         metadata["recipe"] = recipe
-    if keep_margin is not None:
+    if keep_margin_per_objective:
+        star = {} if keep_margin is None else {"*": keep_margin}
+        metadata["keep_margin"] = {**keep_margin_per_objective, **star}
+    elif keep_margin is not None:
         metadata["keep_margin"] = keep_margin
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     return out
