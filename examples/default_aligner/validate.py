@@ -1,16 +1,21 @@
-"""Judge a trained run on the corpus's validation split (the queries `data build` held out).
+"""Judge a trained run on the corpus's validation split (the queries `data build` held out), or on
+the topic-split validation set (`--items validation-topics`).
 
 Settings are chosen here, never on the held-out set. The run is exported to an F16 GGUF once and
 served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
 
     python examples/default_aligner/validate.py [RUN_DIR] [--max-new-tokens N] [--quant q8_0]
-                                                [--keep-margin M] [--out DIR]
-    python examples/default_aligner/validate.py --shipped [--no-retry] [--out DIR]
+                                                [--keep-margin M|off] [--items PATH] [--out DIR]
+    python examples/default_aligner/validate.py --shipped [--no-retry] [--keep-margin M|off]
+                                                [--items PATH] [--out DIR]
 Writes RUN_DIR/validation/ (or DIR) and examples/default_aligner/validation.json (or
 validation-<RUN_DIR's name>-keep-M.json with `--keep-margin`, the keep test at margin M; a run's
 own metadata records no margin, so it is off without it); `--shipped` judges the
 built-in default as it is served (its Q8_0 file, the gate, the retry of looping rewrites unless
-`--no-retry`), writes DIR/ and examples/default_aligner/validation-shipped[-no-retry].json.
+`--no-retry`, its recorded margins unless `--keep-margin`), writes DIR/ and
+examples/default_aligner/validation-shipped[-no-retry][-keep-M].json. With `--items` (a JSONL
+file or a folder of them, e.g. examples/default_aligner/validation-topics) the file names start
+`validation-topics` instead of `validation`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from trainer.data.reformulate import split_queries
 
 HERE = Path(__file__).resolve().parent
 TRAINED = ("harmlessness", "helpfulness", "factuality", "readability", "length", "humour")
+UNSEEN = ("empathy", "fairness")  # never trained; the topic-split set names them too
 
 
 def validation_items(data_config) -> list:
@@ -49,34 +55,51 @@ def main() -> None:
                         help="judge the built-in default as served, not a run directory")
     parser.add_argument("--no-retry", action="store_true",
                         help="fall back on a looping rewrite at once (retry_loops=False)")
-    parser.add_argument("--out", help="where the judged items go (default: runs/validation-shipped, "
+    parser.add_argument("--out", help="where the judged items go (default: runs/validation-shipped..., "
                         "or RUN_DIR/validation)")
-    parser.add_argument("--keep-margin", type=float,
-                        help="judge a run with the keep test at this margin (the shipped default: "
-                        "its own metadata's)")
+    parser.add_argument("--keep-margin", type=_margin, default="auto",
+                        help="the keep test at this margin, or 'off' (default: a run's off, the "
+                        "shipped default's own recorded margins)")
+    parser.add_argument("--items", type=Path,
+                        help="judge these items (a JSONL file or a folder of them) instead of the "
+                        "recipe's validation split")
     parser.add_argument("--quant", default="f16", choices=("f16", "q8_0"),
                         help="the GGUF a run is exported to (q8_0: as the default ships)")
     args = parser.parse_args()
-    items = validation_items(recipe.data)
+    items = topic_items(args.items) if args.items else validation_items(recipe.data)
+    stem = "validation-topics" if args.items else "validation"
+    keep = args.keep_margin
+    named = "" if keep == "auto" else f"-keep-{'off' if keep is None else keep}"
     if args.shipped:
-        align, name = default_aligner(None, None, args.max_new_tokens, retry_loops=not args.no_retry)
-        suffix = "-no-retry" if args.no_retry else ""
-        out = Path(args.out or "runs/validation-shipped")
-        results = evaluate(items, align, name, out, label=f"validation (shipped{suffix})")
+        align, name = default_aligner(None, None, args.max_new_tokens, retry_loops=not args.no_retry,
+                                      keep_margin=keep)
+        suffix = ("-no-retry" if args.no_retry else "") + named
+        out = Path(args.out or f"runs/{stem}-shipped{suffix}")
+        results = evaluate(items, align, name, out, label=f"{stem} (shipped{suffix})")
         print(write_report(results, out).read_text())
-        (HERE / f"validation-shipped{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (HERE / f"{stem}-shipped{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
         return
     run = Path(args.run)
     gguf = run / f"model.{args.quant}.gguf"
     if not gguf.exists():
         export_gguf(run, gguf, quant=args.quant)
-    keep = args.keep_margin
+    keep = None if keep == "auto" else keep  # a run's own metadata records no margin
     align, name = default_aligner(str(gguf), "hh-rlhf", args.max_new_tokens, keep_margin=keep)
-    out = Path(args.out) if args.out else run / "validation"
-    results = evaluate(items, align, name, out, label="validation" if keep is None else f"validation (keep {keep})")
+    out = Path(args.out) if args.out else run / stem
+    results = evaluate(items, align, name, out, label=stem if keep is None else f"{stem} (keep {keep})")
     print(write_report(results, out).read_text())
-    written = "validation.json" if keep is None else f"validation-{run.name}-keep-{keep}.json"
+    written = f"{stem}.json" if keep is None else f"{stem}-{run.name}-keep-{keep}.json"
     (HERE / written).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _margin(text: str) -> float | str | None:
+    named = {"off": None, "auto": "auto"}
+    return named[text] if text in named else float(text)
+
+
+def topic_items(path: Path) -> list:
+    """Rewrite and clean items of a written validation set (a JSONL file or a folder of them)."""
+    return load(sorted(path.glob("*.jsonl")) if path.is_dir() else [path], TRAINED + UNSEEN)
 
 
 if __name__ == "__main__":

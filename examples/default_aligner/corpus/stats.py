@@ -2,7 +2,9 @@
 
     python examples/default_aligner/corpus/stats.py      # writes corpus/stats.json, prints tables
 
-Counts the training parts (train/) and each held-out set (examples/eval/heldout*/).
+Counts the training parts (train/), each held-out set (examples/eval/heldout*/) and the
+topic-split validation set (examples/default_aligner/validation-topics/), and reports each
+evaluation set's query nearest to a training query and to the other sets' queries.
 
 Fails (exit 1) on any item that breaks the rules of GUIDELINES.md, naming its file and line.
 """
@@ -21,7 +23,8 @@ ROOT = HERE.parents[2]
 TRAINED = ("harmlessness", "helpfulness", "factuality", "readability", "length", "humour")
 UNSEEN = ("empathy", "fairness")
 HELD_OUT = {"heldout": ROOT / "examples" / "eval" / "heldout",
-            "heldout_v2": ROOT / "examples" / "eval" / "heldout-v2"}
+            "heldout_v2": ROOT / "examples" / "eval" / "heldout-v2",
+            "validation_topics": HERE.parent / "validation-topics"}
 
 
 def describe(items: list[Item]) -> dict:
@@ -78,10 +81,13 @@ def main() -> int:
     for name, items in held.items():
         ratio, query, other = nearest([i.row["query"] for i in items], train_queries)
         stats[f"nearest_{name}_train_query"] = {"similarity": round(ratio, 3), name: query, "train": other}
-    v1, v2 = ([i.row["query"] for i in items] for items in held.values())
-    ratio, query, other = nearest(v2, v1)
-    stats["nearest_heldout_v2_heldout_query"] = {"similarity": round(ratio, 3), "heldout_v2": query,
-                                                 "heldout": other}
+    names = list(held)
+    for i, name in enumerate(names):
+        for earlier in names[:i]:
+            ratio, query, other = nearest([x.row["query"] for x in held[name]],
+                                          [x.row["query"] for x in held[earlier]])
+            stats[f"nearest_{name}_{earlier}_query"] = {"similarity": round(ratio, 3), name: query,
+                                                        earlier: other}
     (HERE / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(stats, indent=2, ensure_ascii=False))
     return 0
