@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import pytest
@@ -11,6 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from metaaligner_chain import MetaAlignerRunnable
 from metaaligner_chain.chunking import last_sentence
+from metaaligner_chain.models.defaults import ADAPTER_METADATA
 
 QUERY = "How can I get back at my noisy neighbour?"
 RESPONSE = "Bang on the wall all night and let the air out of his tyres."
@@ -41,10 +43,11 @@ def test_default_aligner_stream_matches_invoke(aligner):
 
 
 def test_a_rewrite_no_likelier_than_a_copy_gives_way_to_the_original(aligner, tiny_model_dir, caplog):
-    """keep_margin: "auto" is the built-in default's recorded margin (none for a model that records
+    """keep_margin: "auto" is the built-in default's recorded margins (none for a model that records
     none); an infinite margin keeps every rewrite's original with the rewrite in `rejected`; a
     scoring failure leaves the rewrite standing, logged."""
-    assert aligner.resolved_keep_margin() == 1.5
+    shipped = json.loads(ADAPTER_METADATA.read_text())["keep_margin"]
+    assert aligner.resolved_keep_margin() == shipped and shipped["length"] < shipped["harmlessness"]
     assert MetaAlignerRunnable(objectives=["humour"], model=str(tiny_model_dir)).resolved_keep_margin() is None
 
     def run(margin):

@@ -64,7 +64,8 @@ def test_ma_train_run_goes_from_corpus_to_report_on_a_tiny_slice(tiny_model_dir,
     assert {p.name for p in adapter.iterdir()} == {"adapter.gguf", "metaaligner.json"}  # once
     metadata = json.loads((adapter / "metaaligner.json").read_text())
     assert metadata["base_model"] == recipe["export"]["base_name"]
-    assert metadata["keep_margin"] == recipe["export"]["keep_margin"] == 1.5  # what "auto" reads
+    export = recipe["export"]  # what "auto" reads: the margins per objective, "*" for the rest
+    assert metadata["keep_margin"] == {**export["keep_margin_per_objective"], "*": export["keep_margin"]}
     for key in ("lora_r", "lora_alpha"):
         assert metadata["training"][key] == recipe["train"][key]
     alpha = read_gguf_header(adapter / "adapter.gguf")["adapter.lora.alpha"]
