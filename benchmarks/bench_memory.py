@@ -4,7 +4,8 @@ Each setting runs in a new interpreter that imports the package, builds
 `MetaAlignerRunnable(objectives=[...], backend=...)` on the built-in default, aligns the first
 held-out items with `invoke`, and reports its own peak (VmHWM from /proc/self/status, so a
 parent's peak never leaks in), its resident memory right after the imports (Python, LangChain,
-the engine) and the size of the weights file it loaded. Settings:
+the engine) and after loading the engine (before the first call: the tokenizer, the model's code,
+the weights as far as loading touches them) and the size of the weights file it loaded. Settings:
 
 - `llama.cpp`: the default (Q8_0, context sized on demand, F16 KV cache), caches warm.
 - `llama.cpp, cold`: an empty `$METAALIGNER_CACHE`, so the first call merges the adapter (F16)
@@ -102,6 +103,8 @@ def _child(args: argparse.Namespace) -> None:
     items = workload("heldout")[: args.items]
     runnable = MetaAlignerRunnable(objectives=items[0]["objectives"], backend=backend,
                                    backend_options=options)
+    runnable.load_backend()  # (a cold cache builds the merged model here)
+    after_load = _status("VmRSS")
     changed = 0
     for item in items:
         out = runnable.invoke({"query": item["query"], "response": item["response"],
@@ -116,6 +119,7 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps({
         "peak_mb": round(_status("VmHWM") / 1024, 1),
         "rss_after_imports_mb": round(after_imports / 1024, 1),
+        "rss_after_load_mb": round(after_load / 1024, 1),
         "weights_mb": round(weights / MB, 1),
         "peak_minus_imports_mb": round((_status("VmHWM") - after_imports) / 1024, 1),
         "kv_cache_mb": kv_mb,
