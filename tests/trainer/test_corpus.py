@@ -91,8 +91,9 @@ def test_judging_a_held_out_item_by_chrf_and_checks():
 
 
 def test_committed_corpus_passes_its_checks_and_matches_the_data_card_counts():
-    """stats.py runs on the committed corpus and held-out set, and stats.json (which the data
-    card's figures come from) is what it counts today: a part added without a recount fails."""
+    """stats.py runs on the committed corpus, held-out sets and validation set, and stats.json
+    (which the data card's figures come from) is what it counts today: a part added without a
+    recount fails."""
     import importlib.util
     from pathlib import Path
 
@@ -104,3 +105,6 @@ def test_committed_corpus_passes_its_checks_and_matches_the_data_card_counts():
     recorded = json.loads((stats.HERE / "stats.json").read_text())
     assert json.loads(json.dumps(stats.describe(train))) == recorded["train"]
     assert recorded["unseen_objectives_in_train"] == []
+    for name, folder in stats.HELD_OUT.items():  # the held-out sets and the topic-split validation set
+        items = load(sorted(folder.glob("*.jsonl")), stats.TRAINED + stats.UNSEEN)
+        assert json.loads(json.dumps(stats.describe(items))) == recorded[name], name
