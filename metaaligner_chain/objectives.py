@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 PROMPT_FORMATS = ("hh-rlhf", "ultrafeedback", "imhi")
 
@@ -46,6 +47,16 @@ def canonical_key(name: str) -> str:
     (`"Humor"` → `"humour"`)."""
     key = normalize_key(name)
     return ALIASES.get(key, key)
+
+
+def keyed_by_objective(values: dict[str, Any], field: str) -> dict[str, Any]:
+    """`values` keyed by `canonical_key` (``"*"`` kept as it is); a `ValueError` naming `field`
+    when two spellings name one objective."""
+    keys = {key: key if key == "*" else canonical_key(key) for key in values}
+    if len(set(keys.values())) < len(keys):
+        raise ValueError(f"`{field}` {values!r} names one objective twice under two spellings; "
+                         "give each objective one value")
+    return {keys[key]: value for key, value in values.items()}
 
 
 _TRAINED: dict[str, dict[str, str]] = {

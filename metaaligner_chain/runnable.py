@@ -25,7 +25,7 @@ from metaaligner_chain.models.engine import (
     required_prompt_format,
     resolved_prompt_format,
 )
-from metaaligner_chain.objectives import Objective, canonical_key, resolve
+from metaaligner_chain.objectives import Objective, keyed_by_objective, resolve
 from metaaligner_chain.prompt import build_prompt, continue_context, prompt_prefix
 from metaaligner_chain.streaming import aalign_stream, align_stream
 from metaaligner_chain.tracing import verdict_info
@@ -159,13 +159,7 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     @classmethod
     def _objective_keys(cls, value: Any) -> Any:
         """A per-objective `keep_margin` keyed as objectives are (``"Humor"`` → ``"humour"``)."""
-        if not isinstance(value, dict):
-            return value
-        keys = {key: key if key == "*" else canonical_key(key) for key in value}
-        if len(set(keys.values())) < len(keys):
-            raise ValueError(f"`keep_margin` {value!r} names one objective twice under two spellings; "
-                             "give each objective one margin")
-        return {keys[key]: margin for key, margin in value.items()}
+        return keyed_by_objective(value, "keep_margin") if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _check(self) -> MetaAlignerRunnable:

@@ -39,7 +39,6 @@ from trainer.recipe import load_recipe
 
 HERE = Path(__file__).resolve().parent
 MARGINS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0, 40.0)
-TRAINED = ("harmlessness", "helpfulness", "factuality", "readability", "length", "humour")
 SHIPPED = 1.5  # the single margin the per-objective search starts from
 PASSES = 3
 
@@ -145,6 +144,7 @@ def score(split: dict, clean: int) -> int:
 def per_objective(judged: Judged) -> tuple[dict[str, float], list[dict]]:
     """The margin per objective the rule in this module's docstring chooses, and its steps."""
     from metaaligner_chain.gate import margin_for
+    from validate import TRAINED
 
     clean = sum(item["kind"] == "clean" for item in judged.judged)
     margins = {key: SHIPPED for key in (*TRAINED, "*")}
@@ -155,9 +155,10 @@ def per_objective(judged: Judged) -> tuple[dict[str, float], list[dict]]:
     steps = []
     for step in range(PASSES):
         for key in margins:
-            best = max(MARGINS, key=lambda m: (total({**margins, key: m}), -m))
-            margins[key] = best
-            steps.append({"pass": step + 1, "key": key, "margin": best, "score": total(margins)})
+            scores = {m: total({**margins, key: m}) for m in MARGINS}
+            margins[key] = max(MARGINS, key=lambda m: (scores[m], -m))
+            steps.append({"pass": step + 1, "key": key, "margin": margins[key],
+                          "score": scores[margins[key]]})
     return margins, steps
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from metaaligner_chain.backends import choose_backend, engine_package, get_backend, is_url
 from metaaligner_chain.backends.base import AlignerConfigError, Backend
 from metaaligner_chain.models.metadata import prompt_format_from_name, read_metadata
-from metaaligner_chain.objectives import check_prompt_format
+from metaaligner_chain.objectives import check_prompt_format, keyed_by_objective
 
 
 def check_setup(model: str | None, backend: str, base_url: str | None, prompt_format: str | None,
@@ -105,7 +105,8 @@ def recommended_keep_margin(
     the rest; None when none is recorded or the model is served."""
     found = recorded(model, backend_options, "keep_margin")
     if isinstance(found, dict):
-        return {key: float(margin) for key, margin in found.items()}
+        margins = {key: float(margin) for key, margin in found.items()}
+        return keyed_by_objective(margins, "keep_margin (in the model's metaaligner.json)")
     return None if found is None else float(found)
 
 
