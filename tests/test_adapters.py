@@ -20,6 +20,7 @@ from metaaligner_chain.models.defaults import (
     default_hf_model_dir,
 )
 from metaaligner_chain.models.gguf_header import read_gguf_header
+from metaaligner_chain.models.metadata import read_metadata
 from metaaligner_chain.prompt import build_prompt
 
 PROMPT = build_prompt("\n\nHuman: Bake bread? \n\nAssistant:", "Mix flour and water.", ["helpfulness"])
@@ -211,6 +212,28 @@ def test_the_transformers_default_is_the_merged_gguf_dequantized_with_no_adapter
     bare = MetaAlignerRunnable(objectives=["harmlessness"], backend="transformers",
                                backend_options={"adapter": None}).load_backend()
     assert (bare.model, bare.adapter) == (str(default_hf_model_dir()), None)
+
+
+def test_new_shipped_metadata_reaches_the_transformers_copy_without_rebuilding_it(tmp_path, monkeypatch):
+    from metaaligner_chain.models import defaults
+
+    folder = default_aligner_hf_dir()
+    built = (folder / "model.safetensors").stat().st_mtime_ns
+    edited = json.loads(defaults.ADAPTER_METADATA.read_text())
+    edited["keep_margin"] = {"length": 3.0, "*": 7.0}
+    new_file = tmp_path / "metaaligner.json"
+    new_file.write_text(json.dumps(edited))
+    monkeypatch.setattr(defaults, "ADAPTER_METADATA", new_file)  # as if a release changed margins
+
+    assert default_aligner_hf_dir() == folder  # same weights, same folder
+    # what a user loading the folder itself as `model=` reads
+    assert read_metadata(folder)["keep_margin"] == {"length": 3.0, "*": 7.0}
+
+    monkeypatch.undo()
+    assert default_aligner_hf_dir() == folder
+    assert (folder / "metaaligner.json").read_bytes() == (ADAPTER_DIR / "metaaligner.json").read_bytes()
+    assert (folder / "model.safetensors").stat().st_mtime_ns == built
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no staging file left
 
 
 def test_the_transformers_default_weights_are_the_base_plus_the_adapter():

@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from metaaligner_chain.models.cache import CACHE_ENV, cached_dir, default_cache_root  # noqa: F401  (re-exported)
@@ -98,11 +99,11 @@ def default_aligner_gguf(cache_dir: str | os.PathLike[str] | None = None) -> Pat
 def default_aligner_light(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The default aligner llama.cpp serves: `default_aligner_gguf()` quantized to Q8_0 by llama.cpp.
 
-    145 MB instead of 271 MB; on 60 held-out items it decodes 1.47x faster with 98.59% of the
-    F16 model's tokens under teacher forcing (38 of 60 greedy rewrites identical; 1.18x and
-    98.99% on 100 items in an earlier run on another host), which passes the parity check for a
-    lighter default (`benchmarks/bench_default_quant.py`, beside Q6_K and smaller K-quants). Built once from
-    the F16 merge (a few seconds more on a cold start); transformers keeps dequantizing the F16.
+    145 MB instead of 271 MB; on all 290 held-out items it decodes 1.39x faster with 99.12% of
+    the F16 model's tokens under teacher forcing (212 greedy rewrites identical), which passes
+    the parity check for a lighter default (`benchmarks/bench_default_quant.py`: Q6_K, 1.41x at
+    98.85%, is not clearly faster; smaller K-quants fail parity). Built once from the F16 merge
+    (a few seconds more on a cold start); transformers keeps dequantizing the F16.
     """
     import llama_cpp
 
@@ -123,11 +124,13 @@ def default_aligner_hf_dir(cache_dir: str | os.PathLike[str] | None = None) -> P
     `metaaligner.json`, so it loads with no adapter and no peft.
 
     Built once (about 40 s on 2 cores and 540 MB, after the merged GGUF) under
-    `<cache_dir>/smollm2-135m-aligner-hf-<digest>/`, the digest naming the adapter and its
-    metadata, and renamed into place whole. Needs the `gguf` package and `[hf]`.
+    `<cache_dir>/smollm2-135m-aligner-hf-<digest>/`, the digest naming the base and the adapter
+    (what is in the weights), and renamed into place whole. The shipped metadata (keep margins,
+    prompt format) is copied over the folder's whenever the two differ, so a new margin does not
+    rebuild the weights. Needs the `gguf` package and `[hf]`.
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
-    digest = _digest(default_gguf_path().name, ADAPTER_GGUF, ADAPTER_METADATA)
+    digest = _digest(default_gguf_path().name, ADAPTER_GGUF)
 
     def build(out: Path) -> None:
         _save_dequantized(default_aligner_gguf(cache_dir), out)
@@ -136,7 +139,25 @@ def default_aligner_hf_dir(cache_dir: str | os.PathLike[str] | None = None) -> P
     def complete(folder: Path) -> bool:
         return _complete(folder) and (folder / METADATA_FILE).is_file()
 
-    return cached_dir(root / f"{_ALIGNER_HF_DIR_NAME}-{digest}", build, complete)
+    folder = cached_dir(root / f"{_ALIGNER_HF_DIR_NAME}-{digest}", build, complete)
+    _refresh_metadata(folder / METADATA_FILE)
+    return folder
+
+
+def _refresh_metadata(copy: Path) -> None:
+    """Make `copy` the shipped `metaaligner.json` if it differs: written beside it and renamed over
+    it, so a reader sees the old file or the new one, never half of either."""
+    shipped = ADAPTER_METADATA.read_bytes()
+    if copy.read_bytes() == shipped:
+        return
+    handle, name = tempfile.mkstemp(prefix=f".{copy.name}-", dir=copy.parent)
+    os.close(handle)
+    staging = Path(name)
+    try:
+        staging.write_bytes(shipped)
+        os.replace(staging, copy)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def default_aligner_id() -> str:
