@@ -7,10 +7,12 @@ token), with --drafted copy-aware drafted tokens/s too, and parity with F16: out
 and token agreement (teacher-forced: the share of F16's output tokens the variant picks itself
 given the same prefix, so one early flip does not count against every later token). Peak
 resident memory is measured per variant in a fresh process. Writes
-`benchmarks/results/default_quant.json`.
+`benchmarks/results/default_quant.json` (`--out` another file: the five-type table on the first 60
+items is `default_quant_slice.json`, written with `--types q8_0 q6_k q5_k_m q4_k_m --items 60
+--out benchmarks/results/default_quant_slice.json`).
 
     python -m benchmarks.bench_default_quant [--types q8_0 q6_k] [--items N] [--drafted]
-        [--max-new-tokens 384] [--bandwidth-gbs 26]
+        [--max-new-tokens 384] [--bandwidth-gbs 26] [--out FILE]
 
 The quantized files come from `llama_model_quantize` (trainer.export.gguf.quantize), the stock
 llama.cpp quantizer, applied to the merged F16 model the runnable builds.
@@ -37,6 +39,23 @@ RESULTS = Path(__file__).parent / "results" / "default_quant.json"
 HELDOUT = Path(__file__).resolve().parents[1] / "examples" / "eval" / "heldout"
 #: Parity the issue asks of a lighter default: identical greedy outputs, or this token agreement.
 MIN_AGREEMENT = 0.98
+#: Speed differences this small are within this machine's run-to-run spread: the same files
+#: measured 1.47x / 1.53x F16 (Q8_0 / Q6_K) on 60 items and 1.39x / 1.41x on all 290 an hour later.
+NOISE = 0.05
+CHOICE_RULE = (f"the fastest file that passes parity; among passing files within {NOISE:.0%} of its "
+               "speed, the one agreeing most with F16")
+
+
+def choose(records: dict[str, dict]) -> str:
+    """The file to ship: the fastest that passes parity, except that among the passing files
+    within `NOISE` of its speed the one agreeing most with F16 wins (a smaller file must be
+    clearly faster to replace a closer one); "f16" when none passes."""
+    passing = [n for n in records if n != "f16" and records[n]["parity"]]
+    if not passing:
+        return "f16"
+    fastest = max(records[n]["decode_tok_s"] for n in passing)
+    close = [n for n in passing if records[n]["decode_tok_s"] * (1 + NOISE) >= fastest]
+    return max(close, key=lambda n: records[n]["token_agreement"])
 
 
 def held_out_prompts(limit: int | None) -> list[tuple[str, str]]:
@@ -174,8 +193,7 @@ def main() -> None:
             record["drafted_vs_f16"] = round(record["drafted_tok_s"] / base["drafted_tok_s"], 3)
         record["parity"] = (record["identical_outputs"] == record["items"]
                             or record["token_agreement"] >= MIN_AGREEMENT)
-    passing = [n for n in records if n != "f16" and records[n]["parity"]]
-    chosen = max(passing, key=lambda n: records[n]["decode_tok_s"], default="f16")
+    chosen = choose(records)
     result = {
         **run_header("default_quant", load_at_start, engine=llama_cpp_version(), threads=threads),
         "workload": f"held-out set, {len(prompts)} items (examples/eval/heldout), greedy, "
@@ -183,6 +201,7 @@ def main() -> None:
         "bandwidth_gbs": args.bandwidth_gbs,
         "variants": records,
         "chosen": chosen,
+        "choice_rule": CHOICE_RULE,
         "targets": {
             "parity (identical or >= 98% token agreement)": {n: r["parity"] for n, r in records.items()},
             "decode >= 1.6x F16 through the lighter file": records[chosen]["decode_vs_f16"] >= 1.6,
@@ -190,19 +209,20 @@ def main() -> None:
                 n: r["peak_rss_mb"] <= r["size_mb"] + 200 for n, r in records.items()},
         },
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["variants"], indent=1))
-    print(f"chosen: {chosen}; wrote {RESULTS}")
+    print(f"chosen: {chosen}; wrote {args.out}")
 
 
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--types", nargs="+", default=["q8_0"], help="llama.cpp file types to compare with f16")
+    parser.add_argument("--types", nargs="+", default=["q8_0", "q6_k"], help="llama.cpp file types to compare with f16")
     parser.add_argument("--items", type=int, default=None, help="first N held-out items (default: all)")
     parser.add_argument("--max-new-tokens", type=int, default=384)
     parser.add_argument("--drafted", action="store_true", help="time copy-aware drafted decoding too")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--bandwidth-gbs", type=float, default=26.0)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file (default: %(default)s)")
     return parser.parse_args()
 
 

@@ -27,6 +27,8 @@ def _header(title: str, data: dict) -> list[str]:
         f"- command: `{data.get('command', '?')}`",
         f"- date: {data.get('date', '?')}",
         f"- machine: {machine.get('platform', '?')}, {machine.get('cpu_count', '?')} CPUs"
+        + (f" ({machine['cpu_model']}; {', '.join(machine.get('cpu_simd') or []) or 'no AVX2'})"
+           if machine.get("cpu_model") else "")
         + (f", load average at start {load}" if load else ""),
         "",
     ]
@@ -253,7 +255,7 @@ def endpoint(data: dict) -> list[str]:
     ]
 
 
-def default_quant(data: dict) -> list[str]:
+def default_quant(data: dict, title: str = "A lighter default aligner: F16 vs llama.cpp quantizations") -> list[str]:
     rows = [
         [name, v["size_mb"], v["decode_tok_s"], f"{v['decode_vs_f16']:.2f}×", v["share_of_bound"],
          f"{v['identical_outputs']}/{v['items']}", f"{v['token_agreement']:.2%}",
@@ -261,10 +263,11 @@ def default_quant(data: dict) -> list[str]:
         for name, v in data["variants"].items()
     ]
     targets = "; ".join(f"{k}: {v}" for k, v in data["targets"].items())
-    return _header("A lighter default aligner: F16 vs llama.cpp quantizations", data) + _table(
+    return _header(title, data) + _table(
         rows, ["file type", "MB", "decode tok/s", "vs F16", "share of bound", "identical outputs",
                "token agreement (teacher-forced)", "parity", "peak RSS MB"],
-    ) + [f"Workload: {data['workload']}. Chosen: {data['chosen']}. Targets: {targets}."
+    ) + [f"Workload: {data['workload']}. Chosen: {data['chosen']}"
+         + (f" ({data['choice_rule']})" if data.get("choice_rule") else "") + f". Targets: {targets}."
          + (f" Peak RSS: {data['peak_rss_note']}" if data.get("peak_rss_note") else ""), ""]
 
 
@@ -284,6 +287,42 @@ def transformers_dtype(data: dict) -> list[str]:
     ) + [f"Workload: {data['workload']}, {data['items']} items, greedy, max_new_tokens "
          f"{data['max_new_tokens']}; native bf16 on this CPU: {data['machine']['native_bf16']}; bandwidth "
          f"{data['bandwidth_gbs']} GB/s. Targets: {targets}.", ""]
+
+
+def transformers_profile(data: dict) -> list[str]:
+    steps = [[threads, v["body_ms"], v["head_ms"], f"{v['head_share']:.0%}", v["step_ms"], v["tok_s"],
+              data["read_bandwidth_gbs"][threads], f"{v['share_of_measured_bound']:.0%}"]
+             for threads, v in data["decode_step"].items()]
+    heads = [[rows, v["linear_ms"], v["transposed_ms"], f"{v['linear_over_transposed']:.2f}×",
+              f"{v['same_argmax_rows']}/{rows}", f"{v['max_abs_difference']:.1e}"]
+             for rows, v in data["head_product"].items()]
+    return _header("Where a transformers decoding step goes (default aligner, fp32, CPU)", data) + [
+        f"One-token steps after a {data['context_tokens']}-token held-out prompt, {data['weights_mb']} "
+        f"MB of weights; medians of {data['rounds']} interleaved rounds of {data['steps_per_round']} "
+        "steps. The bound is this run's own read bandwidth (a 512 MB tensor summed).",
+        "",
+        *_table(steps, ["threads", "body ms", "head ms", "head share", "step ms", "tok/s",
+                        "read GB/s", "share of measured bound"]),
+        "The head's product at the row counts drafting verifies: `F.linear(x, W)` (as transformers "
+        "calls it) and the same product as `(W @ x.T).T`.",
+        "",
+        *_table(heads, ["rows", "linear ms", "transposed ms", "linear ÷ transposed",
+                        "same argmax rows", "max abs difference"]),
+        *_whole_calls(data.get("whole_calls")),
+    ]
+
+
+def _whole_calls(calls: dict | None) -> list[str]:
+    if not calls:
+        return []
+    rates = calls["tok_s"]
+    return [
+        f"Whole calls, {calls['items']} held-out items, drafting on, {calls['max_new_tokens']} new "
+        f"tokens at most: {rates['transformers_head']} tok/s with transformers' head, "
+        f"{rates['transposed_head']} with the backend's (**{calls['transposed_over_transformers_head']:.2f}×**); "
+        f"identical outputs {calls['identical_outputs']}/{calls['items']}.",
+        "",
+    ]
 
 
 def stream_through(data: dict) -> list[str]:
@@ -438,7 +477,10 @@ def main() -> None:
     lines += _section("drafting_llamacpp_decision", drafting, "Decision run: the package's own "
                       "drafting vs stock prompt lookup, llama.cpp", DECISION_NOTE)
     lines += _section("prefix_cache", prefix_cache)
-    lines += _section("default_quant", default_quant)
+    lines += _section("default_quant", default_quant,
+                      "A lighter default aligner: F16, Q8_0 and Q6_K on the whole held-out set")
+    lines += _section("default_quant_slice", default_quant,
+                      "A lighter default aligner: F16 vs four quantizations, first 60 held-out items")
     lines += _section("endpoint", endpoint)
     lines += _section("drafting_transformers", drafting, "Drafting beside transformers' stock prompt "
                       "lookup, prefix reuse and batching")
@@ -447,6 +489,7 @@ def main() -> None:
     lines += _section("drafting_transformers_decision", drafting, "Decision run: the package's own "
                       "drafting vs stock prompt lookup, transformers", DECISION_NOTE)
     lines += _section("transformers_dtype", transformers_dtype)
+    lines += _section("transformers_profile", transformers_profile)
     lines += _section("stream_through", stream_through)
     lines += _section("gate", gate)
     lines += _section("same_outputs", same_outputs)
