@@ -26,6 +26,26 @@ def llama_cpp_version() -> str:
     return f"llama-cpp-python {llama_cpp.__version__}"
 
 
+#: The vector extensions that decide CPU decoding speed (hosts differ: one run here had
+#: AVX512-BF16, a later one AVX2 only, at about half the speed).
+SIMD_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+
+
+def _cpu_field(name: str) -> str | None:
+    """A field of /proc/cpuinfo's first processor (None off Linux)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info
+                         if line.split(":", 1)[0].strip() == name), None)
+    except OSError:
+        return None
+
+
+def _cpu_simd() -> list[str] | None:
+    flags = _cpu_field("flags")
+    return None if flags is None else [f for f in SIMD_FLAGS if f in flags.split()]
+
+
 def run_header(benchmark: str, load_at_start: tuple[float, ...], **machine: Any) -> dict[str, Any]:
     """The header of a results file; `machine` adds engine facts (versions, threads)."""
     return {
@@ -35,6 +55,8 @@ def run_header(benchmark: str, load_at_start: tuple[float, ...], **machine: Any)
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
+            "cpu_model": _cpu_field("model name"),
+            "cpu_simd": _cpu_simd(),
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             **machine,

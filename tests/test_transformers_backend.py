@@ -161,3 +161,25 @@ def test_score_equals_the_log_probabilities_of_decoding_the_text_token_by_token(
     got = tiny.score(prompt, [text, text])
     assert got[0] == pytest.approx(want, abs=1e-3) and got[1] == got[0]
     assert tiny.capabilities.scoring
+
+
+def test_the_transposed_head_computes_transformers_own_logits_with_the_same_weight(tiny, tiny_model_dir):
+    """On the CPU in fp32 the backend takes the logits' product as (W @ h.T).T (measured faster
+    at the rows drafting verifies); the numbers are the `Linear`'s, the weight is shared, not
+    copied, and tied embeddings stay tied. `transposed_head=False` keeps transformers' layer."""
+    import torch
+
+    from metaaligner_chain.backends.transformers.head import TransposedHead
+
+    head = tiny.lm.get_output_embeddings()
+    assert tiny.transposed_head and isinstance(head, TransposedHead)
+    stock = get_backend("transformers", str(tiny_model_dir), batch_size=2, transposed_head=False)
+    assert not stock.transposed_head and type(stock.lm.get_output_embeddings()) is torch.nn.Linear
+    if tiny.lm.config.tie_word_embeddings:
+        assert head.weight is tiny.lm.get_input_embeddings().weight
+    hidden = torch.randn(3, 5, head.weight.shape[1], generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        got = head(hidden)
+        want = torch.nn.functional.linear(hidden, head.weight)
+    assert got.shape == want.shape == (3, 5, head.weight.shape[0])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

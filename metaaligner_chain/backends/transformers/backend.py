@@ -57,6 +57,7 @@ class TransformersBackend:
         prefix_cache_size: int = 4,
         draft_batches: bool = True,
         adapter: str | os.PathLike[str] | None = None,
+        transposed_head: bool = True,
     ):
         torch, _ = import_torch_transformers()
         self._torch = torch
@@ -76,6 +77,11 @@ class TransformersBackend:
         self.tokenizer, self.lm = load_model(self.model, self.dtype, self.device, self.adapter,
                                              trust_remote_code=trust_remote_code)
         self.lm.eval()
+        #: The logits' product as (W @ h.T).T on the CPU in fp32 (`head`: up to ~3x faster at the
+        #: rows drafting verifies); False keeps transformers' own `Linear`.
+        from metaaligner_chain.backends.transformers.head import transpose_head  # needs torch
+
+        self.transposed_head = transposed_head and transpose_head(self.lm)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token

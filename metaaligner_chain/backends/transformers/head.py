@@ -1,0 +1,40 @@
+"""The output head's product in the orientation the CPU's BLAS computes fastest.
+
+transformers computes the logits as `F.linear(hidden, W)` (hidden @ W.T) with the head's weight W,
+for the default aligner the tied 49,152 x 576 embedding: a product with few rows (one in plain
+decoding, 2 to 32 when drafting verifies a draft or the keep test scores an answer) against a very
+wide matrix. With torch's MKL on this project's CPU machines that product ran up to about three
+times slower at 4 to 32 rows than the same product taken as (W @ hidden.T).T, and no faster at one
+row (`benchmarks/bench_transformers_profile.py`; its results file has the table). `transpose_head`
+swaps the model's output layer for one computing it that way, holding the same weight (tied
+embeddings stay tied, nothing is copied).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class TransposedHead(torch.nn.Module):
+    """A bias-free output layer computing `hidden @ weight.T` as `(weight @ hidden.T).T`."""
+
+    def __init__(self, weight: torch.nn.Parameter):
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        rows = hidden.reshape(-1, hidden.shape[-1])
+        return torch.mm(self.weight, rows.t()).t().reshape(*hidden.shape[:-1], self.weight.shape[0])
+
+
+def transpose_head(lm: Any) -> bool:
+    """Give `lm` a `TransposedHead` when its output layer is a plain bias-free `Linear` on the CPU
+    in fp32 (where it was measured); True when swapped."""
+    head = lm.get_output_embeddings()
+    if (type(head) is not torch.nn.Linear or head.bias is not None
+            or head.weight.device.type != "cpu" or head.weight.dtype != torch.float32):
+        return False
+    lm.set_output_embeddings(TransposedHead(head.weight))
+    return True
