@@ -12,7 +12,10 @@ the variants interleaved within a round. Then whole calls: the first `--items` h
 aligned by `TransformersBackend` as the runnable runs it (greedy, drafting on), with
 transformers' own head (`transposed_head=False`) and with the backend's default
 (`metaaligner_chain/backends/transformers/head.py`), interleaved item by item, outputs compared.
-Writes `benchmarks/results/transformers_profile.json`.
+Last, because one thread steps as fast as two: the same held-out prompts decoded plainly (greedy
+`generate`, `--workers-tokens` new tokens each) one after another at two threads, and by two
+Python threads at one intra-op thread each sharing the model, outputs compared: what two 1-thread
+workers would give concurrent callers. Writes `benchmarks/results/transformers_profile.json`.
 
     python -m benchmarks.bench_transformers_profile [--rounds 7] [--steps 16] [--items 12]
 """
@@ -111,6 +114,7 @@ def main() -> None:
                 }
 
     calls = whole_calls(folder, held_out_prompts(args.items), args.max_new_tokens)
+    workers = two_workers(torch, lm, tokenizer, held_out_prompts(args.items), args.workers_tokens)
     measured = {t: round(max(v), 1) for t, v in bandwidth.items()}
     step_ms = {}
     for threads, parts in steps.items():
@@ -139,10 +143,11 @@ def main() -> None:
         "decode_step": step_ms,
         "head_product": head_ms,
         "whole_calls": calls,
+        "two_workers": workers,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("read_bandwidth_gbs", "decode_step", "head_product",
-                                              "whole_calls")},
+                                              "whole_calls", "two_workers")},
                      indent=1))
     print(f"wrote {args.out}")
 
@@ -180,6 +185,45 @@ def whole_calls(folder: Path, prompts: list[tuple[str, str]], max_new_tokens: in
     }
 
 
+def two_workers(torch, lm, tokenizer, prompts: list[tuple[str, str]], new_tokens: int) -> dict:
+    """Plain greedy decoding of `prompts`: serially at two threads, then by two Python threads at
+    one intra-op thread each (every other prompt each) sharing `lm`; seconds and identical outputs."""
+    import threading
+
+    encoded = [tokenizer(prompt, return_tensors="pt").input_ids for prompt, _ in prompts]
+    outputs: dict[str, dict[int, list[int]]] = {"serial": {}, "workers": {}}
+
+    def decode(kind: str, indexes) -> None:
+        with torch.inference_mode():
+            for i in indexes:
+                out = lm.generate(encoded[i], max_new_tokens=new_tokens, do_sample=False)
+                outputs[kind][i] = out[0, encoded[i].shape[1]:].tolist()
+
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+    decode("serial", range(len(encoded)))
+    serial = time.perf_counter() - started
+    torch.set_num_threads(1)
+    threads = [threading.Thread(target=decode, args=("workers", range(k, len(encoded), 2)))
+               for k in range(2)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    parallel = time.perf_counter() - started
+    torch.set_num_threads(2)
+    tokens = sum(len(o) for o in outputs["serial"].values())
+    return {
+        "prompts": len(encoded),
+        "new_tokens_at_most": new_tokens,
+        "serial_two_threads_tok_s": round(tokens / serial, 1),
+        "two_workers_one_thread_tok_s": round(tokens / parallel, 1),
+        "workers_over_serial": round(serial / parallel, 2),
+        "identical_outputs": sum(outputs["serial"][i] == outputs["workers"][i] for i in outputs["serial"]),
+    }
+
+
 def _seconds(call, repeats: int = 1) -> float:
     """The fastest of `repeats` calls, in seconds."""
     best = float("inf")
@@ -206,6 +250,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=16, help="one-token steps timed per round")
     parser.add_argument("--items", type=int, default=12, help="held-out items for the whole calls")
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--workers-tokens", type=int, default=64,
+                        help="new tokens per prompt in the two-workers comparison")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser
 

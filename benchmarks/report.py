@@ -309,6 +309,20 @@ def transformers_profile(data: dict) -> list[str]:
         *_table(heads, ["rows", "linear ms", "transposed ms", "linear ÷ transposed",
                         "same argmax rows", "max abs difference"]),
         *_whole_calls(data.get("whole_calls")),
+        *_two_workers(data.get("two_workers")),
+    ]
+
+
+def _two_workers(workers: dict | None) -> list[str]:
+    if not workers:
+        return []
+    return [
+        f"Two workers: {workers['prompts']} held-out prompts decoded plainly ({workers['new_tokens_at_most']} "
+        f"new tokens at most): {workers['serial_two_threads_tok_s']} tok/s one after another at two "
+        f"threads, {workers['two_workers_one_thread_tok_s']} by two Python threads at one thread each "
+        f"sharing the model (**{workers['workers_over_serial']:.2f}×**); identical outputs "
+        f"{workers['identical_outputs']}/{workers['prompts']}.",
+        "",
     ]
 
 
