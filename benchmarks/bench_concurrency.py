@@ -11,11 +11,14 @@ hits all alike:
 
 Figures are items per second over the whole set and, per row, the ratio to one caller. llama.cpp
 runs one sequence at a time in this package (see issue 17's throughput item), so concurrency can
-only overlap Python work with decoding there; transformers batches prompts only through `batch`.
-Writes `benchmarks/results/concurrency.json`.
+only overlap Python work with decoding there; transformers batches prompts only through `batch`,
+and with `--transformers-workers 1 2` it is measured again with `backend_options={"workers": 2}`
+(two calls decoding at once, torch's threads divided between them; measured after the one-worker
+rows, since that division is process-wide). Writes `benchmarks/results/concurrency.json` (or
+`--out`).
 
     python -m benchmarks.bench_concurrency [--backends llama.cpp transformers] [--every 10]
-        [--rounds 1] [--max-new-tokens 128]
+        [--rounds 1] [--max-new-tokens 128] [--transformers-workers 1 2] [--out FILE]
 """
 
 from __future__ import annotations
@@ -44,10 +47,14 @@ def main() -> None:
     args = _parse_args()
     load = os.getloadavg()
     rows = {}
-    for backend in args.backends:
+    runs = [(b, w) for b in args.backends
+            for w in (sorted(args.transformers_workers) if b == "transformers" else [1])]
+    for backend, workers in runs:
+        label = backend if workers == 1 else f"{backend}, {workers} workers"
         inputs = held_out_inputs(args.every or EVERY[backend])
         aligner = MetaAlignerRunnable(objectives=["helpfulness"], backend=backend,
-                                      max_new_tokens=args.max_new_tokens)
+                                      max_new_tokens=args.max_new_tokens,
+                                      backend_options={"workers": workers} if workers > 1 else {})
         aligner.invoke(inputs[0])  # load, merge and warm outside the timing
         seconds: dict[str, list[float]] = {f"callers_{n}": [] for n in CALLERS}
         seconds["batch"] = []
@@ -59,9 +66,9 @@ def main() -> None:
                 start = time.perf_counter()
                 outputs[variant] = _run(aligner, inputs, variant)
                 seconds[variant].append(time.perf_counter() - start)
-                print(f"{backend} {variant}: {seconds[variant][-1]:.1f} s", flush=True)
+                print(f"{label} {variant}: {seconds[variant][-1]:.1f} s", flush=True)
         one = statistics.median(seconds["callers_1"])
-        rows[backend] = {
+        rows[label] = {
             "items": len(inputs),
             "answers_per_s": {v: round(len(inputs) / statistics.median(s), 3)
                               for v, s in seconds.items()},
@@ -83,8 +90,8 @@ def main() -> None:
             ),
         },
     }
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 def _run(aligner: MetaAlignerRunnable, inputs: list[dict], variant: str) -> list[str]:
@@ -119,6 +126,9 @@ def _parse_args() -> argparse.Namespace:
                         help="every K-th held-out item (default per backend: " f"{EVERY})")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--transformers-workers", type=int, nargs="+", default=[1, 2],
+                        help="transformers rows, one per `workers` value")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
 
 

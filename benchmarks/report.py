@@ -416,8 +416,8 @@ def memory(data: dict) -> list[str]:
     ) + [f"Targets: {targets}.", ""]
 
 
-def concurrency(data: dict) -> list[str]:
-    lines = _header("Aligned answers per second under concurrency", data)
+def concurrency(data: dict, title: str = "Aligned answers per second under concurrency") -> list[str]:
+    lines = _header(title, data)
     for backend, r in data["backends"].items():
         rows = [[v, rate, f"{r['vs_one_caller'][v]:.2f}×", f"{r['identical_to_one_caller'][v]}/{r['items']}"]
                 for v, rate in r["answers_per_s"].items()]
@@ -509,6 +509,8 @@ def main() -> None:
     lines += _section("same_outputs", same_outputs)
     lines += _section("memory", memory)
     lines += _section("concurrency", concurrency)
+    lines += _section("concurrency_workers", concurrency,
+                      "transformers under concurrency: one worker against two")
     lines += _section("parallel_sequences", parallel_sequences)
     lines += _section("keep_margin", keep_margin)
     lines += _section("train_allocator", train_allocator)

@@ -183,3 +183,33 @@ def test_the_transposed_head_computes_transformers_own_logits_with_the_same_weig
         want = torch.nn.functional.linear(hidden, head.weight)
     assert got.shape == want.shape == (3, 5, head.weight.shape[0])
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_two_workers_serve_concurrent_callers_the_same_answers(tiny_model_dir):
+    """`workers=2`: two calls decode at once on the shared model (torch's threads divided between
+    them); concurrent callers, drafted or not, get what one worker gives one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        two = get_backend("transformers", str(tiny_model_dir), batch_size=2, workers=2)
+        assert two.workers == 2 and torch.get_num_threads() == max(1, threads // 2)
+        one = get_backend("transformers", str(tiny_model_dir), batch_size=2)
+        plain = GenerationSettings(max_new_tokens=10, drafting=False)
+        calls = [(prompt, settings) for prompt in PROMPTS for settings in (GREEDY, plain)] * 2
+        want = [one.generate([prompt], settings, ["Mix flour and water."])[0] for prompt, settings in calls]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda c: two.generate([c[0]], c[1], ["Mix flour and water."])[0], calls))
+        assert [g.text for g in got] == [w.text for w in want]
+        scores = list(ThreadPoolExecutor(2).map(lambda t: two.score(PROMPTS[0], [t]), ["Yes.", "No."] * 2))
+        assert scores[0] == scores[2] and scores[1] == scores[3]
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_workers_must_be_a_whole_number_of_at_least_one(tiny_model_dir, workers):
+    with pytest.raises(ValueError, match="`workers` is"):
+        get_backend("transformers", str(tiny_model_dir), workers=workers)

@@ -1,6 +1,9 @@
 """Transformers engine: hub id or local directory (or a GGUF file, dequantised), batched greedy generation.
 
 One model per (path, dtype, device) per process (loaded by `loading`), shared through `get_backend`.
+Calls are served `workers` at a time (default one): on a CPU whose decoding steps are bound by
+per-operation latency, two workers at one intra-op thread each decode about 1.7x the tokens per
+second of one at two threads (`benchmarks/bench_transformers_profile.py`).
 Prompts are raw strings tokenized with the tokenizer's special tokens (BOS), as in the released
 inference; batches are length-bucketed and left-padded; only new tokens are decoded, up to the
 first EOS. Greedy calls with `settings.drafting` (the default) on one prompt (and `stream`) go
@@ -40,7 +43,8 @@ from metaaligner_chain.models.metadata import read_metadata
 
 
 class TransformersBackend:
-    """A causal LM through Hugging Face transformers. Thread-safe: calls are serialized."""
+    """A causal LM through Hugging Face transformers. Thread-safe: at most `workers` calls run at
+    once, sharing the model (the rest wait)."""
 
     name = "transformers"
     #: Batches prompts in one `generate`, drafts and reuses prefixes in its own loop (`drafting`).
@@ -58,8 +62,14 @@ class TransformersBackend:
         draft_batches: bool = True,
         adapter: str | os.PathLike[str] | None = None,
         transposed_head: bool = True,
+        workers: int = 1,
     ):
         torch, _ = import_torch_transformers()
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(
+                f"`workers` is {workers!r}; pass a whole number >= 1 (calls served at once; on a "
+                "2-core CPU, 2 with one thread each measured ~1.7x the throughput of 1)."
+            )
         self._torch = torch
         self.model = str(model)
         self.device = pick_device(torch, device)
@@ -92,7 +102,24 @@ class TransformersBackend:
         )
         # an adapter's own metadata (prompt format, objectives) wins over the base model's
         self.metadata = (self.adapter and read_metadata(self.adapter)) or read_metadata(self.model)
-        self._lock = threading.Lock()
+        #: Calls served at once. With more than one, torch's intra-op threads are divided among
+        #: them (a process-wide setting), and sampled calls take turns, since seeding is global.
+        self.workers = workers
+        self._slots = threading.BoundedSemaphore(workers)
+        self._sampling = threading.Lock()
+        if workers > 1 and self.device == "cpu":
+            torch.set_num_threads(max(1, torch.get_num_threads() // workers))
+
+    def _turn(self, settings: GenerationSettings | None = None) -> Any:
+        """Held while a call uses the model: a worker's slot, and for a sampled call the seed's
+        turn too (the random generator is global)."""
+        from contextlib import ExitStack
+
+        stack = ExitStack()
+        if settings is not None and not settings.greedy:
+            stack.enter_context(self._sampling)
+        stack.enter_context(self._slots)
+        return stack
 
     def _eos_ids(self) -> list[int]:
         eos = self.lm.generation_config.eos_token_id
@@ -113,7 +140,7 @@ class TransformersBackend:
             ids = [*self.tokenizer(text, add_special_tokens=False)["input_ids"], self.eos_ids[0]]
             if len(prompt_ids) + len(ids) > self.context_length:
                 raise PromptTooLongError(len(prompt_ids) + len(ids), self.context_length, self.model)
-            with self._lock, torch.inference_mode():
+            with self._turn(), torch.inference_mode():
                 # the prompt's KV from its generation (`prefixes`), logits only where the text is
                 # predicted: a vocabulary row per prompt token would take ~0.2 MB each (SmolLM2)
                 n, cache = start_cache(self.prefixes, [prompt_ids])
@@ -194,7 +221,7 @@ class TransformersBackend:
         encoded = self._encode(prompts)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # length buckets
         results: dict[int, Generation] = {}
-        with self._lock, self._torch.inference_mode():
+        with self._turn(settings), self._torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 if _drafts(settings) and (len(chunk) == 1 or self.draft_batches):
@@ -217,7 +244,6 @@ class TransformersBackend:
         (ids,) = self._encode([prompt])
         streamer = _token_streamer(self.tokenizer)
         inputs = self._torch.tensor([ids], device=self.device)
-        kwargs = self._generate_kwargs(settings, len(ids))
         errors: list[BaseException] = []
         drafted: list[Generation] = []
 
@@ -225,7 +251,8 @@ class TransformersBackend:
 
         def run() -> None:  # the worker holds the model, so an abandoned stream never blocks others
             try:
-                with self._lock, self._torch.inference_mode():
+                with self._turn(settings), self._torch.inference_mode():
+                    kwargs = self._generate_kwargs(settings, len(ids))  # seeds in its turn
                     if _drafts(settings):  # verified tokens stream as they come
                         streamer.next_tokens_are_prompt = False
                         drafted.extend(self._drafted([ids], settings, [response], streamer.put_ids))

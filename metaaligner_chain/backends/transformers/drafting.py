@@ -21,6 +21,7 @@ token boundary of the full prompt's own tokenization.
 from __future__ import annotations
 
 import inspect
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,28 +51,32 @@ class PrefixCache:
     def __init__(self, size: int = 4):
         self.size = size
         self._entries: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+        self._guard = threading.Lock()  # several workers look up and store at once
 
     def longest(self, rows: Sequence[Sequence[int]]) -> tuple[int, list[tuple[Any, Any]] | None]:
-        """(n, layers): the cached entry sharing the longest token prefix with *every* row."""
-        best, best_ids = 0, None
-        for ids in self._entries:
-            n = min(common_prefix(ids, row) for row in rows)
-            if n > best:
-                best, best_ids = n, ids
-        if best_ids is None:
-            return 0, None
-        self._entries.move_to_end(best_ids)
-        return best, self._entries[best_ids]
+        """(n, layers): the cached entry sharing the longest token prefix with *every* row (its
+        tensors are only read: a cache started from them concatenates new ones)."""
+        with self._guard:
+            best, best_ids = 0, None
+            for ids in self._entries:
+                n = min(common_prefix(ids, row) for row in rows)
+                if n > best:
+                    best, best_ids = n, ids
+            if best_ids is None:
+                return 0, None
+            self._entries.move_to_end(best_ids)
+            return best, self._entries[best_ids]
 
     def store(self, ids: Sequence[int], layers: list[tuple[Any, Any]]) -> None:
         key = tuple(ids)
-        if self.size <= 0 or any(k[: len(key)] == key for k in self._entries):
-            return
-        for old in [k for k in self._entries if key[: len(k)] == k]:
-            del self._entries[old]  # the new prompt extends it
-        self._entries[key] = layers
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        with self._guard:
+            if self.size <= 0 or any(k[: len(key)] == key for k in self._entries):
+                return
+            for old in [k for k in self._entries if key[: len(k)] == k]:
+                del self._entries[old]  # the new prompt extends it
+            self._entries[key] = layers
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
 
 
 @dataclass
