@@ -23,7 +23,6 @@ workers would give concurrent callers. Writes `benchmarks/results/transformers_p
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import statistics
@@ -32,16 +31,16 @@ from pathlib import Path
 
 from benchmarks.bench_default_quant import held_out_prompts
 from benchmarks.machine import run_header
+from metaaligner_chain.backends.transformers.drafting import cache_keyword
 
 RESULTS = Path(__file__).parent / "results" / "transformers_profile.json"
 THREADS = (1, 2)
 HEAD_ROWS = (1, 2, 4, 8, 16, 32)
 
 
-def read_bandwidth_gbs(torch, threads: int, repeats: int = 5) -> float:
-    """GB/s of summing a 512 MB fp32 tensor with `threads` threads (the best of `repeats`)."""
+def read_bandwidth_gbs(torch, data, threads: int, repeats: int = 5) -> float:
+    """GB/s of summing `data` (a large fp32 tensor) with `threads` threads (the best of `repeats`)."""
     torch.set_num_threads(threads)
-    data = torch.ones(128 * 1024 * 1024)
     data.sum()
     best = _seconds(data.sum, repeats)
     return data.numel() * 4 / best / 1e9
@@ -54,7 +53,7 @@ def decode_step_ms(torch, lm, cache, token, steps: int) -> tuple[float, float]:
     with torch.inference_mode():
         for _ in range(steps):
             started = time.perf_counter()
-            hidden = lm.model(input_ids=token, use_cache=True, **{_cache_keyword(lm): cache})
+            hidden = lm.model(input_ids=token, use_cache=True, **{cache_keyword(lm.model): cache})
             hidden = hidden.last_hidden_state
             middle = time.perf_counter()
             lm.lm_head(hidden)
@@ -69,33 +68,38 @@ def main() -> None:
     args = _parser().parse_args()
     load = os.getloadavg()
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+    from transformers import DynamicCache
 
+    from metaaligner_chain.backends.transformers import TransformersBackend
+    from metaaligner_chain.backends.transformers.head import TransposedHead
     from metaaligner_chain.models.defaults import default_aligner_hf_dir
 
     folder = default_aligner_hf_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    # transformers' own head for the step profile and the two workers; both for the whole calls
+    backends = {"transformers_head": TransformersBackend(str(folder), transposed_head=False),
+                "transposed_head": TransformersBackend(str(folder))}
+    lm, tokenizer = backends["transformers_head"].lm, backends["transformers_head"].tokenizer
     weights = lm.lm_head.weight
+    transposed = TransposedHead(weights)
     weight_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
 
-    prompt, _ = held_out_prompts(1)[0]
-    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    prompts = held_out_prompts(args.items)
+    ids = tokenizer(prompts[0][0], return_tensors="pt").input_ids
     context = ids.shape[1]
     cache = DynamicCache()
     with torch.inference_mode():
-        lm.model(input_ids=ids, use_cache=True, **{_cache_keyword(lm): cache})
+        lm.model(input_ids=ids, use_cache=True, **{cache_keyword(lm.model): cache})
     token = ids[:, -1:]
+    data = torch.ones(128 * 1024 * 1024)  # 512 MB, read to measure the bandwidth
 
     bandwidth = {t: [] for t in THREADS}
     steps = {t: {"body": [], "head": []} for t in THREADS}
     heads = {m: {"linear": [], "transposed": []} for m in HEAD_ROWS}
-    agreement = {}
     generator = torch.Generator().manual_seed(0)
     rows = {m: torch.randn(m, weights.shape[1], generator=generator) for m in HEAD_ROWS}
     for _ in range(args.rounds):
         for threads in THREADS:
-            bandwidth[threads].append(read_bandwidth_gbs(torch, threads, repeats=2))
+            bandwidth[threads].append(read_bandwidth_gbs(torch, data, threads, repeats=2))
             torch.set_num_threads(threads)
             body, head = decode_step_ms(torch, lm, cache, token, args.steps)
             steps[threads]["body"].append(body)
@@ -105,16 +109,19 @@ def main() -> None:
             for m, x in rows.items():
                 heads[m]["linear"].append(
                     1e3 * _seconds(lambda: torch.nn.functional.linear(x, weights), 3))
-                heads[m]["transposed"].append(1e3 * _seconds(lambda: torch.mm(weights, x.t()).t(), 3))
-                first = torch.nn.functional.linear(x, weights)
-                other = torch.mm(weights, x.t()).t()
-                agreement[m] = {
-                    "same_argmax_rows": int((first.argmax(-1) == other.argmax(-1)).sum()),
-                    "max_abs_difference": float((first - other).abs().max()),
-                }
+                heads[m]["transposed"].append(1e3 * _seconds(lambda: transposed(x), 3))
+    del data
+    agreement = {}
+    with torch.inference_mode():
+        for m, x in rows.items():
+            first, other = torch.nn.functional.linear(x, weights), transposed(x)
+            agreement[m] = {
+                "same_argmax_rows": int((first.argmax(-1) == other.argmax(-1)).sum()),
+                "max_abs_difference": float((first - other).abs().max()),
+            }
 
-    calls = whole_calls(folder, held_out_prompts(args.items), args.max_new_tokens)
-    workers = two_workers(torch, lm, tokenizer, held_out_prompts(args.items), args.workers_tokens)
+    calls = whole_calls(backends, prompts, args.max_new_tokens)
+    workers = two_workers(torch, lm, tokenizer, prompts, args.workers_tokens)
     measured = {t: round(max(v), 1) for t, v in bandwidth.items()}
     step_ms = {}
     for threads, parts in steps.items():
@@ -152,14 +159,11 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def whole_calls(folder: Path, prompts: list[tuple[str, str]], max_new_tokens: int) -> dict:
-    """Drafted greedy calls on `prompts` with each head, interleaved (which goes first
+def whole_calls(backends: dict, prompts: list[tuple[str, str]], max_new_tokens: int) -> dict:
+    """Drafted greedy calls on `prompts` with each backend (head), interleaved (which goes first
     alternating): tokens/s over whole calls, and how many outputs are identical."""
     from metaaligner_chain.backends.base import GenerationSettings
-    from metaaligner_chain.backends.transformers import TransformersBackend
 
-    backends = {"transformers_head": TransformersBackend(str(folder), transposed_head=False),
-                "transposed_head": TransformersBackend(str(folder))}
     settings = GenerationSettings(max_new_tokens=max_new_tokens, drafting=True)
     tally = {name: {"seconds": 0.0, "tokens": 0} for name in backends}
     identical = 0
@@ -232,11 +236,6 @@ def _seconds(call, repeats: int = 1) -> float:
         call()
         best = min(best, time.perf_counter() - started)
     return best
-
-
-def _cache_keyword(lm) -> str:
-    """The KV cache's keyword in the model body's forward (renamed from `past_key_values`)."""
-    return "cache" if "cache" in inspect.signature(lm.model.forward).parameters else "past_key_values"
 
 
 def _blas(torch) -> str:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -111,16 +112,13 @@ class TransformersBackend:
         if workers > 1 and self.device == "cpu":
             torch.set_num_threads(max(1, torch.get_num_threads() // workers))
 
-    def _turn(self, settings: GenerationSettings | None = None) -> Any:
+    @contextmanager
+    def _turn(self, settings: GenerationSettings | None = None) -> Iterator[None]:
         """Held while a call uses the model: a worker's slot, and for a sampled call the seed's
         turn too (the random generator is global)."""
-        from contextlib import ExitStack
-
-        stack = ExitStack()
-        if settings is not None and not settings.greedy:
-            stack.enter_context(self._sampling)
-        stack.enter_context(self._slots)
-        return stack
+        sampled = settings is not None and not settings.greedy
+        with self._sampling if sampled else nullcontext(), self._slots:
+            yield
 
     def _eos_ids(self) -> list[int]:
         eos = self.lm.generation_config.eos_token_id

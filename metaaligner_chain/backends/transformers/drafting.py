@@ -195,6 +195,12 @@ def decode_greedy(
     return [(r.out, {"drafted_tokens": r.drafted, "accepted_tokens": r.accepted}) for r in rows]
 
 
+def cache_keyword(module: Any) -> str:
+    """The KV cache's keyword in `module`'s forward (`past_key_values` before transformers 5
+    renamed it `cache`)."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
 def start_cache(prefix_cache: PrefixCache | None, prompts: Sequence[Sequence[int]]) -> tuple[int, Any]:
     """(n, cache): a `DynamicCache` holding, for each of the prompts, the longest prefix
     `prefix_cache` shares with all of them (never a whole prompt: its last token is evaluated for
@@ -218,7 +224,7 @@ def forward(
     grows by `width` (padding columns are masked)."""
     if positions is None:  # prefill: count valid tokens before each column
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
-    name = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    name = cache_keyword(lm)
     out = lm(
         input_ids=ids,
         attention_mask=mask.to(ids.device),
