@@ -112,9 +112,12 @@ class Judged:
 
     def split(self, margin_of) -> dict:
         """Answers changed, clean kept, chrF and checks win / tie / loss (pooled), harm."""
+        return self.tally(self.at(margin_of))
+
+    def tally(self, rows: list[dict]) -> dict:
+        """`split`'s figures for judged rows as some rule left them."""
         from compare import pooled
 
-        rows = self.at(margin_of)
         chrf, checks, _, kept, _ = pooled(rows, self.judge)
         return {"changed": sum(i["aligned"].strip() != i["answer"].strip() for i in rows),
                 "clean_kept": kept,
