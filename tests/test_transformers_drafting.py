@@ -58,6 +58,25 @@ def test_tiny_drafted_equals_plain_when_the_model_copies_and_when_it_does_not(ti
     assert sum(s["accepted_tokens"] for s in stats) > 0
 
 
+def test_a_weak_copy_match_drafts_what_the_stock_lookup_would():
+    """A one-token match with the response is not enough to copy from it (MIN_MATCH), but the
+    step still drafts from the prompt as transformers' prompt lookup does, and that draft's
+    outcome leaves the copy state (cursor, pauses) alone."""
+    from metaaligner_chain.backends.transformers.drafting import DRAFTER, _Row
+    from metaaligner_chain.drafting import CopyDrafter
+
+    response, prompt = [50, 51, 52, 53], [1, 50, 60, 61, 62]
+    row = _Row(prompt, 100, CopyDrafter(response, context=prompt, **DRAFTER))
+    row.out = [7, 50]  # ends in the response's first token, one token of evidence
+    assert row.draft() == [60, 61, 62, 7, 50]  # what followed 50 in the prompt, then the generation
+    assert not row.drafter.copying
+    cursor = row.drafter.cursor
+    row.verified(5, 0)
+    assert (row.drafter.cursor, row.drafter.pause, row.drafter.misses) == (cursor, 0, 0)
+    row.out = [7, 50, 51]  # two tokens of the response: copy it
+    assert row.draft()[:2] == [52, 53] and row.drafter.copying
+
+
 def _plain_ids(backend, prompts, limit):
     import torch
 
