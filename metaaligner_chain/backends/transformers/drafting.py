@@ -43,8 +43,9 @@ from metaaligner_chain.drafting import CopyDrafter, common_prefix
 DRAFTER = {"start_draft": 64, "max_draft": 64, "max_lookup": 10, "fixed_lookup": True,
            "earliest": True}
 
-#: Draft only where the generation's last tokens match the response over at least this many
-#: tokens (a 1-token match on a common word rarely leads to an accepted draft).
+#: Copy from the response only where the generation's last tokens match it over at least this
+#: many tokens (a 1-token match on a common word rarely leads to an accepted draft); a weaker
+#: match drafts from the prompt lookup instead.
 MIN_MATCH = 2
 
 
