@@ -23,6 +23,7 @@ default ships on; it is an experiment and uses the backend's internals.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -116,7 +117,8 @@ def main() -> None:
                         help="log P per token of the copy at or below which a departure stands")
     parser.add_argument("--out", type=Path, default=HERE / "departure.json")
     args = parser.parse_args()
-    margins, aligner = shipped_margins(), None
+    margins = shipped_margins()
+    aligner = functools.cache(Aligner)  # the model loads only for items not already cached
     rows, runs = {}, {}
     for spec in args.judged:
         folder, _, source = spec.partition("=")
@@ -131,13 +133,11 @@ def main() -> None:
     for folder, run in runs.items():
         unchanged = [i["id"] for i in run if shipped[i["id"]]["aligned"].strip() == i["answer"].strip()
                      and not shipped[i["id"]].get("fallback_reason")]
-        if aligner is None:
-            aligner = Aligner()
         scores = cached(Path(folder) / "copy-scores.jsonl", unchanged,
-                        lambda i: {"per_token": aligner.copy_per_token(rows[i])})
+                        lambda i: {"per_token": aligner().copy_per_token(rows[i])})
         per_token.update({i: scores[i]["per_token"] for i in unchanged})
         low = [i for i in unchanged if per_token[i] <= max(args.cutoffs)]
-        departures.update(cached(Path(folder) / "departures.jsonl", low, lambda i: aligner.depart(rows[i])))
+        departures.update(cached(Path(folder) / "departures.jsonl", low, lambda i: aligner().depart(rows[i])))
 
     def with_departures(items: list[dict], cutoff: float | None) -> list[dict]:
         out = []
