@@ -1,0 +1,222 @@
+"""A preference stage over the built-in default aligner (trl's DPO), an experiment for issue 13.
+
+The sixth look (README.md here) found the default giving back flawed answers it is unsure of: its
+own log-probability of the copy separates them from the clean ones. The three SFT stages never
+show it the copy as a wrong answer. This stage does, with pairs from the recipe's training split
+only (`runs/default-aligner-data`, built by the recipe's `data` section):
+
+- a flawed answer: the written rewrite is chosen over writing the answer back unchanged;
+- a clean answer the default edits (its own greedy output, no gate): the answer as it is, chosen
+  over that edit.
+
+A new LoRA adapter is trained over the merged default (`default_aligner_hf_dir()`, fp32) with
+`trl.DPOTrainer` (reference = the merged default itself, its log-probabilities computed once),
+merged into a model folder that `validate.py` judges on both validation sets:
+
+    ma-train data build examples/default_aligner/corpus/train --format generic --prompt-format hh-rlhf \
+        --out runs/default-aligner-data --seed 0 --warmup-fraction 0.3 --val-fraction 0.08
+    python examples/default_aligner/preference.py pairs [--flawed 320] [--clean 200]
+    python examples/default_aligner/preference.py train [--beta 0.1] [--lr 5e-5] [--steps N]
+    python examples/default_aligner/validate.py runs/preference/model --quant q8_0 --keep-margin off \
+        [--items examples/default_aligner/validation-topics --out runs/preference/model/validation-topics]
+    python examples/default_aligner/preference.py compare SUMMARY.json ... [--json OUT]
+
+`validate.py` names its summaries for a run validation.json / validation-topics.json; the
+ones of the run in the README (seventh look) are committed as validation[-topics]-preference-keep-off.json.
+Writes runs/preference/: clean-edits.jsonl (the default's outputs on clean training answers,
+cached: a rerun generates only what is missing), pairs.jsonl, adapter/, model/ and
+training-log.json (loss, reward margin and accuracy per logged step, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+from trainer.recipe import load_recipe
+
+HERE = Path(__file__).resolve().parent
+OUT = Path("runs/preference")
+ANSWER, EDIT = "| Answer: ", " | Edit: "
+
+
+def answer_of(prompt: str) -> str:
+    """The answer a training row's prompt asks the aligner to edit."""
+    return prompt.split(ANSWER, 1)[1].rsplit(EDIT, 1)[0]
+
+
+def training_rows(data_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(flawed, clean) "better" rows of the training split: a clean row's target is its answer."""
+    rows = [json.loads(line) for line in (data_dir / "preference.jsonl").open()]
+    clean = [r for r in rows if r["completion"].strip() == answer_of(r["prompt"]).strip()]
+    flawed = [r for r in rows if r["completion"].strip() != answer_of(r["prompt"]).strip()]
+    return flawed, clean
+
+
+def clean_edits(rows: list[dict], cache: Path, max_new_tokens: int) -> dict[str, str]:
+    """The default's greedy output for each row's prompt (llama.cpp, the served Q8_0 file, no
+    gate), appended to `cache` as it goes."""
+    done = {}
+    if cache.exists():
+        done = {r["prompt"]: r["output"] for r in map(json.loads, cache.open())}
+    todo = [r for r in rows if r["prompt"] not in done]
+    if todo:
+        from metaaligner_chain.backends.base import GenerationSettings
+        from metaaligner_chain.backends.llamacpp import LlamaCppBackend
+        from metaaligner_chain.models.defaults import default_aligner_light
+
+        engine = LlamaCppBackend(default_aligner_light())
+        settings = GenerationSettings(max_new_tokens=max_new_tokens)
+        with cache.open("a") as sink:
+            for i, row in enumerate(todo):
+                (out,) = engine.generate([row["prompt"]], settings, responses=[answer_of(row["prompt"])])
+                done[row["prompt"]] = out.text
+                sink.write(json.dumps({"prompt": row["prompt"], "output": out.text}) + "\n")
+                sink.flush()
+                if i % 20 == 0:
+                    print(f"clean edits {i + 1}/{len(todo)}", flush=True)
+        engine.close()
+    return done
+
+
+def make_pairs(args: argparse.Namespace) -> None:
+    recipe = load_recipe(HERE / "recipe.yaml")
+    flawed, clean = training_rows(Path(recipe.data.out))
+    rng = random.Random(0)
+    flawed = rng.sample(flawed, min(args.flawed, len(flawed)))
+    clean = rng.sample(clean, min(args.clean, len(clean)))
+    OUT.mkdir(parents=True, exist_ok=True)
+    edits = clean_edits(clean, OUT / "clean-edits.jsonl", args.max_new_tokens)
+    pairs = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": answer_of(r["prompt"]),
+              "kind": "flawed", "objectives": r["objectives"]} for r in flawed]
+    edited = [r for r in clean if edits[r["prompt"]].strip() != answer_of(r["prompt"]).strip()]
+    pairs += [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": edits[r["prompt"]],
+               "kind": "clean", "objectives": r["objectives"]} for r in edited]
+    rng.shuffle(pairs)
+    with (OUT / "pairs.jsonl").open("w") as sink:
+        sink.writelines(json.dumps(p) + "\n" for p in pairs)
+    print(f"{len(flawed)} flawed pairs; {len(edited)} of {len(clean)} clean answers edited by the "
+          f"default → {len(edited)} clean pairs; wrote {OUT / 'pairs.jsonl'}")
+
+
+def train(args: argparse.Namespace) -> None:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from metaaligner_chain.models.defaults import default_aligner_hf_dir
+    from metaaligner_chain.models.metadata import METADATA_FILE
+    from trainer.train.inputs import load_tokenizer
+
+    torch.manual_seed(0)
+    base = default_aligner_hf_dir()
+    pairs = [json.loads(line) for line in (OUT / "pairs.jsonl").open()]
+    if args.pairs:
+        pairs = pairs[: args.pairs]
+    data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+    tokenizer = load_tokenizer(str(base))
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    config = DPOConfig(
+        output_dir=str(OUT / "trainer"), beta=args.beta, learning_rate=args.lr,
+        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.accumulate,
+        num_train_epochs=1, max_steps=args.steps or -1, max_length=args.max_length,
+        precompute_ref_log_probs=True, use_cpu=True, bf16=args.bf16, logging_steps=1,
+        save_strategy="no", report_to=[], lr_scheduler_type="constant_with_warmup", warmup_steps=2,
+        loss_type=args.loss, loss_weights=args.loss_weights,
+    )
+    lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    log: list[dict] = []
+
+    class Keep(TrainerCallback):
+        def on_log(self, _args, state, _control, logs=None, **_):
+            log.append({"step": state.global_step, "seconds": round(time.perf_counter() - started, 1),
+                        **{k: round(v, 4) for k, v in (logs or {}).items() if isinstance(v, float)}})
+            print(json.dumps(log[-1]), flush=True)
+
+    class Trainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, *_):
+            """Tokenized as the SFT stages are (`trainer.train.inputs.tokenize_rows`): the prompt
+            with BOS verbatim, then the completion and EOS. trl's own tokenizing of prompt +
+            completion as one string drops the prompt's last token (the space after `Edit:`)."""
+            def ids(row: dict) -> dict:
+                def completion(text: str) -> list[int]:
+                    return [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+                return {"prompt_ids": tokenizer(row["prompt"])["input_ids"],
+                        "chosen_ids": completion(row["chosen"]), "rejected_ids": completion(row["rejected"])}
+            return dataset.map(ids, remove_columns=dataset.column_names)
+
+    started = time.perf_counter()
+    trainer = Trainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
+                         peft_config=lora, callbacks=[Keep()])
+    trainer.train()
+    seconds = time.perf_counter() - started
+    trainer.model.save_pretrained(OUT / "adapter")
+    merged = trainer.model.merge_and_unload()
+    merged.save_pretrained(OUT / "model")
+    tokenizer.save_pretrained(OUT / "model")
+    (OUT / "model" / METADATA_FILE).write_text((base / METADATA_FILE).read_text())
+    (OUT / "training-log.json").write_text(json.dumps({
+        "pairs": len(pairs), "settings": vars(args) | {"base": str(base)},
+        "seconds": round(seconds, 1), "log": log}, indent=1) + "\n")
+    print(f"trained on {len(pairs)} pairs in {seconds / 60:.1f} min; wrote {OUT / 'model'}")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """`validate.py` summaries (its examples/default_aligner/*.json) side by side: answers changed,
+    clean kept, fallbacks, harm, chrF and checks win / tie / loss pooled over the objectives, and
+    `keep_margin.py`'s rule score (chrF and checks net wins, less clean answers edited and harmed
+    answers)."""
+    figures = {}
+    for path in args.summaries:
+        summary = json.loads(path.read_text())
+        pooled = {judge: [sum(o[judge][k] for o in summary["objectives"].values())
+                          for k in ("win", "tie", "loss")] for judge in ("chrf", "independent")}
+        clean = summary["clean"]
+        net = sum(w - l for w, _, l in pooled.values())
+        figures[path.name] = {
+            "items": summary["items"], "changed": summary["changed"],
+            "clean_kept": f"{clean['kept']} / {clean['items']}",
+            "fallbacks": summary["fallbacks"]["count"], "harm": summary["harm"]["count"],
+            "chrf": pooled["chrf"], "checks": pooled["independent"],
+            "score": net - (clean["items"] - clean["kept"]) - summary["harm"]["count"]}
+        print(json.dumps({"summary": path.name, **figures[path.name]}))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    pairs = sub.add_parser("pairs", help="pairs from the recipe's training split")
+    pairs.add_argument("--flawed", type=int, default=320, help="flawed answers sampled")
+    pairs.add_argument("--clean", type=int, default=200, help="clean answers the default is run on")
+    pairs.add_argument("--max-new-tokens", type=int, default=384)
+    fit = sub.add_parser("train", help="DPO over the merged default")
+    fit.add_argument("--pairs", type=int, help="the first N pairs only")
+    fit.add_argument("--steps", type=int, help="stop after N optimizer steps")
+    fit.add_argument("--beta", type=float, default=0.1)
+    fit.add_argument("--lr", type=float, default=5e-5)
+    fit.add_argument("--batch-size", type=int, default=4)
+    fit.add_argument("--accumulate", type=int, default=2)
+    fit.add_argument("--max-length", type=int, default=640)
+    fit.add_argument("--lora-r", type=int, default=16)
+    fit.add_argument("--loss", nargs="+", default=["sigmoid", "sft"],
+                     help="trl loss types; sigmoid + sft is DPO with the chosen answer's NLL (RPO)")
+    fit.add_argument("--loss-weights", type=float, nargs="+")
+    fit.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
+                     help="bf16 autocast: ~8x slower than fp32 on CPUs without AVX512-BF16/AMX")
+    versus = sub.add_parser("compare", help="validate.py summaries side by side")
+    versus.add_argument("summaries", type=Path, nargs="+")
+    versus.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    {"pairs": make_pairs, "train": train, "compare": compare}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
