@@ -90,16 +90,23 @@ def make_pairs(args: argparse.Namespace) -> None:
     clean = rng.sample(clean, min(args.clean, len(clean)))
     OUT.mkdir(parents=True, exist_ok=True)
     edits = clean_edits(clean, OUT / "clean-edits.jsonl", args.max_new_tokens)
-    pairs = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": answer_of(r["prompt"]),
-              "kind": "flawed", "objectives": r["objectives"]} for r in flawed]
-    edited = [r for r in clean if edits[r["prompt"]].strip() != answer_of(r["prompt"]).strip()]
-    pairs += [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": edits[r["prompt"]],
-               "kind": "clean", "objectives": r["objectives"]} for r in edited]
+    pairs = pairs_from(flawed, clean, edits)
     rng.shuffle(pairs)
     with (OUT / "pairs.jsonl").open("w") as sink:
         sink.writelines(json.dumps(p) + "\n" for p in pairs)
-    print(f"{len(flawed)} flawed pairs; {len(edited)} of {len(clean)} clean answers edited by the "
-          f"default → {len(edited)} clean pairs; wrote {OUT / 'pairs.jsonl'}")
+    edited = sum(p["kind"] == "clean" for p in pairs)
+    print(f"{len(flawed)} flawed pairs; {edited} of {len(clean)} clean answers edited by the "
+          f"default → {edited} clean pairs; wrote {OUT / 'pairs.jsonl'}")
+
+
+def pairs_from(flawed: list[dict], clean: list[dict], edits: dict[str, str]) -> list[dict]:
+    """DPO pairs: a flawed row's rewrite over its answer written back; a clean row's answer over
+    the default's edit of it (none where the default gave it back unchanged)."""
+    pairs = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": answer_of(r["prompt"]),
+              "kind": "flawed", "objectives": r["objectives"]} for r in flawed]
+    edited = [r for r in clean if edits[r["prompt"]].strip() != answer_of(r["prompt"]).strip()]
+    return pairs + [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": edits[r["prompt"]],
+                     "kind": "clean", "objectives": r["objectives"]} for r in edited]
 
 
 def train(args: argparse.Namespace) -> None:
