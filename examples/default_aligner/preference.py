@@ -123,13 +123,17 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     base = default_aligner_hf_dir()
     pairs = [json.loads(line) for line in (OUT / "pairs.jsonl").open()]
+    if args.max_flawed is not None:
+        flawed = iter(range(args.max_flawed))
+        pairs = [p for p in pairs if p["kind"] == "clean" or next(flawed, None) is not None]
     if args.pairs:
         pairs = pairs[: args.pairs]
+    out = args.out
     data = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     tokenizer = load_tokenizer(str(base))
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     config = DPOConfig(
-        output_dir=str(OUT / "trainer"), beta=args.beta, learning_rate=args.lr,
+        output_dir=str(out / "trainer"), beta=args.beta, learning_rate=args.lr,
         per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.accumulate,
         num_train_epochs=1, max_steps=args.steps or -1, max_length=args.max_length,
         precompute_ref_log_probs=True, use_cpu=True, bf16=args.bf16, logging_steps=1,
@@ -163,15 +167,15 @@ def train(args: argparse.Namespace) -> None:
                          peft_config=lora, callbacks=[Keep()])
     trainer.train()
     seconds = time.perf_counter() - started
-    trainer.model.save_pretrained(OUT / "adapter")
+    trainer.model.save_pretrained(out / "adapter")
     merged = trainer.model.merge_and_unload()
-    merged.save_pretrained(OUT / "model")
-    tokenizer.save_pretrained(OUT / "model")
-    (OUT / "model" / METADATA_FILE).write_text((base / METADATA_FILE).read_text())
-    (OUT / "training-log.json").write_text(json.dumps({
-        "pairs": len(pairs), "settings": vars(args) | {"base": str(base)},
+    merged.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    (out / "model" / METADATA_FILE).write_text((base / METADATA_FILE).read_text())
+    (out / "training-log.json").write_text(json.dumps({
+        "pairs": len(pairs), "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"base": str(base)},
         "seconds": round(seconds, 1), "log": log}, indent=1) + "\n")
-    print(f"trained on {len(pairs)} pairs in {seconds / 60:.1f} min; wrote {OUT / 'model'}")
+    print(f"trained on {len(pairs)} pairs in {seconds / 60:.1f} min; wrote {out / 'model'}")
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -206,6 +210,8 @@ def main() -> None:
     pairs.add_argument("--max-new-tokens", type=int, default=384)
     fit = sub.add_parser("train", help="DPO over the merged default")
     fit.add_argument("--pairs", type=int, help="the first N pairs only")
+    fit.add_argument("--max-flawed", type=int, help="at most N flawed pairs (every clean one kept)")
+    fit.add_argument("--out", type=Path, default=OUT, help="where adapter/, model/ and the log go")
     fit.add_argument("--steps", type=int, help="stop after N optimizer steps")
     fit.add_argument("--beta", type=float, default=0.1)
     fit.add_argument("--lr", type=float, default=5e-5)
