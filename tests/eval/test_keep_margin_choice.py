@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
 from trainer.evaluate.rewrites import judge_item, offline_scorers
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "examples" / "default_aligner"
 
 LONG = ("Soak the stamps in cool water for twenty minutes, then slide them off the paper. "
         "Honestly, as I said, soaking really is the main thing, as I said before, honestly.")
@@ -22,13 +20,9 @@ CLEAN = "A watermark is a pattern pressed into the paper; a black tray and good 
 
 
 @pytest.fixture
-def keep_margin(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    import keep_margin
-
-    yield keep_margin
-    sys.modules.pop("keep_margin", None)
-    sys.modules.pop("compare", None)
+def keep_margin(example_script):
+    yield example_script("keep_margin")
+    sys.modules.pop("compare", None)  # imported by keep_margin as it runs
 
 
 def judged_run(cases):

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from metaaligner_chain.prompt import build_prompt
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "examples" / "default_aligner"
 QUERY = "\n\nHuman: How do I keep cut tulips upright? \n\nAssistant:"
 FLAWED = "Tulips droop. Nothing to be done, flowers are like that."
 FIXED = "Trim the stems, wrap the bunch in paper for a few hours, and keep the vase cool."
@@ -18,12 +15,8 @@ CLEAN = "Recut the stems at an angle and use cold water; a pin through the stem 
 
 
 @pytest.fixture
-def preference(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    import preference
-
-    yield preference
-    sys.modules.pop("preference", None)
+def preference(example_script):
+    return example_script("preference")
 
 
 def _row(answer: str, completion: str, objectives: list[str]) -> dict:
