@@ -36,6 +36,7 @@ import random
 import time
 from pathlib import Path
 
+from trainer.jsonl import read_jsonl
 from trainer.recipe import load_recipe
 
 HERE = Path(__file__).resolve().parent
@@ -50,18 +51,17 @@ def answer_of(prompt: str) -> str:
 
 def training_rows(data_dir: Path) -> tuple[list[dict], list[dict]]:
     """(flawed, clean) "better" rows of the training split: a clean row's target is its answer."""
-    rows = [json.loads(line) for line in (data_dir / "preference.jsonl").open()]
-    clean = [r for r in rows if r["completion"].strip() == answer_of(r["prompt"]).strip()]
-    flawed = [r for r in rows if r["completion"].strip() != answer_of(r["prompt"]).strip()]
+    flawed, clean = [], []
+    for row in read_jsonl(data_dir / "preference.jsonl"):
+        same = row["completion"].strip() == answer_of(row["prompt"]).strip()
+        (clean if same else flawed).append(row)
     return flawed, clean
 
 
 def clean_edits(rows: list[dict], cache: Path, max_new_tokens: int) -> dict[str, str]:
     """The default's greedy output for each row's prompt (llama.cpp, the served Q8_0 file, no
     gate), appended to `cache` as it goes."""
-    done = {}
-    if cache.exists():
-        done = {r["prompt"]: r["output"] for r in map(json.loads, cache.open())}
+    done = {r["prompt"]: r["output"] for r in read_jsonl(cache)} if cache.exists() else {}
     todo = [r for r in rows if r["prompt"] not in done]
     if todo:
         from metaaligner_chain.backends.base import GenerationSettings
@@ -118,11 +118,11 @@ def train(args: argparse.Namespace) -> None:
 
     from metaaligner_chain.models.defaults import default_aligner_hf_dir
     from metaaligner_chain.models.metadata import METADATA_FILE
-    from trainer.train.inputs import load_tokenizer
+    from trainer.train.inputs import completion_token_ids, load_tokenizer
 
     torch.manual_seed(0)
     base = default_aligner_hf_dir()
-    pairs = [json.loads(line) for line in (OUT / "pairs.jsonl").open()]
+    pairs = read_jsonl(OUT / "pairs.jsonl")
     if args.max_flawed is not None:
         flawed = iter(range(args.max_flawed))
         pairs = [p for p in pairs if p["kind"] == "clean" or next(flawed, None) is not None]
@@ -156,15 +156,14 @@ def train(args: argparse.Namespace) -> None:
             with BOS verbatim, then the completion and EOS. trl's own tokenizing of prompt +
             completion as one string drops the prompt's last token (the space after `Edit:`)."""
             def ids(row: dict) -> dict:
-                def completion(text: str) -> list[int]:
-                    return [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
                 return {"prompt_ids": tokenizer(row["prompt"])["input_ids"],
-                        "chosen_ids": completion(row["chosen"]), "rejected_ids": completion(row["rejected"])}
+                        "chosen_ids": completion_token_ids(tokenizer, row["chosen"]),
+                        "rejected_ids": completion_token_ids(tokenizer, row["rejected"])}
             return dataset.map(ids, remove_columns=dataset.column_names)
 
     started = time.perf_counter()
     trainer = Trainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
-                         peft_config=lora, callbacks=[Keep()])
+                      peft_config=lora, callbacks=[Keep()])
     trainer.train()
     seconds = time.perf_counter() - started
     trainer.model.save_pretrained(out / "adapter")
@@ -172,8 +171,9 @@ def train(args: argparse.Namespace) -> None:
     merged.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
     (out / "model" / METADATA_FILE).write_text((base / METADATA_FILE).read_text())
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     (out / "training-log.json").write_text(json.dumps({
-        "pairs": len(pairs), "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"base": str(base)},
+        "pairs": len(pairs), "settings": settings | {"base": str(base)},
         "seconds": round(seconds, 1), "log": log}, indent=1) + "\n")
     print(f"trained on {len(pairs)} pairs in {seconds / 60:.1f} min; wrote {out / 'model'}")
 
@@ -183,19 +183,22 @@ def compare(args: argparse.Namespace) -> None:
     clean kept, fallbacks, harm, chrF and checks win / tie / loss pooled over the objectives, and
     `keep_margin.py`'s rule score (chrF and checks net wins, less clean answers edited and harmed
     answers)."""
+    from keep_margin import score
+
     figures = {}
     for path in args.summaries:
         summary = json.loads(path.read_text())
         pooled = {judge: [sum(o[judge][k] for o in summary["objectives"].values())
                           for k in ("win", "tie", "loss")] for judge in ("chrf", "independent")}
-        clean = summary["clean"]
-        net = sum(w - l for w, _, l in pooled.values())
+        clean, harm = summary["clean"], summary["harm"]["count"]
+        split = {"chrf": pooled["chrf"], "checks": pooled["independent"],
+                 "clean_kept": clean["kept"], "harm": harm}
         figures[path.name] = {
             "items": summary["items"], "changed": summary["changed"],
             "clean_kept": f"{clean['kept']} / {clean['items']}",
-            "fallbacks": summary["fallbacks"]["count"], "harm": summary["harm"]["count"],
+            "fallbacks": summary["fallbacks"]["count"], "harm": harm,
             "chrf": pooled["chrf"], "checks": pooled["independent"],
-            "score": net - (clean["items"] - clean["kept"]) - summary["harm"]["count"]}
+            "score": score(split, clean["items"])}
         print(json.dumps({"summary": path.name, **figures[path.name]}))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")

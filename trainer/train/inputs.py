@@ -52,8 +52,7 @@ def tokenize_rows(rows: Sequence[dict], tokenizer: Any) -> Any:
     items = []
     for row in rows:
         prompt_ids = tokenizer(row["prompt"])["input_ids"]
-        completion_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
-        completion_ids = [*completion_ids, tokenizer.eos_token_id]
+        completion_ids = completion_token_ids(tokenizer, row["completion"])
         items.append(
             {
                 "input_ids": prompt_ids + completion_ids,
@@ -61,6 +60,12 @@ def tokenize_rows(rows: Sequence[dict], tokenizer: Any) -> Any:
             }
         )
     return Dataset.from_list(items)
+
+
+def completion_token_ids(tokenizer: Any, text: str) -> list[int]:
+    """A completion's ids as the stages train on them: tokenized apart from its prompt, no
+    special tokens, then EOS (`tokenize_rows`)."""
+    return [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
 
 
 def resolve_base(config: TrainConfig) -> TrainConfig:
