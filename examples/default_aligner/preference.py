@@ -51,8 +51,12 @@ def answer_of(prompt: str) -> str:
 
 def training_rows(data_dir: Path) -> tuple[list[dict], list[dict]]:
     """(flawed, clean) "better" rows of the training split: a clean row's target is its answer."""
+    source = data_dir / "preference.jsonl"
+    if not source.exists():
+        raise SystemExit(f"{source} does not exist: build the recipe's rows first (the `ma-train "
+                         "data build` line in this script's docstring).")
     flawed, clean = [], []
-    for row in read_jsonl(data_dir / "preference.jsonl"):
+    for row in read_jsonl(source):
         same = row["completion"].strip() == answer_of(row["prompt"]).strip()
         (clean if same else flawed).append(row)
     return flawed, clean
@@ -122,6 +126,8 @@ def train(args: argparse.Namespace) -> None:
 
     torch.manual_seed(0)
     base = default_aligner_hf_dir()
+    if not (OUT / "pairs.jsonl").exists():
+        raise SystemExit(f"{OUT / 'pairs.jsonl'} does not exist: run `preference.py pairs` first.")
     pairs = read_jsonl(OUT / "pairs.jsonl")
     if args.max_flawed is not None:
         flawed = iter(range(args.max_flawed))
