@@ -15,8 +15,9 @@ merged into a model folder that `validate.py` judges on both validation sets:
 
     ma-train data build examples/default_aligner/corpus/train --format generic --prompt-format hh-rlhf \
         --out runs/default-aligner-data --seed 0 --warmup-fraction 0.3 --val-fraction 0.08
-    python examples/default_aligner/preference.py pairs [--flawed 320] [--clean 200]
-    python examples/default_aligner/preference.py train [--beta 0.1] [--lr 5e-5] [--steps N]
+    python examples/default_aligner/preference.py pairs [--flawed 320] [--clean 200] [--clean-samples K]
+    python examples/default_aligner/preference.py train [--beta 0.1] [--lr 5e-5] [--steps N] [--save-every N]
+    python examples/default_aligner/preference.py merge OUT/trainer/checkpoint-N --out OUT/model-N
     python examples/default_aligner/validate.py runs/preference/model --quant q8_0 --keep-margin off \
         [--items examples/default_aligner/validation-topics --out runs/preference/model/validation-topics]
     python examples/default_aligner/preference.py compare SUMMARY.json ... [--json OUT]
@@ -62,28 +63,49 @@ def training_rows(data_dir: Path) -> tuple[list[dict], list[dict]]:
     return flawed, clean
 
 
-def clean_edits(rows: list[dict], cache: Path, max_new_tokens: int) -> dict[str, str]:
+def clean_edits(rows: list[dict], cache: Path, max_new_tokens: int, samples: int = 0,
+                temperature: float = 0.7, top_p: float = 0.9) -> dict[str, str]:
     """The default's greedy output for each row's prompt (llama.cpp, the served Q8_0 file, no
-    gate), appended to `cache` as it goes."""
-    done = {r["prompt"]: r["output"] for r in read_jsonl(cache)} if cache.exists() else {}
-    todo = [r for r in rows if r["prompt"] not in done]
-    if todo:
-        from metaaligner_chain.backends.base import GenerationSettings
-        from metaaligner_chain.backends.llamacpp import LlamaCppBackend
-        from metaaligner_chain.models.defaults import default_aligner_light
+    gate); with `samples`, where greedy gives the answer back, up to that many sampled outputs
+    (seeds 1, 2, ...) until one differs. Appended to `cache` as it goes, keyed by prompt and
+    sampler (none for greedy): a rerun generates only what is missing."""
+    def key(prompt: str, seed: int | None) -> tuple:
+        return (prompt, None) if seed is None else (prompt, seed, temperature, top_p)
 
-        engine = LlamaCppBackend(default_aligner_light())
-        settings = GenerationSettings(max_new_tokens=max_new_tokens)
-        with cache.open("a") as sink:
-            for i, row in enumerate(todo):
+    def cached(r: dict) -> tuple:
+        return (r["prompt"], None) if r.get("seed") is None else (r["prompt"], r["seed"], r["temperature"], r["top_p"])
+
+    done = {cached(r): r["output"] for r in read_jsonl(cache)} if cache.exists() else {}
+    engine = None
+    with cache.open("a") as sink:
+        def output(row: dict, seed: int | None) -> str:
+            nonlocal engine
+            if key(row["prompt"], seed) not in done:
+                from metaaligner_chain.backends.base import GenerationSettings
+                from metaaligner_chain.backends.llamacpp import LlamaCppBackend
+                from metaaligner_chain.models.defaults import default_aligner_light
+
+                engine = engine or LlamaCppBackend(default_aligner_light())
+                sampler = {} if seed is None else {"temperature": temperature, "top_p": top_p}
+                settings = GenerationSettings(max_new_tokens=max_new_tokens, seed=seed, **sampler)
                 (out,) = engine.generate([row["prompt"]], settings, responses=[answer_of(row["prompt"])])
-                done[row["prompt"]] = out.text
-                sink.write(json.dumps({"prompt": row["prompt"], "output": out.text}) + "\n")
+                done[key(row["prompt"], seed)] = out.text
+                sink.write(json.dumps({"prompt": row["prompt"], "seed": seed, **sampler,
+                                       "output": out.text}) + "\n")
                 sink.flush()
-                if i % 20 == 0:
-                    print(f"clean edits {i + 1}/{len(todo)}", flush=True)
+            return done[key(row["prompt"], seed)]
+
+        edits = {}
+        for i, row in enumerate(rows):
+            for seed in [None, *range(1, samples + 1)]:
+                edits[row["prompt"]] = output(row, seed)
+                if edits[row["prompt"]].strip() != answer_of(row["prompt"]).strip():
+                    break
+            if i % 20 == 0:
+                print(f"clean edits {i + 1}/{len(rows)}", flush=True)
+    if engine is not None:
         engine.close()
-    return done
+    return edits
 
 
 def make_pairs(args: argparse.Namespace) -> None:
@@ -93,7 +115,8 @@ def make_pairs(args: argparse.Namespace) -> None:
     flawed = rng.sample(flawed, min(args.flawed, len(flawed)))
     clean = rng.sample(clean, min(args.clean, len(clean)))
     OUT.mkdir(parents=True, exist_ok=True)
-    edits = clean_edits(clean, OUT / "clean-edits.jsonl", args.max_new_tokens)
+    edits = clean_edits(clean, OUT / "clean-edits.jsonl", args.max_new_tokens,
+                        args.clean_samples, args.temperature, args.top_p)
     pairs = pairs_from(flawed, clean, edits)
     rng.shuffle(pairs)
     with (OUT / "pairs.jsonl").open("w") as sink:
@@ -121,7 +144,6 @@ def train(args: argparse.Namespace) -> None:
     from trl import DPOConfig, DPOTrainer
 
     from metaaligner_chain.models.defaults import default_aligner_hf_dir
-    from metaaligner_chain.models.metadata import METADATA_FILE
     from trainer.train.inputs import completion_token_ids, load_tokenizer
 
     torch.manual_seed(0)
@@ -143,7 +165,8 @@ def train(args: argparse.Namespace) -> None:
         per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.accumulate,
         num_train_epochs=1, max_steps=args.steps or -1, max_length=args.max_length,
         precompute_ref_log_probs=True, use_cpu=True, bf16=args.bf16, logging_steps=1,
-        save_strategy="no", report_to=[], lr_scheduler_type="constant_with_warmup", warmup_steps=2,
+        save_strategy="steps" if args.save_every else "no", save_steps=args.save_every or 500,
+        save_only_model=True, report_to=[], lr_scheduler_type="constant_with_warmup", warmup_steps=2,
         loss_type=args.loss, loss_weights=args.loss_weights,
     )
     lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
@@ -173,15 +196,41 @@ def train(args: argparse.Namespace) -> None:
     trainer.train()
     seconds = time.perf_counter() - started
     trainer.model.save_pretrained(out / "adapter")
-    merged = trainer.model.merge_and_unload()
-    merged.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
-    (out / "model" / METADATA_FILE).write_text((base / METADATA_FILE).read_text())
+    save_merged(trainer.model, tokenizer, base, out / "model")
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     (out / "training-log.json").write_text(json.dumps({
         "pairs": len(pairs), "settings": settings | {"base": str(base)},
         "seconds": round(seconds, 1), "log": log}, indent=1) + "\n")
     print(f"trained on {len(pairs)} pairs in {seconds / 60:.1f} min; wrote {out / 'model'}")
+
+
+def save_merged(model, tokenizer, base: Path, dest: Path) -> None:
+    """The adapter merged into the default's weights, with its tokenizer and metadata: a model
+    folder `validate.py` can judge."""
+    from metaaligner_chain.models.metadata import METADATA_FILE
+
+    model.merge_and_unload().save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    (dest / METADATA_FILE).write_text((base / METADATA_FILE).read_text())
+
+
+def merge(args: argparse.Namespace) -> None:
+    """A checkpoint that `train --save-every` wrote (its adapter) merged into a model folder."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from metaaligner_chain.models.defaults import default_aligner_hf_dir
+    from trainer.train.inputs import load_tokenizer
+
+    base = default_aligner_hf_dir()
+    if not (args.checkpoint / "adapter_config.json").exists():
+        raise SystemExit(f"{args.checkpoint} holds no adapter: pass a checkpoint-N folder that "
+                         "`preference.py train --save-every N` wrote.")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    save_merged(PeftModel.from_pretrained(model, args.checkpoint), load_tokenizer(str(base)),
+                base, args.out)
+    print(f"wrote {args.out}")
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -217,11 +266,16 @@ def main() -> None:
     pairs.add_argument("--flawed", type=int, default=320, help="flawed answers sampled")
     pairs.add_argument("--clean", type=int, default=200, help="clean answers the default is run on")
     pairs.add_argument("--max-new-tokens", type=int, default=384)
+    pairs.add_argument("--clean-samples", type=int, default=0,
+                       help="where greedy gives a clean answer back, sample up to N edits of it")
+    pairs.add_argument("--temperature", type=float, default=0.7, help="for --clean-samples")
+    pairs.add_argument("--top-p", type=float, default=0.9, help="for --clean-samples")
     fit = sub.add_parser("train", help="DPO over the merged default")
     fit.add_argument("--pairs", type=int, help="the first N pairs only")
     fit.add_argument("--max-flawed", type=int, help="at most N flawed pairs (every clean one kept)")
     fit.add_argument("--out", type=Path, default=OUT, help="where adapter/, model/ and the log go")
     fit.add_argument("--steps", type=int, help="stop after N optimizer steps")
+    fit.add_argument("--save-every", type=int, help="save the adapter every N steps (checkpoint-N/)")
     fit.add_argument("--beta", type=float, default=0.1)
     fit.add_argument("--lr", type=float, default=5e-5)
     fit.add_argument("--batch-size", type=int, default=4)
@@ -233,11 +287,14 @@ def main() -> None:
     fit.add_argument("--loss-weights", type=float, nargs="+")
     fit.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
                      help="bf16 autocast: ~8x slower than fp32 on CPUs without AVX512-BF16/AMX")
+    join = sub.add_parser("merge", help="a saved checkpoint merged into a model folder")
+    join.add_argument("checkpoint", type=Path, help="OUT/trainer/checkpoint-N")
+    join.add_argument("--out", type=Path, required=True, help="the model folder to write")
     versus = sub.add_parser("compare", help="validate.py summaries side by side")
     versus.add_argument("summaries", type=Path, nargs="+")
     versus.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    {"pairs": make_pairs, "train": train, "compare": compare}[args.command](args)
+    {"pairs": make_pairs, "train": train, "merge": merge, "compare": compare}[args.command](args)
 
 
 if __name__ == "__main__":

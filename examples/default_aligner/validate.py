@@ -6,6 +6,7 @@ served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
 
     python examples/default_aligner/validate.py [RUN_DIR] [--max-new-tokens N] [--quant q8_0]
                                                 [--keep-margin M|off] [--items PATH] [--out DIR]
+                                                [--summary FILE]
     python examples/default_aligner/validate.py --shipped [--no-retry] [--keep-margin M|off]
                                                 [--items PATH] [--out DIR]
 Writes RUN_DIR/validation/ (or DIR) and examples/default_aligner/validation.json (or
@@ -15,7 +16,7 @@ built-in default as it is served (its Q8_0 file, the gate, the retry of looping 
 `--no-retry`, its recorded margins unless `--keep-margin`), writes DIR/ and
 examples/default_aligner/validation-shipped[-no-retry][-keep-M].json. With `--items` (a JSONL
 file or a folder of them, e.g. examples/default_aligner/validation-topics) the file names start
-`validation-topics` instead of `validation`.
+`validation-topics` instead of `validation`; `--summary FILE` writes the summary there instead.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def main() -> None:
     parser.add_argument("--items", type=Path,
                         help="judge these items (a JSONL file or a folder of them) instead of the "
                         "recipe's validation split")
+    parser.add_argument("--summary", type=Path,
+                        help="write the summary here (default: examples/default_aligner/, named "
+                        "as above)")
     parser.add_argument("--quant", default="f16", choices=("f16", "q8_0"),
                         help="the GGUF a run is exported to (q8_0: as the default ships)")
     args = parser.parse_args()
@@ -77,7 +81,7 @@ def main() -> None:
         out = Path(args.out or f"runs/{stem}-shipped{suffix}")
         results = evaluate(items, align, name, out, label=f"{stem} (shipped{suffix})")
         print(write_report(results, out).read_text())
-        (HERE / f"{stem}-shipped{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.summary or HERE / f"{stem}-shipped{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
         return
     run = Path(args.run)
     gguf = run / f"model.{args.quant}.gguf"
@@ -89,7 +93,7 @@ def main() -> None:
     results = evaluate(items, align, name, out, label=stem if keep is None else f"{stem} (keep {keep})")
     print(write_report(results, out).read_text())
     written = f"{stem}.json" if keep is None else f"{stem}-{run.name}-keep-{keep}.json"
-    (HERE / written).write_text(json.dumps(results, indent=2) + "\n")
+    (args.summary or HERE / written).write_text(json.dumps(results, indent=2) + "\n")
 
 
 def _margin(text: str) -> float | str | None:

@@ -48,3 +48,16 @@ def test_cached_edits_are_reused_without_loading_a_model(preference, tmp_path):
     cache = tmp_path / "clean-edits.jsonl"
     cache.write_text(json.dumps({"prompt": row["prompt"], "output": "cached"}) + "\n")
     assert preference.clean_edits([row], cache, max_new_tokens=8) == {row["prompt"]: "cached"}
+
+
+def test_a_clean_answer_given_back_is_sampled_until_an_edit_differs(preference, tmp_path):
+    row = _row(CLEAN, CLEAN, ["helpfulness"])
+    cache = tmp_path / "clean-edits.jsonl"
+    cached = [(None, CLEAN), (1, CLEAN + " "), (2, "sampled edit"), (3, "never reached"), (2, "another sampler")]
+    sampler = [{}] + [{"temperature": 0.7, "top_p": 0.9}] * 3 + [{"temperature": 1.0, "top_p": 1.0}]
+    cache.write_text("".join(json.dumps({"prompt": row["prompt"], "seed": seed, **how, "output": text})
+                             + "\n" for (seed, text), how in zip(cached, sampler)))
+    edits = preference.clean_edits([row], cache, max_new_tokens=8, samples=3, temperature=0.7, top_p=0.9)
+    assert edits == {row["prompt"]: "sampled edit"}
+    # without samples the greedy copy stands (no pair is made from it)
+    assert preference.clean_edits([row], cache, max_new_tokens=8) == {row["prompt"]: CLEAN}
