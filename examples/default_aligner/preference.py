@@ -23,7 +23,10 @@ merged into a model folder that `validate.py` judges on both validation sets:
     python examples/default_aligner/preference.py compare SUMMARY.json ... [--json OUT]
 
 `validate.py` names its summaries for a run validation.json / validation-topics.json; the
-ones of the run in the README (seventh look) are committed as validation[-topics]-preference-keep-off.json.
+ones of the runs in the README are committed as validation[-topics]-preference[-balanced]-keep-off.json
+(seventh look) and, written with `validate.py --summary`, validation[-topics]-preference-clean[-22]-keep-off.json
+(eighth look: `pairs --flawed 128 --clean 140 --clean-samples 3`, `train --save-every 11 --out
+runs/preference-clean`, step 22 merged with `merge`).
 Writes runs/preference/: clean-edits.jsonl (the default's outputs on clean training answers,
 cached: a rerun generates only what is missing), pairs.jsonl, adapter/, model/ and
 training-log.json (loss, reward margin and accuracy per logged step, seconds).
