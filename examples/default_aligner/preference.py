@@ -70,45 +70,44 @@ def clean_edits(rows: list[dict], cache: Path, max_new_tokens: int, samples: int
                 temperature: float = 0.7, top_p: float = 0.9) -> dict[str, str]:
     """The default's greedy output for each row's prompt (llama.cpp, the served Q8_0 file, no
     gate); with `samples`, where greedy gives the answer back, up to that many sampled outputs
-    (seeds 1, 2, ...) until one differs. Appended to `cache` as it goes, keyed by prompt and
+    (seeds 1, 2, ...) until one differs. Appended to `cache` as it goes, one record per prompt and
     sampler (none for greedy): a rerun generates only what is missing."""
-    def key(prompt: str, seed: int | None) -> tuple:
-        return (prompt, None) if seed is None else (prompt, seed, temperature, top_p)
+    from metaaligner_chain.backends.base import GenerationSettings
 
-    def cached(r: dict) -> tuple:
-        return (r["prompt"], None) if r.get("seed") is None else (r["prompt"], r["seed"], r["temperature"], r["top_p"])
+    def key(record: dict) -> tuple:
+        return tuple(record.get(k) for k in ("prompt", "seed", "temperature", "top_p"))
 
-    done = {cached(r): r["output"] for r in read_jsonl(cache)} if cache.exists() else {}
-    engine = None
+    done = {key(r): r["output"] for r in read_jsonl(cache)} if cache.exists() else {}
+    engine, edits = None, {}
     with cache.open("a") as sink:
-        def output(row: dict, seed: int | None) -> str:
-            nonlocal engine
-            if key(row["prompt"], seed) not in done:
-                from metaaligner_chain.backends.base import GenerationSettings
-                from metaaligner_chain.backends.llamacpp import LlamaCppBackend
-                from metaaligner_chain.models.defaults import default_aligner_light
-
-                engine = engine or LlamaCppBackend(default_aligner_light())
-                sampler = {} if seed is None else {"temperature": temperature, "top_p": top_p}
-                settings = GenerationSettings(max_new_tokens=max_new_tokens, seed=seed, **sampler)
-                (out,) = engine.generate([row["prompt"]], settings, responses=[answer_of(row["prompt"])])
-                done[key(row["prompt"], seed)] = out.text
-                sink.write(json.dumps({"prompt": row["prompt"], "seed": seed, **sampler,
-                                       "output": out.text}) + "\n")
-                sink.flush()
-            return done[key(row["prompt"], seed)]
-
-        edits = {}
         for i, row in enumerate(rows):
+            answer = answer_of(row["prompt"])
             for seed in [None, *range(1, samples + 1)]:
-                edits[row["prompt"]] = output(row, seed)
-                if edits[row["prompt"]].strip() != answer_of(row["prompt"]).strip():
+                sampler = {} if seed is None else {"temperature": temperature, "top_p": top_p}
+                record = {"prompt": row["prompt"], "seed": seed, **sampler}
+                if key(record) not in done:
+                    engine = engine or _default_engine()
+                    settings = GenerationSettings(max_new_tokens=max_new_tokens, seed=seed, **sampler)
+                    (out,) = engine.generate([row["prompt"]], settings, responses=[answer])
+                    done[key(record)] = out.text
+                    sink.write(json.dumps(record | {"output": out.text}) + "\n")
+                    sink.flush()
+                edits[row["prompt"]] = done[key(record)]
+                if edits[row["prompt"]].strip() != answer.strip():
                     break
             if i % 20 == 0:
                 print(f"clean edits {i + 1}/{len(rows)}", flush=True)
     if engine is not None:
         engine.close()
     return edits
+
+
+def _default_engine():
+    """The built-in default on llama.cpp, as it is served (its Q8_0 file)."""
+    from metaaligner_chain.backends.llamacpp import LlamaCppBackend
+    from metaaligner_chain.models.defaults import default_aligner_light
+
+    return LlamaCppBackend(default_aligner_light())
 
 
 def make_pairs(args: argparse.Namespace) -> None:

@@ -8,7 +8,7 @@ served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
                                                 [--keep-margin M|off] [--items PATH] [--out DIR]
                                                 [--summary FILE]
     python examples/default_aligner/validate.py --shipped [--no-retry] [--keep-margin M|off]
-                                                [--items PATH] [--out DIR]
+                                                [--items PATH] [--out DIR] [--summary FILE]
 Writes RUN_DIR/validation/ (or DIR) and examples/default_aligner/validation.json (or
 validation-<RUN_DIR's name>-keep-M.json with `--keep-margin`, the keep test at margin M; a run's
 own metadata records no margin, so it is off without it); `--shipped` judges the
