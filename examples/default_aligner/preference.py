@@ -225,10 +225,10 @@ def merge(args: argparse.Namespace) -> None:
     from metaaligner_chain.models.defaults import default_aligner_hf_dir
     from trainer.train.inputs import load_tokenizer
 
-    base = default_aligner_hf_dir()
     if not (args.checkpoint / "adapter_config.json").exists():
         raise SystemExit(f"{args.checkpoint} holds no adapter: pass a checkpoint-N folder that "
                          "`preference.py train --save-every N` wrote.")
+    base = default_aligner_hf_dir()
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     save_merged(PeftModel.from_pretrained(model, args.checkpoint), load_tokenizer(str(base)),
                 base, args.out)
