@@ -22,6 +22,10 @@ transformers decodes ~15 tokens/s here, so each workload is a documented fixed s
 
     python -m benchmarks.bench_drafting_transformers [--workloads copy_heavy low_copy heldout]
         [--items 12] [--every 12] [--lookup 10 N] [--threads 2] [--batch-size 8] [--no-ttft]
+        [--device cuda --dtype bfloat16 --bandwidth-gbs 4300 --out benchmarks/results/drafting_transformers_gpu.json]
+
+The last line is the GPU run (issue 17 item 7): its own results file, absolute tokens/s; a
+forward is timed after `torch.cuda.synchronize()`.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ def main() -> None:
     from transformers import __version__ as transformers_version
 
     torch.set_num_threads(args.threads)
-    from metaaligner_chain.backends.transformers import TransformersBackend
+    from metaaligner_chain.backends.transformers import TransformersBackend, pick_device
     from metaaligner_chain.models.defaults import default_aligner_hf_dir, default_hf_model_dir
 
     load_avg_start = os.getloadavg()
@@ -87,7 +91,8 @@ def main() -> None:
     for name in args.workloads:
         aligner = ALIGNER[name]
         if aligner not in backends:
-            backends[aligner] = TransformersBackend(str(dirs[aligner]()), batch_size=args.batch_size)
+            backends[aligner] = TransformersBackend(str(dirs[aligner]()), batch_size=args.batch_size,
+                                                    device=args.device, dtype=args.dtype)
         backend = backends[aligner]
         _no_prefix_reuse(backend)  # drafting alone; prefix reuse is timed separately
         backend.generate(["Hello"], GenerationSettings(max_new_tokens=4, drafting=False))  # warm-up
@@ -102,7 +107,9 @@ def main() -> None:
         print(_summary(comparison), flush=True)
         batching.append(_batching(backend, name, items, max_new_tokens, comparison, plain))
         print(json.dumps(batching[-1]), flush=True)
-    default = backends.get("default") or TransformersBackend(str(default_aligner_hf_dir()))
+    default = backends.get("default") or TransformersBackend(
+        str(default_aligner_hf_dir()), device=args.device, dtype=args.dtype)
+    device = pick_device(torch, args.device)
     weight_bytes = sum(p.numel() * p.element_size() for p in default.lm.parameters())
     bound = args.bandwidth_gbs * 1e9 / weight_bytes
     for c in comparisons:
@@ -112,12 +119,13 @@ def main() -> None:
         "drafted vs plain greedy decoding: the backend beside generate's prompt lookup, prefix "
         "reuse and batching, transformers",
         load_avg_start, torch_threads=torch.get_num_threads(), torch=torch.__version__,
-        transformers=transformers_version,
+        transformers=transformers_version, device=device,
+        **({"gpu": torch.cuda.get_device_name()} if device.startswith("cuda") else {}),
     )
     result = _merge(args.out, header, comparisons, batching)
     result.update({
         "backend": "transformers",
-        "model": "SmolLM2-135M-Instruct (fp32)",
+        "model": f"SmolLM2-135M-Instruct ({str(default.dtype).removeprefix('torch.')} on {device})",
         "aligners": {"default": _DEFAULT, "base": f"{_BASE} alone"},
         "variants": {
             "plain": "model.generate, greedy",
@@ -136,7 +144,7 @@ def main() -> None:
             "memory_bandwidth_gb_s": args.bandwidth_gbs,
             "weight_bytes": weight_bytes,
             "decode_tokens_per_s_upper_bound": round(bound, 1),
-            "note": "fp32 weights read once per forward pass; a drafted forward checks several "
+            "note": "the weights read once per forward pass; a drafted forward checks several "
             "tokens per read, so drafted tokens/s is not bounded by it in the same way",
         },
     })
@@ -149,6 +157,8 @@ def main() -> None:
     if not result.get("time_to_first_token"):
         result.pop("time_to_first_token", None)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if device.startswith("cuda"):
+        result["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     by_name = {c["workload"]: c for c in result["comparisons"]}
     ttft = (result.get("time_to_first_token") or {}).get("ratio")
     result["targets"] = targets(by_name, ttft, speedup=3, kept=0.8)
@@ -208,7 +218,11 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5, help="time-to-first-token repeats")
     parser.add_argument("--no-ttft", action="store_true", help="skip the prefix-reuse timing")
-    parser.add_argument("--bandwidth-gbs", type=float, default=26.0)
+    parser.add_argument("--bandwidth-gbs", type=float, default=26.0,
+                        help="memory bandwidth for the decode bound (26 here; ~4300 on an H200)")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: the backend's pick, CUDA first)")
+    parser.add_argument("--dtype", help="float32, bfloat16, ... (default: the backend's pick for "
+                        "the device: bf16 on CUDA, else fp32)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
 
@@ -217,15 +231,18 @@ def _cost_curve(backend, torch) -> dict[int, float]:
     """Median seconds of one forward over k new tokens after a 350-token cached prompt."""
     from transformers import DynamicCache
 
-    lm, timings = backend.lm, {k: [] for k in CURVE_WIDTHS}
+    lm, timings, device = backend.lm, {k: [] for k in CURVE_WIDTHS}, backend.device
     with torch.inference_mode():
         cache = DynamicCache()
-        lm(input_ids=torch.randint(100, 5000, (1, 350)), past_key_values=cache, use_cache=True)
+        lm(input_ids=torch.randint(100, 5000, (1, 350), device=device), past_key_values=cache,
+           use_cache=True)
         for _ in range(5):
             for k in CURVE_WIDTHS:  # interleaved
-                ids = torch.randint(100, 5000, (1, k))
+                ids = torch.randint(100, 5000, (1, k), device=device)
+                _synchronize(torch, device)
                 started = time.perf_counter()
                 lm(input_ids=ids, past_key_values=cache, use_cache=True)
+                _synchronize(torch, device)
                 timings[k].append(time.perf_counter() - started)
                 cache.crop(-k)
     return {k: statistics.median(v) for k, v in timings.items()}
@@ -318,11 +335,18 @@ def _run(backend, variant: str, prompt: str, response: str, max_new_tokens: int)
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     with torch.inference_mode():
         out = backend.lm.generate(
-            input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            input_ids=torch.tensor([ids], device=backend.device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=backend.device),
             prompt_lookup_num_tokens=int(variant.split("_")[1]),
             **backend._generate_kwargs(settings, len(ids)),
         )
     return backend._finish(ids, out[0, len(ids):].tolist())
+
+
+def _synchronize(torch, device: str) -> None:
+    """Wait for the GPU's queued work, so a host clock read after it times the work itself."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _summary(c: dict) -> str:
