@@ -9,9 +9,11 @@ served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
                                                 [--summary FILE]
     python examples/default_aligner/validate.py --shipped [--no-retry] [--keep-margin M|off]
                                                 [--items PATH] [--out DIR] [--summary FILE]
-Writes RUN_DIR/validation/ (or DIR) and examples/default_aligner/validation.json (or
-validation-<RUN_DIR's name>-keep-M.json with `--keep-margin`, the keep test at margin M; a run's
-own metadata records no margin, so it is off without it); `--shipped` judges the
+Writes RUN_DIR/validation/ (or DIR) and examples/default_aligner/validation.json for the
+recipe's own run (otherwise validation-<RUN_DIR's name>-keep-off.json, so judging another run
+never overwrites the recipe's summary; validation-<RUN_DIR's name>-keep-M.json with
+`--keep-margin`, the keep test at margin M; a run's own metadata records no margin, so it is off
+without it); `--shipped` judges the
 built-in default as it is served (its Q8_0 file, the gate, the retry of looping rewrites unless
 `--no-retry`, its recorded margins unless `--keep-margin`), writes DIR/ and
 examples/default_aligner/validation-shipped[-no-retry][-keep-M].json. With `--items` (a JSONL
@@ -92,7 +94,8 @@ def main() -> None:
     out = Path(args.out) if args.out else run / stem
     results = evaluate(items, align, name, out, label=stem if keep is None else f"{stem} (keep {keep})")
     print(write_report(results, out).read_text())
-    written = f"{stem}.json" if keep is None else f"{stem}-{run.name}-keep-{keep}.json"
+    recipe_run = keep is None and run.resolve() == Path(recipe.train.out).resolve()
+    written = f"{stem}.json" if recipe_run else f"{stem}-{run.name}-keep-{'off' if keep is None else keep}.json"
     (args.summary or HERE / written).write_text(json.dumps(results, indent=2) + "\n")
 
 
