@@ -83,8 +83,10 @@ def _plain_ids(backend, prompts, limit):
     rows = []
     for prompt in prompts:
         ids = backend.tokenizer(prompt)["input_ids"]
+        device = backend.lm.device
         out = backend.lm.generate(
-            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            torch.tensor([ids], device=device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
             max_new_tokens=limit, do_sample=False, eos_token_id=backend.eos_ids,
             pad_token_id=backend.tokenizer.pad_token_id,
         )
