@@ -147,9 +147,12 @@ def test_score_equals_the_log_probabilities_of_decoding_the_text_token_by_token(
 
     import torch
 
-    prompt, text = PROMPTS[0], "Mix the flour with water, salt and yeast, then bake it."
+    from metaaligner_chain.backends.transformers.backend import SCORE_ROWS
+
+    prompt, text = PROMPTS[0], "Mix the flour with water, salt and yeast, then bake it. " * 3
     ids = tiny.tokenizer(prompt)["input_ids"]
     answer = [*tiny.tokenizer(text, add_special_tokens=False)["input_ids"], tiny.eos_ids[0]]
+    assert len(answer) > 2 * SCORE_ROWS  # normalized in several blocks
     cache = "cache" if "cache" in inspect.signature(tiny.lm.forward).parameters else "past_key_values"
     want, past = 0.0, None
     with torch.inference_mode():
