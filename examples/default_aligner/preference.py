@@ -26,7 +26,9 @@ merged into a model folder that `validate.py` judges on both validation sets:
 ones of the runs in the README are committed as validation[-topics]-preference[-balanced]-keep-off.json
 (seventh look) and, written with `validate.py --summary`, validation[-topics]-preference-clean[-22]-keep-off.json
 (eighth look: `pairs --flawed 128 --clean 140 --clean-samples 3`, `train --save-every 11 --out
-runs/preference-clean`, step 22 merged with `merge`).
+runs/preference-clean`, step 22 merged with `merge`) and validation[-topics]-preference-close[-18]-keep-off.json
+(ninth look: the same pairs command with `--temperature 0.3`, `train --save-every 9 --out
+runs/preference-close`, step 18 merged).
 Writes runs/preference/: clean-edits.jsonl (the default's outputs on clean training answers,
 cached: a rerun generates only what is missing), pairs.jsonl, adapter/, model/ and
 training-log.json (loss, reward margin and accuracy per logged step, seconds).
