@@ -37,6 +37,8 @@ class CopyDrafter:
         fixed_lookup: fallback drafts always `max_lookup` long, never paused, their outcome left
             out of `k` and the pauses (stock prompt lookup's way; suits an engine whose longer
             forwards cost little more than one-token ones).
+        min_match: copy from `source` only where the generation's last tokens match it over at
+            least this many tokens (up to 4); a weaker match drafts by lookup instead.
 
     After `propose`, `copying` says whether its draft was copied from `source` (False: looked up).
     """
@@ -56,6 +58,7 @@ class CopyDrafter:
         max_lookup: int | None = None,
         fixed_lookup: bool = False,
         earliest: bool = False,
+        min_match: int = 1,
     ):
         self.source = list(source)
         self.max_ngram = max_ngram
@@ -72,6 +75,7 @@ class CopyDrafter:
         self.max_lookup = max_lookup
         self.fixed_lookup = fixed_lookup and max_lookup is not None
         self.earliest = earliest
+        self.min_match = min_match
         self.copying = False
         self._context_index = _ngram_ends(self.context, lookup_ngram)
 
@@ -103,9 +107,14 @@ class CopyDrafter:
             return self.lookup(generated)
         if self.pause:  # fixed lookups go on while copying pauses
             self.pause -= 1
-            return []
-        self.cursor = end
-        return self.source[end : end + self.k]
+            draft = []
+        else:
+            self.cursor = end
+            draft = self.source[end : end + self.k]
+        if self.min_match > 1 and _suffix_match(self.source, self.cursor, generated) < self.min_match:
+            self.copying = False  # too weak to copy on: what the lookup would draft instead
+            return self.lookup(generated)
+        return draft
 
     def lookup(self, generated: Sequence[int]) -> list[int]:
         """Up to `k` tokens that followed an earlier occurrence of the generation's last
@@ -143,6 +152,14 @@ class CopyDrafter:
             self.k = min(self.max_draft, self.k * 2)
         elif proposed:
             self.k = max(self.min_draft, min(self.k - 1, accepted + 1))
+
+
+def _suffix_match(source: Sequence[int], end: int, generated: Sequence[int]) -> int:
+    """How many of `generated`'s last tokens equal `source[:end]`'s last tokens (up to 4)."""
+    n = 0
+    while n < 4 and n < end and n < len(generated) and source[end - 1 - n] == generated[-1 - n]:
+        n += 1
+    return n
 
 
 def _ngram_ends(tokens: Sequence[int], longest: int) -> dict[tuple[int, ...], list[int]]:

@@ -125,3 +125,12 @@ def test_earliest_takes_the_first_occurrence_in_the_prompt_like_transformers_loo
     assert latest.propose([50, 51]) == [3, 4]
     assert first.propose([50, 51]) == [1, 2]
     assert first.propose([70, 71, 72, 70, 71]) == [72, 70]  # not in the prompt: the generation
+
+
+def test_min_match_copies_only_on_enough_matching_tokens_and_looks_up_otherwise():
+    source, context = [50, 51, 52, 53], [1, 50, 60, 61]
+    one = CopyDrafter(source, context=context, start_draft=2, min_match=1)
+    assert one.propose([7, 50]) == [51, 52] and one.copying  # one token of evidence is enough
+    two = CopyDrafter(source, context=context, start_draft=2, min_match=2)
+    assert two.propose([7, 50]) == [60, 61] and not two.copying  # what followed 50 in the prompt
+    assert two.propose([7, 50, 51]) == [52, 53] and two.copying

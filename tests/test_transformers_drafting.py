@@ -59,7 +59,7 @@ def test_tiny_drafted_equals_plain_when_the_model_copies_and_when_it_does_not(ti
 
 
 def test_a_weak_copy_match_drafts_what_the_stock_lookup_would():
-    """A one-token match with the response is not enough to copy from it (MIN_MATCH), but the
+    """A one-token match with the response is not enough to copy from it (`min_match` 2), but the
     step still drafts from the prompt as transformers' prompt lookup does, and that draft's
     outcome leaves the copy state (cursor, pauses) alone."""
     from metaaligner_chain.backends.transformers.drafting import DRAFTER, _Row

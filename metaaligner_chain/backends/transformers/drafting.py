@@ -40,13 +40,11 @@ from metaaligner_chain.drafting import CopyDrafter, common_prefix
 #: Lookup drafts of 32 instead of 10 (3 December 2026, an AVX2-only 2-core host, one run each,
 #: 12 items): low-copy 0.95x -> 1.02x the best stock lookup, but copy-heavy 1.18x -> 1.08x and
 #: held-out 1.10x -> 0.94x (a wrong 32-token draft costs more to check), so 10 stays.
+#: `min_match` 2: copy from the response only on a match of two tokens or more (a 1-token match
+#: on a common word rarely leads to an accepted draft, and a failed copy costs 1.5-2.5 plain steps
+#: on CPU); a weaker match drafts what the stock lookup would.
 DRAFTER = {"start_draft": 64, "max_draft": 64, "max_lookup": 10, "fixed_lookup": True,
-           "earliest": True}
-
-#: Copy from the response only where the generation's last tokens match it over at least this
-#: many tokens (a 1-token match on a common word rarely leads to an accepted draft); a weaker
-#: match drafts from the prompt lookup instead.
-MIN_MATCH = 2
+           "earliest": True, "min_match": 2}
 
 
 class PrefixCache:
@@ -98,13 +96,7 @@ class _Row:
         room = self.limit - len(self.out) - 1  # the step also yields the model's own next token
         if self.drafter is None or room <= 0:
             return []
-        draft = self.drafter.propose(self.out)  # the drafter pauses itself after misses
-        if self.drafter.copying and _suffix_match(self.drafter.source, self.drafter.cursor, self.out) < MIN_MATCH:
-            # a failed copy costs 1.5-2.5 plain steps on CPU: copy on firmer evidence, and draft
-            # what the stock lookup would meanwhile (its outcome leaves the copy state alone)
-            self.drafter.copying = False
-            return self.drafter.lookup(self.out)[:room]
-        return draft[:room]
+        return self.drafter.propose(self.out)[:room]  # it pauses itself after misses
 
     def verified(self, drafted: int, accepted: int) -> None:
         self.drafter.update(drafted, accepted)
@@ -255,11 +247,3 @@ def _select(cache: Any, mask: Any, keep: list[int], device: Any) -> tuple[Any, A
 def _emit(callback: Callable[[int, list[int]], None] | None, row: int, tokens: list[int]) -> None:
     if callback is not None and tokens:
         callback(row, tokens)
-
-
-def _suffix_match(source: Sequence[int], end: int, generated: Sequence[int]) -> int:
-    """How many of `generated`'s last tokens equal `source[:end]`'s last tokens (up to 4)."""
-    n = 0
-    while n < 4 and n < end and n < len(generated) and source[end - 1 - n] == generated[-1 - n]:
-        n += 1
-    return n
