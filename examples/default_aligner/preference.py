@@ -22,7 +22,7 @@ merged into a model folder that `validate.py` judges on both validation sets:
         [--items examples/default_aligner/validation-topics --out runs/preference/model/validation-topics]
     python examples/default_aligner/preference.py compare SUMMARY.json ... [--json OUT]
 
-`validate.py` names its summaries for a run validation.json / validation-topics.json; the
+`validate.py` names its summaries for such a run validation[-topics]-<run>-keep-off.json; the
 ones of the runs in the README are committed as validation[-topics]-preference[-balanced]-keep-off.json
 (seventh look) and, written with `validate.py --summary`, validation[-topics]-preference-clean[-22]-keep-off.json
 (eighth look: `pairs --flawed 128 --clean 140 --clean-samples 3`, `train --save-every 11 --out
