@@ -81,7 +81,7 @@ def main() -> None:
     from transformers import __version__ as transformers_version
 
     torch.set_num_threads(args.threads)
-    from metaaligner_chain.backends.transformers import TransformersBackend, pick_device
+    from metaaligner_chain.backends.transformers import TransformersBackend
     from metaaligner_chain.models.defaults import default_aligner_hf_dir, default_hf_model_dir
 
     load_avg_start = os.getloadavg()
@@ -109,7 +109,7 @@ def main() -> None:
         print(json.dumps(batching[-1]), flush=True)
     default = backends.get("default") or TransformersBackend(
         str(default_aligner_hf_dir()), device=args.device, dtype=args.dtype)
-    device = pick_device(torch, args.device)
+    device = default.device
     weight_bytes = sum(p.numel() * p.element_size() for p in default.lm.parameters())
     bound = args.bandwidth_gbs * 1e9 / weight_bytes
     for c in comparisons:

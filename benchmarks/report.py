@@ -214,7 +214,7 @@ DECISION_NOTE = (
     "the generation is not in the response (the main table above is measured with it)."
 )
 
-#: What the sweep files are.
+#: What the GPU results file is.
 GPU_NOTE = (
     "Issue 17 item 7, run once on a lent H200 (torch 2.11 + CUDA 13, transformers 5.17, the "
     "machine's own image; the base GGUF and the few wheels the image lacks carried to it), "
@@ -231,6 +231,7 @@ GPU_NOTE = (
     "all are identical (tables above). The package's tests on this machine agree: the tiny-model "
     "batch-drafting test that checks exact tokens fails there, in bf16."
 )
+#: What the sweep files are.
 SWEEP_NOTE = (
     "The stock prompt lookup at several draft lengths on the same prompts (subsets: see each "
     "command), to choose the tuned value the drafting benchmarks and the backend use."

@@ -80,10 +80,9 @@ def test_a_weak_copy_match_drafts_what_the_stock_lookup_would():
 def _plain_ids(backend, prompts, limit):
     import torch
 
-    rows = []
+    rows, device = [], backend.lm.device
     for prompt in prompts:
         ids = backend.tokenizer(prompt)["input_ids"]
-        device = backend.lm.device
         out = backend.lm.generate(
             torch.tensor([ids], device=device),
             attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),

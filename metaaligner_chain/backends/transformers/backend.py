@@ -149,11 +149,10 @@ class TransformersBackend:
                 # the normalizer a block of rows at a time: logsumexp over all rows at once
                 # would hold a second vocabulary-wide buffer as large as the logits
                 rows, target = logits[0, :-1], rest[0, -len(ids):, None]
-                picked = sum(
-                    float((block.float().gather(-1, want).squeeze(-1)
-                           - block.float().logsumexp(-1)).sum())
-                    for block, want in zip(rows.split(SCORE_ROWS), target.split(SCORE_ROWS))
-                )
+                picked = 0.0
+                for block, want in zip(rows.split(SCORE_ROWS), target.split(SCORE_ROWS)):
+                    block = block.float()
+                    picked += float((block.gather(-1, want).squeeze(-1) - block.logsumexp(-1)).sum())
             scores.append(picked)
         return scores
 
