@@ -140,30 +140,64 @@ def test_generation_with_the_repeat_guard_leaves_a_loop_drafting_would_copy(tiny
     assert repeated_share(plain.text, 2) > 0.5 > 0.25 > repeated_share(guarded.text, 2)
 
 
-def test_score_equals_the_log_probabilities_of_decoding_the_text_token_by_token(tiny):
-    """`score` (one forward over prompt and text) against feeding the text one token at a
-    time through the model's KV cache, plus the end-of-generation token."""
+def _log_p_token_by_token(backend, prompt: str, text: str) -> float:
+    """log P(text, then EOS | prompt) by feeding the text one token at a time through the model's
+    own forward and KV cache (the reference `score` must equal)."""
     import inspect
 
     import torch
 
-    from metaaligner_chain.backends.transformers.backend import SCORE_ROWS
-
-    prompt, text = PROMPTS[0], "Mix the flour with water, salt and yeast, then bake it. " * 3
-    ids = tiny.tokenizer(prompt)["input_ids"]
-    answer = [*tiny.tokenizer(text, add_special_tokens=False)["input_ids"], tiny.eos_ids[0]]
-    assert len(answer) > 2 * SCORE_ROWS  # normalized in several blocks
-    cache = "cache" if "cache" in inspect.signature(tiny.lm.forward).parameters else "past_key_values"
+    ids = backend.tokenizer(prompt)["input_ids"]
+    answer = [*backend.tokenizer(text, add_special_tokens=False)["input_ids"], backend.eos_ids[0]]
+    cache = "cache" if "cache" in inspect.signature(backend.lm.forward).parameters else "past_key_values"
     want, past = 0.0, None
     with torch.inference_mode():
         feed = torch.tensor([ids])
         for token in answer:
-            out = tiny.lm(input_ids=feed, use_cache=True, **{cache: past})
+            out = backend.lm(input_ids=feed, use_cache=True, **{cache: past})
             want += float(out.logits[0, -1].float().log_softmax(-1)[token])
             past, feed = out.past_key_values, torch.tensor([[token]])
+    return want
+
+
+def test_score_equals_the_log_probabilities_of_decoding_the_text_token_by_token(tiny):
+    """`score` (one pass over prompt and text, the logits taken from the hidden states a block of
+    rows at a time) against the model's own logits one token at a time, plus end-of-generation."""
+    from metaaligner_chain.backends.transformers.backend import SCORE_ROWS
+
+    prompt, text = PROMPTS[0], "Mix the flour with water, salt and yeast, then bake it. " * 3
+    assert len(tiny.tokenizer(text)["input_ids"]) > 2 * SCORE_ROWS  # several blocks
+    assert tiny._head_apart  # a llama model's logits are its head's alone
     got = tiny.score(prompt, [text, text])
-    assert got[0] == pytest.approx(want, abs=1e-3) and got[1] == got[0]
+    assert got[0] == pytest.approx(_log_p_token_by_token(tiny, prompt, text), abs=1e-3)
+    assert got[1] == got[0]
     assert tiny.capabilities.scoring
+
+
+def test_score_of_a_model_that_caps_its_logits_uses_its_own_forward(tmp_path):
+    """Gemma 2 squashes its logits after the head (final_logit_softcapping): the backend sees that
+    the head alone would give other logits and scores through the model's forward instead."""
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from metaaligner_chain.backends.transformers.backend import TransformersBackend
+    from trainer.train.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    config = Gemma2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+        final_logit_softcapping=2.0, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    Gemma2ForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    capped = TransformersBackend(str(tmp_path))
+    assert not capped._head_apart
+    prompt, text = PROMPTS[1], "Paris is the capital of France. " * 3
+    got = capped.score(prompt, [text])[0]
+    assert got == pytest.approx(_log_p_token_by_token(capped, prompt, text), abs=1e-3)
 
 
 def test_the_transposed_head_computes_transformers_own_logits_with_the_same_weight(tiny, tiny_model_dir):

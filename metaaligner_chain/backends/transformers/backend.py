@@ -33,6 +33,7 @@ from metaaligner_chain.backends.transformers.drafting import (
     PrefixCache,
     decode_greedy,
     forward,
+    hidden_states,
     start_cache,
 )
 from metaaligner_chain.backends.transformers.loading import (
@@ -91,9 +92,15 @@ class TransformersBackend:
         self.lm.eval()
         #: The logits' product as (W @ h.T).T on the CPU in fp32 (`head`: up to ~3x faster at the
         #: rows drafting verifies); False keeps transformers' own `Linear`.
-        from metaaligner_chain.backends.transformers.head import transpose_head  # needs torch
+        from metaaligner_chain.backends.transformers.head import (  # need torch
+            logits_are_the_head_alone,
+            transpose_head,
+        )
 
         self.transposed_head = transposed_head and transpose_head(self.lm)
+        #: `score` takes a text's logits SCORE_ROWS rows at a time from the hidden states (never a
+        #: vocabulary row for every token of it at once) where the logits are the head's alone.
+        self._head_apart = logits_are_the_head_alone(self.lm)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
@@ -141,18 +148,22 @@ class TransformersBackend:
                 raise PromptTooLongError(len(prompt_ids) + len(ids), self.context_length, self.model)
             with self._turn(), torch.inference_mode():
                 # the prompt's KV from its generation (`prefixes`), logits only where the text is
-                # predicted: a vocabulary row per prompt token would take ~0.2 MB each (SmolLM2)
+                # predicted, a block of rows at a time: a vocabulary row takes ~0.2 MB (SmolLM2),
+                # so a 300-token answer's logits at once would be 59 MB, its normalizer as much
                 n, cache = start_cache(self.prefixes, [prompt_ids])
                 rest = torch.tensor([prompt_ids[n:] + ids], device=self.device)
                 mask = torch.ones((1, n + rest.shape[1]), dtype=torch.long)
-                logits = forward(self.lm, cache, rest, mask, rest.shape[1], keep=len(ids) + 1)
-                # the normalizer a block of rows at a time: logsumexp over all rows at once
-                # would hold a second vocabulary-wide buffer as large as the logits
-                rows, target = logits[0, :-1], rest[0, -len(ids):, None]
-                picked = 0.0
+                if self._head_apart:
+                    rows = hidden_states(self.lm, cache, rest, mask, rest.shape[1])[0, -len(ids) - 1:-1]
+                    head = self.lm.get_output_embeddings()
+                else:
+                    rows = forward(self.lm, cache, rest, mask, rest.shape[1], keep=len(ids) + 1)[0, :-1]
+                    head = None
+                target, picked = rest[0, -len(ids):, None], 0.0
                 for block, want in zip(rows.split(SCORE_ROWS), target.split(SCORE_ROWS)):
-                    block = block.float()
-                    picked += float((block.gather(-1, want).squeeze(-1) - block.logsumexp(-1)).sum())
+                    block = (block if head is None else head(block)).float()
+                    chosen = float(block.gather(-1, want).sum())  # before the block is overwritten
+                    picked += chosen - float(_logsumexp_in_place(block).sum())
             scores.append(picked)
         return scores
 
@@ -291,6 +302,13 @@ SCORE_ROWS = 32
 #: `repeat_guard`: no word-piece n-gram of this length twice in the new tokens (not tuned: the
 #: default aligner is measured on llama.cpp, whose retry uses DRY instead).
 NO_REPEAT_NGRAM = 4
+
+
+def _logsumexp_in_place(block: Any) -> Any:
+    """Each row's logsumexp, computed in `block` itself (overwritten), where `logsumexp` would
+    hold a second buffer as large as it."""
+    top = block.max(-1, keepdim=True).values
+    return block.sub_(top).exp_().sum(-1).log_() + top.squeeze(-1)
 
 
 def _drafts(settings: GenerationSettings) -> bool:

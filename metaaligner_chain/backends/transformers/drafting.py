@@ -4,7 +4,10 @@
 each step feeds a row's last token plus a draft copied ahead from the response (`CopyDrafter`),
 keeps the longest prefix the model agrees with plus its own next token, and masks the rejected
 positions out of the `DynamicCache` (they stay in it as holes; positions come from the mask).
-Rows accept different counts, so nothing is cropped; finished rows leave the batch.
+Rows accept different counts, so a batch is not cropped; finished rows leave the batch. A lone row
+(one prompt, or the last of a batch) is cropped instead: on six held-out items its holes had
+grown the cache to up to 3x the valid tokens, each one a KV entry (46 KB for SmolLM2-135M in
+fp32) that every later step attends over.
 
 Why a loop of our own rather than transformers' assisted generation: `generate` with
 `prompt_lookup_num_tokens` or an assistant runs one sequence at a time and has no public hook for a
@@ -184,7 +187,12 @@ def decode_greedy(
                 a += 1
             if d:
                 row.verified(len(d), a)
-            mask[b, mask.shape[1] - width + 1 + a :] = 0  # rejected draft positions become holes
+            rejected = width - 1 - a
+            if len(live) == 1 and rejected:  # the rejected draft positions are dropped
+                cache.crop(-rejected)  # (a count to remove: transformers 4 and 5 agree on it)
+                mask = mask[:, :-rejected]
+            else:  # they become holes
+                mask[b, mask.shape[1] - rejected:] = 0
             row.pos += 1 + a
             _emit(on_tokens, i, row.take([*d[:a], guess[a]], eos))
         keep = [b for b, i in enumerate(live) if not rows[i].done]
@@ -221,18 +229,24 @@ def forward(
     """Logits for the `width` new columns (`keep`: the last `keep` columns' alone; a prefill needs
     one: a 400-token prompt's logits over a 49k vocabulary are 79 MB a row in fp32); the cache
     grows by `width` (padding columns are masked)."""
+    out = lm(**_step_inputs(lm, cache, ids, mask, width, positions),
+             **({"logits_to_keep": keep} if keep else {}))
+    return out.logits
+
+
+def hidden_states(lm: Any, cache: Any, ids: Any, mask: Any, width: int) -> Any:
+    """The decoder's last hidden states (what the output head reads) for the `width` new columns,
+    without the logits; the cache grows as in `forward`."""
+    decoder = lm.get_decoder()
+    return decoder(**_step_inputs(decoder, cache, ids, mask, width)).last_hidden_state
+
+
+def _step_inputs(module: Any, cache: Any, ids: Any, mask: Any, width: int, positions: Any = None) -> dict:
     if positions is None:  # prefill: count valid tokens before each column
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
-    name = cache_keyword(lm)
-    out = lm(
-        input_ids=ids,
-        attention_mask=mask.to(ids.device),
-        position_ids=positions.to(ids.device),
-        use_cache=True,
-        **({"logits_to_keep": keep} if keep else {}),
-        **{name: cache},
-    )
-    return out.logits
+    return {"input_ids": ids, "attention_mask": mask.to(ids.device),
+            "position_ids": positions.to(ids.device), "use_cache": True,
+            cache_keyword(module): cache}
 
 
 def _select(cache: Any, mask: Any, keep: list[int], device: Any) -> tuple[Any, Any]:

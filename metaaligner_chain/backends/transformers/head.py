@@ -38,3 +38,18 @@ def transpose_head(lm: Any) -> bool:
         return False
     lm.set_output_embeddings(TransposedHead(head.weight))
     return True
+
+
+def logits_are_the_head_alone(lm: Any) -> bool:
+    """True when `lm`'s logits are its output layer applied to its decoder's last hidden states,
+    with nothing after it (some models cap or scale the logits in their forward), checked once on
+    a few tokens; then a caller may take the logits a few rows at a time from the hidden states."""
+    ids = torch.tensor([[1, 2, 3, 4]], device=lm.device)
+    with torch.inference_mode():
+        whole = lm(input_ids=ids, use_cache=False).logits.float()
+        try:
+            hidden = lm.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+        except (AttributeError, TypeError, ValueError):  # no separable decoder
+            return False
+        apart = lm.get_output_embeddings()(hidden).float()
+    return whole.shape == apart.shape and torch.allclose(whole, apart, rtol=1e-3, atol=1e-3)
