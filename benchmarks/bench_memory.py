@@ -12,9 +12,13 @@ the weights as far as loading touches them) and the size of the weights file it 
   and quantizes it (Q8_0) before aligning: the first start on a new machine.
 - `transformers`: the default as a transformers folder (fp32, as the backend loads it on CPU).
 
+Each setting runs `--runs` times (3), each in a fresh process: a process's peak moves by several
+MB between identical runs (how the allocator happens to reuse freed blocks), so the table gives
+the highest peak, the one the targets are judged on, beside every run's.
+
 Targets (issue 17): llama.cpp peak <= weights + 200 MB; transformers <= 2x weights.
 
-Usage: python -m benchmarks.bench_memory [--items N] [--out FILE]
+Usage: python -m benchmarks.bench_memory [--items N] [--runs N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -45,26 +49,20 @@ def main() -> None:
         return _child(args)
     load = os.getloadavg()
     rows = {}
-    for name, (_, _, cold) in SETTINGS.items():
-        env = dict(os.environ)
-        with tempfile.TemporaryDirectory() as empty:
-            if cold:
-                env["METAALIGNER_CACHE"] = empty
-            done = subprocess.run(
-                [sys.executable, "-m", "benchmarks.bench_memory", "--child", name,
-                 "--items", str(args.items)],
-                capture_output=True, text=True, cwd=ROOT, env=env, check=False,
-            )
-        if done.returncode != 0:
-            rows[name] = {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
-            print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+    for name in SETTINGS:
+        runs = [_run(name, args.items) for _ in range(args.runs)]
+        failed = [run for run in runs if "error" in run]
+        if failed:
+            rows[name] = failed[0]
             continue
-        rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        rows[name] = {**max(runs, key=lambda run: run["peak_mb"]),
+                      "peak_mb_runs": [run["peak_mb"] for run in runs]}
         print(f"{name}: {rows[name]}", flush=True)
     result = {
         **run_header("peak resident memory of the default aligner, one fresh process per setting",
                      load),
         "items": args.items,
+        "runs": args.runs,
         "settings": rows,
         "targets": _targets(rows),
     }
@@ -72,6 +70,22 @@ def main() -> None:
     print(f"wrote {args.out}")
     if any("error" in row for row in rows.values()):
         sys.exit(1)
+
+
+def _run(name: str, items: int) -> dict:
+    """One fresh process aligning `items` held-out items with setting `name`: its figures."""
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as empty:
+        if SETTINGS[name][2]:  # cold: nothing cached yet
+            env["METAALIGNER_CACHE"] = empty
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_memory", "--child", name, "--items", str(items)],
+            capture_output=True, text=True, cwd=ROOT, env=env, check=False,
+        )
+    if done.returncode != 0:
+        print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _targets(rows: dict) -> dict[str, bool | None]:
@@ -157,6 +171,7 @@ def _status(field: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=6, help="held-out items each process aligns")
+    parser.add_argument("--runs", type=int, default=3, help="fresh processes per setting")
     parser.add_argument("--child", choices=list(SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser

@@ -222,9 +222,11 @@ def test_the_transposed_head_computes_transformers_own_logits_with_the_same_weig
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_two_workers_serve_concurrent_callers_the_same_answers(tiny_model_dir):
+def test_two_workers_serve_concurrent_callers_the_same_answers(tiny_model_dir, monkeypatch):
     """`workers=2`: two calls decode at once on the shared model (torch's threads divided between
-    them); concurrent callers, drafted or not, get what one worker gives one after another."""
+    them); concurrent callers, drafted or not, get what one worker gives one after another, and
+    one greedy batch is split between the two workers."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
@@ -242,6 +244,14 @@ def test_two_workers_serve_concurrent_callers_the_same_answers(tiny_model_dir):
         assert [g.text for g in got] == [w.text for w in want]
         scores = list(ThreadPoolExecutor(2).map(lambda t: two.score(PROMPTS[0], [t]), ["Yes.", "No."] * 2))
         assert scores[0] == scores[2] and scores[1] == scores[3]
+
+        workers, chunk = set(), two._chunk
+        monkeypatch.setattr(two, "_chunk", lambda *a: workers.add(threading.get_ident()) or chunk(*a))
+        for settings in (GREEDY, plain):
+            answers = ["Mix flour and water.", "Paris.", None] * 2
+            batch = two.generate(PROMPTS * 2, settings, answers)
+            assert [g.text for g in batch] == [g.text for g in one.generate(PROMPTS * 2, settings, answers)]
+        assert len(workers) == 2
     finally:
         torch.set_num_threads(threads)
 

@@ -4,7 +4,8 @@ One model per (path, dtype, device) per process (loaded by `loading`), shared th
 Calls are served `workers` at a time (default one): on a CPU whose decoding steps are bound by
 per-operation latency, two workers at one intra-op thread each decoded 1.7x the tokens per second
 of one at two threads (`benchmarks/bench_transformers_profile.py`), and served eight concurrent
-callers of the runnable 1.37x faster, a lone caller 0.85x (`bench_concurrency.py`).
+callers of the runnable 1.37x faster, a lone caller 0.85x (`bench_concurrency.py`). A greedy
+batch (`batch()`) is split among the workers, each decoding its share as one batch.
 Prompts are raw strings tokenized with the tokenizer's special tokens (BOS), as in the released
 inference; batches are length-bucketed and left-padded; only new tokens are decoded, up to the
 first EOS. Greedy calls with `settings.drafting` (the default) on one prompt (and `stream`) go
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -234,23 +236,35 @@ class TransformersBackend:
                  responses: Sequence[str] | None = None) -> list[Generation]:
         encoded = self._encode(prompts)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # length buckets
-        results: dict[int, Generation] = {}
-        with self._turn(settings), self._torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                if _drafts(settings) and (len(chunk) == 1 or self.draft_batches):
-                    chunk_responses = [responses[i] for i in chunk] if responses else None
-                    drafted = self._drafted([encoded[i] for i in chunk], settings, chunk_responses)
-                    results.update(zip(chunk, drafted))
-                    continue
-                batch = self.tokenizer.pad(
-                    {"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt"
-                ).to(self.device)
-                width = batch["input_ids"].shape[1]
-                out = self.lm.generate(**batch, **self._generate_kwargs(settings, width))
-                for row, i in enumerate(chunk):
-                    results[i] = self._finish(encoded[i], out[row, width:].tolist())
+        size, shared = self.batch_size, self.workers > 1 and settings.greedy
+        if shared:  # a greedy batch is split among the workers (sampled ones take turns anyway)
+            size = min(size, -(-len(order) // self.workers))
+        chunks = [order[start : start + size] for start in range(0, len(order), size)]
+
+        def run(chunk: list[int]) -> list[tuple[int, Generation]]:
+            with self._turn(settings), self._torch.inference_mode():
+                return list(zip(chunk, self._chunk(encoded, chunk, settings, responses)))
+
+        if shared and len(chunks) > 1:
+            with ThreadPoolExecutor(min(self.workers, len(chunks))) as pool:
+                done = [pair for part in pool.map(run, chunks) for pair in part]
+        else:
+            done = [pair for chunk in chunks for pair in run(chunk)]
+        results = dict(done)
         return [results[i] for i in range(len(encoded))]
+
+    def _chunk(self, encoded: list[list[int]], chunk: list[int], settings: GenerationSettings,
+               responses: Sequence[str] | None) -> list[Generation]:
+        """One batch of the prompts `encoded[i]` for i in `chunk`, in that order."""
+        if _drafts(settings) and (len(chunk) == 1 or self.draft_batches):
+            chunk_responses = [responses[i] for i in chunk] if responses else None
+            return self._drafted([encoded[i] for i in chunk], settings, chunk_responses)
+        batch = self.tokenizer.pad(
+            {"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt"
+        ).to(self.device)
+        width = batch["input_ids"].shape[1]
+        out = self.lm.generate(**batch, **self._generate_kwargs(settings, width))
+        return [self._finish(encoded[i], out[row, width:].tolist()) for row, i in enumerate(chunk)]
 
     def stream(
         self, prompt: str, settings: GenerationSettings, response: str | None = None

@@ -5,9 +5,9 @@ each step feeds a row's last token plus a draft copied ahead from the response (
 keeps the longest prefix the model agrees with plus its own next token, and masks the rejected
 positions out of the `DynamicCache` (they stay in it as holes; positions come from the mask).
 Rows accept different counts, so a batch is not cropped; finished rows leave the batch. A lone row
-(one prompt, or the last of a batch) is cropped instead: on six held-out items its holes had
-grown the cache to up to 3x the valid tokens, each one a KV entry (46 KB for SmolLM2-135M in
-fp32) that every later step attends over.
+(one prompt, or the last of a batch) is cropped instead: each rejected draft would leave up to
+`max_draft` holes, each a KV entry (46 KB for SmolLM2-135M in fp32) that every later step
+attends over.
 
 Why a loop of our own rather than transformers' assisted generation: `generate` with
 `prompt_lookup_num_tokens` or an assistant runs one sequence at a time and has no public hook for a
