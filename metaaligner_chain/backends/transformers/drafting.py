@@ -157,8 +157,8 @@ def decode_greedy(
     logits = forward(lm, cache, ids.to(device), mask, width, keep=1)
     if prefix_cache is not None:
         prompt_cols = mask[0].nonzero().squeeze(1).to(device)
-        prefix_cache.store(rows[0].prompt, [
-            (layer.keys[:1, :, prompt_cols].clone(), layer.values[:1, :, prompt_cols].clone())
+        prefix_cache.store(rows[0].prompt, [  # (indexing by a tensor copies: nothing shared)
+            (layer.keys[:1, :, prompt_cols], layer.values[:1, :, prompt_cols])
             for layer in cache.layers
         ])
     first = logits[:, -1].argmax(-1).tolist()
