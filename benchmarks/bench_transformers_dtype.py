@@ -11,7 +11,11 @@ drafting gain is seen in each dtype. Parity with fp32: outputs identical, and to
 Writes `benchmarks/results/transformers_dtype.json`.
 
     python -m benchmarks.bench_transformers_dtype [--items 24] [--max-new-tokens 256]
-        [--threads 2] [--bandwidth-gbs 26]
+        [--threads 2] [--bandwidth-gbs GB/S]
+
+The bound is this run's own read bandwidth at `--threads` (a 512 MB fp32 tensor summed, as
+`bench_transformers_profile` measures it) unless `--bandwidth-gbs` gives one: the project's
+machines differ (26 GB/s was measured on one and used for every run until December 2026).
 
 Also tried here by hand, not kept: `torch.compile` (inductor, weights frozen) reached ~62 tok/s
 in bf16 for one fixed prompt shape, but recompiled for every new cache length (30-50 s each), and
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_default_quant import MIN_AGREEMENT, held_out_prompts
+from benchmarks.bench_transformers_profile import read_bandwidth_gbs
 from benchmarks.machine import run_header
 from metaaligner_chain.backends.base import GenerationSettings
 
@@ -96,6 +101,7 @@ def main() -> None:
     header = run_header("bench_transformers_dtype", os.getloadavg(), threads=args.threads,
                         native_bf16=_native_bf16(torch))
     model = str(default_aligner_hf_dir())
+    bandwidth = args.bandwidth_gbs or _measured_bandwidth(torch, args.threads)
     backends = {d: TransformersBackend(model, dtype=d, device="cpu", prefix_cache_size=0) for d in DTYPES}
     prompts = held_out_prompts(None)[:: max(1, len(held_out_prompts(None)) // args.items)][: args.items]
     drafted = GenerationSettings(max_new_tokens=args.max_new_tokens)
@@ -118,7 +124,8 @@ def main() -> None:
         print(f"{n + 1}/{len(prompts)}: " + ", ".join(
             f"{d} {row[d]['decode_tok_s'] or 0:.1f} tok/s" for d in DTYPES), flush=True)
     result = {**header, "items": len(rows), "max_new_tokens": args.max_new_tokens,
-              "bandwidth_gbs": args.bandwidth_gbs, "model": model,
+              "bandwidth_gbs": round(bandwidth, 1), "bandwidth_measured": not args.bandwidth_gbs,
+              "model": model,
               "workload": "held-out set (examples/eval/heldout), every k-th item", "variants": {}}
     for dtype in DTYPES:
         rates = [r[dtype]["decode_tok_s"] for r in rows if r[dtype]["decode_tok_s"]]
@@ -129,8 +136,8 @@ def main() -> None:
         result["variants"][dtype] = {
             "weights_mb": round(mb, 1),
             "decode_tok_s": round(median, 1),
-            "bound_tok_s": round(args.bandwidth_gbs * 1e3 / mb, 1),
-            "share_of_bound": round(median * mb / 1e3 / args.bandwidth_gbs, 3),
+            "bound_tok_s": round(bandwidth * 1e3 / mb, 1),
+            "share_of_bound": round(median * mb / 1e3 / bandwidth, 3),
             "plain_tok_s_whole_calls": round(whole, 1),
             "drafted_tok_s_whole_calls": round(statistics.median(drafted_rates), 1),
             "drafting_gain": round(statistics.median(drafted_rates) / whole, 2),
@@ -150,6 +157,15 @@ def main() -> None:
     print(json.dumps(result["variants"], indent=2), json.dumps(result["targets"]))
 
 
+def _measured_bandwidth(torch, threads: int) -> float:
+    """This machine's read bandwidth in GB/s at `threads` threads, the best of a few sums."""
+    data = torch.ones(128 * 1024 * 1024)  # 512 MB
+    try:
+        return read_bandwidth_gbs(torch, data, threads)
+    finally:
+        del data
+
+
 def _native_bf16(torch) -> bool:
     cpu = torch.cpu
     return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
@@ -160,7 +176,8 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=24)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bandwidth-gbs", type=float, default=26.0)
+    parser.add_argument("--bandwidth-gbs", type=float, default=None,
+                        help="memory bandwidth for the bound (default: measured in this run)")
     return parser.parse_args()
 
 

@@ -308,7 +308,8 @@ def transformers_dtype(data: dict) -> list[str]:
                "drafted = plain", "identical to fp32", "token agreement with fp32 (teacher-forced)"],
     ) + [f"Workload: {data['workload']}, {data['items']} items, greedy, max_new_tokens "
          f"{data['max_new_tokens']}; native bf16 on this CPU: {data['machine']['native_bf16']}; bandwidth "
-         f"{data['bandwidth_gbs']} GB/s. Targets: {targets}.", ""]
+         f"{data['bandwidth_gbs']} GB/s ({'measured in this run' if data.get('bandwidth_measured') else 'given'}). "
+         f"Targets: {targets}.", ""]
 
 
 def transformers_profile(data: dict) -> list[str]:
