@@ -12,8 +12,8 @@ the weights as far as loading touches them) and the size of the weights file it 
   and quantizes it (Q8_0) before aligning: the first start on a new machine.
 - `transformers`: the default as a transformers folder (fp32, as the backend loads it on CPU).
 
-Each setting runs `--runs` times (3), each in a fresh process: a process's peak moves by several
-MB between identical runs (how the allocator happens to reuse freed blocks), so the table gives
+Each setting runs `--runs` times (3), each in a fresh process: a process's peak moves by up to
+~15 MB between identical runs (how the allocator happens to reuse freed blocks), so the table gives
 the highest peak, the one the targets are judged on, beside every run's.
 
 Targets (issue 17): llama.cpp peak <= weights + 200 MB; transformers <= 2x weights.

@@ -101,7 +101,8 @@ def main() -> None:
     header = run_header("bench_transformers_dtype", os.getloadavg(), threads=args.threads,
                         native_bf16=_native_bf16(torch))
     model = str(default_aligner_hf_dir())
-    bandwidth = args.bandwidth_gbs or _measured_bandwidth(torch, args.threads)
+    # this machine's read bandwidth: a 512 MB tensor summed, the best of a few
+    bandwidth = args.bandwidth_gbs or read_bandwidth_gbs(torch, torch.ones(128 * 1024 * 1024), args.threads)
     backends = {d: TransformersBackend(model, dtype=d, device="cpu", prefix_cache_size=0) for d in DTYPES}
     prompts = held_out_prompts(None)[:: max(1, len(held_out_prompts(None)) // args.items)][: args.items]
     drafted = GenerationSettings(max_new_tokens=args.max_new_tokens)
@@ -155,15 +156,6 @@ def main() -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["variants"], indent=2), json.dumps(result["targets"]))
-
-
-def _measured_bandwidth(torch, threads: int) -> float:
-    """This machine's read bandwidth in GB/s at `threads` threads, the best of a few sums."""
-    data = torch.ones(128 * 1024 * 1024)  # 512 MB
-    try:
-        return read_bandwidth_gbs(torch, data, threads)
-    finally:
-        del data
 
 
 def _native_bf16(torch) -> bool:

@@ -143,13 +143,13 @@ def test_generation_with_the_repeat_guard_leaves_a_loop_drafting_would_copy(tiny
 def _log_p_token_by_token(backend, prompt: str, text: str) -> float:
     """log P(text, then EOS | prompt) by feeding the text one token at a time through the model's
     own forward and KV cache (the reference `score` must equal)."""
-    import inspect
-
     import torch
+
+    from metaaligner_chain.backends.transformers.drafting import cache_keyword
 
     ids = backend.tokenizer(prompt)["input_ids"]
     answer = [*backend.tokenizer(text, add_special_tokens=False)["input_ids"], backend.eos_ids[0]]
-    cache = "cache" if "cache" in inspect.signature(backend.lm.forward).parameters else "past_key_values"
+    cache = cache_keyword(backend.lm)
     want, past = 0.0, None
     with torch.inference_mode():
         feed = torch.tensor([ids])

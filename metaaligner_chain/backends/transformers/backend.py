@@ -17,6 +17,7 @@ no-repeat n-gram rule applied to the new tokens only) use transformers' `generat
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Generator, Iterator, Sequence
@@ -94,15 +95,9 @@ class TransformersBackend:
         self.lm.eval()
         #: The logits' product as (W @ h.T).T on the CPU in fp32 (`head`: up to ~3x faster at the
         #: rows drafting verifies); False keeps transformers' own `Linear`.
-        from metaaligner_chain.backends.transformers.head import (  # need torch
-            logits_are_the_head_alone,
-            transpose_head,
-        )
+        from metaaligner_chain.backends.transformers.head import transpose_head  # needs torch
 
         self.transposed_head = transposed_head and transpose_head(self.lm)
-        #: `score` takes a text's logits SCORE_ROWS rows at a time from the hidden states (never a
-        #: vocabulary row for every token of it at once) where the logits are the head's alone.
-        self._head_apart = logits_are_the_head_alone(self.lm)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
@@ -128,6 +123,15 @@ class TransformersBackend:
         sampled = settings is not None and not settings.greedy
         with self._sampling if sampled else nullcontext(), self._slots:
             yield
+
+    @functools.cached_property
+    def _head_apart(self) -> bool:
+        """Whether `score` may take a text's logits SCORE_ROWS rows at a time from the hidden
+        states (never a vocabulary row for every token of it at once): where the logits are the
+        head's alone. Probed on the first `score`, not at load."""
+        from metaaligner_chain.backends.transformers.head import logits_are_the_head_alone
+
+        return logits_are_the_head_alone(self.lm)
 
     def _eos_ids(self) -> list[int]:
         eos = self.lm.generation_config.eos_token_id
