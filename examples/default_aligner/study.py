@@ -62,29 +62,31 @@ def corpus_slice() -> list[Item]:
 
 def gemma_base() -> str:
     """Gemma-3-270M base as a trainable transformers folder (from the package-index GGUF)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from make_answers import gemma_path  # beside this script
     from metaaligner_chain.models.cache import cached_dir, default_cache_root
 
     gguf = gemma_path()
-
-    def build(out: Path) -> None:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                      dtype=torch.float32)
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        model = type(loaded)(config)
-        model.load_state_dict(loaded.state_dict())
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-
-    folder = cached_dir(default_cache_root() / "gemma-3-270m-base", build,
+    folder = cached_dir(default_cache_root() / "gemma-3-270m-base", lambda out: trainable_folder(gguf, out),
                         lambda f: (f / "config.json").is_file())
     return str(folder)
+
+
+def trainable_folder(gguf: Path, out: Path) -> None:
+    """A GGUF's model rebuilt as a plain transformers folder that can train and `save_pretrained`
+    (a model loaded from a GGUF can do neither: environment notes)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                  dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def decode_speed(gguf: Path, tokens: int = 128) -> float | None:
