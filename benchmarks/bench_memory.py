@@ -9,7 +9,10 @@ the weights as far as loading touches them) and the size of the weights file it 
 
 - `llama.cpp`: the default (Q8_0, context sized on demand, F16 KV cache), caches warm.
 - `llama.cpp, cold`: an empty `$METAALIGNER_CACHE`, so the first call merges the adapter (F16)
-  and quantizes it (Q8_0) before aligning: the first start on a new machine.
+  and quantizes it (Q8_0) before aligning: the first start on a new machine. The package builds
+  them in a fresh interpreter (`defaults._build_apart`), whose own peak is recorded beside
+  (`build_process_peak_mb`, the largest peak among the process's children); the target is judged on
+  the larger of the two.
 - `transformers`: the default as a transformers folder (fp32, as the backend loads it on CPU).
 
 Each setting runs `--runs` times (3), each in a fresh process: a process's peak moves by up to
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -91,7 +95,9 @@ def _run(name: str, items: int) -> dict:
 def _targets(rows: dict) -> dict[str, bool | None]:
     def within(name: str, limit) -> bool | None:
         row = rows.get(name, {})
-        return None if "peak_mb" not in row else row["peak_mb"] <= limit(row["weights_mb"])
+        if "peak_mb" not in row:
+            return None
+        return max(row["peak_mb"], row.get("build_process_peak_mb") or 0) <= limit(row["weights_mb"])
 
     return {
         "llama_cpp_peak_le_weights_plus_200mb": within("llama.cpp", lambda w: w + 200),
@@ -130,8 +136,10 @@ def _child(args: argparse.Namespace) -> None:
     kv_mb = None
     if backend == "llama.cpp":
         kv_mb = round(engine.n_ctx * _kv_bytes_per_token(engine) / MB, 1)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # kB on Linux; 0: none ran
     print(json.dumps({
         "peak_mb": round(_status("VmHWM") / 1024, 1),
+        "build_process_peak_mb": round(children / 1024, 1) if children else None,
         "rss_after_imports_mb": round(after_imports / 1024, 1),
         "rss_after_load_mb": round(after_load / 1024, 1),
         "weights_mb": round(weights / MB, 1),

@@ -430,13 +430,13 @@ def memory(data: dict) -> list[str]:
         [name, r.get("weights_mb", "?"), r.get("peak_mb", r.get("error", "?")),
          " / ".join(map(str, r.get("peak_mb_runs", []))) or r.get("peak_mb", ""),
          r.get("rss_after_imports_mb", "?"), r.get("rss_after_load_mb", "?"), r.get("kv_cache_mb") or "",
-         r.get("changed", "?")]
+         r.get("build_process_peak_mb") or "", r.get("changed", "?")]
         for name, r in data["settings"].items()
     ]
     targets = "; ".join(f"{k}: {v}" for k, v in data["targets"].items())
     return _header("Peak memory of the default aligner, one fresh process per setting", data) + _table(
         rows, ["setting", "weights MB", "peak RSS MB", "each run's peak MB", "RSS after imports MB", "RSS after loading MB", "KV cache MB",
-               f"answers changed of {data['items']}"],
+               "build process peak MB", f"answers changed of {data['items']}"],
     ) + [f"Targets: {targets}.", ""]
 
 

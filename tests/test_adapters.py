@@ -103,6 +103,26 @@ def test_the_default_runnable_applies_the_shipped_adapter_unless_told_not_to():
     assert (bare.load_backend().model, bare.load_backend().lora_path) == (str(default_gguf_path()), None)
 
 
+def test_a_cold_start_builds_the_default_in_a_fresh_interpreter(tmp_path, monkeypatch):
+    from metaaligner_chain.models import gguf_merge
+
+    def not_here(*args):
+        raise AssertionError("built in the serving process")
+
+    monkeypatch.setattr(gguf_merge, "merge_lora_gguf", not_here)
+    monkeypatch.setattr(gguf_merge, "quantize_gguf", not_here)
+    light = default_aligner_light(tmp_path)  # built by the child: this process never merges
+    assert light.parent.parent == tmp_path and read_gguf_header(light)["general.file_type"] == 7
+    assert read_gguf_header(default_aligner_gguf(tmp_path))["general.file_type"] == 1  # F16, kept
+
+
+def test_a_build_the_child_cannot_run_is_done_in_this_process(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-such-python"))
+    light = default_aligner_light(tmp_path)
+    assert read_gguf_header(light)["general.file_type"] == 7
+    assert read_gguf_header(light)["metaaligner.prompt_format"] == "hh-rlhf"
+
+
 def test_the_merged_default_is_the_base_plus_the_adapter_and_carries_its_metadata():
     import numpy as np
     from gguf import GGUFReader

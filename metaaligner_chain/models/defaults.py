@@ -21,6 +21,8 @@ import hashlib
 import importlib.metadata
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -77,45 +79,77 @@ def default_backend_options(backend: str) -> dict[str, str]:
     return engine_package(backend).adapter_options()
 
 
-def default_aligner_gguf(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def default_aligner_gguf(cache_dir: str | os.PathLike[str] | None = None, *, apart: bool = True) -> Path:
     """The default aligner for llama.cpp as one F16 GGUF: the packaged base model with the shipped
     adapter folded into its weights (`gguf_merge.merge_lora_gguf`), so no adapter runs per forward.
 
     Built once (about 10 s, 271 MB) under `<cache_dir>/smollm2-135m-aligner-<digest>/`, the digest
-    naming the adapter's content, and renamed into place whole. Needs the `gguf` package.
+    naming the adapter's content, and renamed into place whole; with `apart`, in a fresh
+    interpreter (`_build_apart`). Needs the `gguf` package.
     """
     from metaaligner_chain.models.gguf_merge import merge_lora_gguf
 
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
-    base = default_gguf_path()
+    f16, _ = _aligner_files(cache_dir)
+    if apart and not f16.is_file():
+        _build_apart("default_aligner_gguf", cache_dir)
     folder = cached_dir(
-        root / f"{_ALIGNER_DIR_NAME}-{_digest(base.name, ADAPTER_GGUF)}",
-        lambda out: merge_lora_gguf(base, ADAPTER_GGUF, out / _ALIGNER_FILE),
+        f16.parent,
+        lambda out: merge_lora_gguf(default_gguf_path(), ADAPTER_GGUF, out / _ALIGNER_FILE),
         lambda folder: (folder / _ALIGNER_FILE).is_file(),
     )
     return folder / _ALIGNER_FILE
 
 
-def default_aligner_light(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def default_aligner_light(cache_dir: str | os.PathLike[str] | None = None, *, apart: bool = True) -> Path:
     """The default aligner llama.cpp serves: `default_aligner_gguf()` quantized to Q8_0 by llama.cpp.
 
     145 MB instead of 271 MB; on all 290 held-out items it decodes 1.39x faster with 99.12% of
     the F16 model's tokens under teacher forcing (212 greedy rewrites identical), which passes
     the parity check for a lighter default (`benchmarks/bench_default_quant.py`: Q6_K, 1.41x at
     98.85%, is not clearly faster; smaller K-quants fail parity). Built once from the F16 merge
-    (a few seconds more on a cold start); transformers keeps dequantizing the F16.
+    (a few seconds more on a cold start; with `apart`, both in a fresh interpreter); transformers
+    keeps dequantizing the F16.
     """
     import llama_cpp
 
     from metaaligner_chain.models.gguf_merge import quantize_gguf
 
-    f16 = default_aligner_gguf(cache_dir)
+    _, light = _aligner_files(cache_dir)
+    if apart and not light.is_file():
+        _build_apart("default_aligner_light", cache_dir)
+    f16 = default_aligner_gguf(cache_dir, apart=False)  # there already, unless the child failed
     folder = cached_dir(
-        f16.parent.with_name(f16.parent.name + "-q8_0"),
+        light.parent,
         lambda out: quantize_gguf(f16, out / _LIGHT_FILE, llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0),
         lambda folder: (folder / _LIGHT_FILE).is_file(),
     )
     return folder / _LIGHT_FILE
+
+
+def _aligner_files(cache_dir: str | os.PathLike[str] | None) -> tuple[Path, Path]:
+    """Where the F16 merge and its Q8_0 quantization live (named by the adapter's content)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    folder = root / f"{_ALIGNER_DIR_NAME}-{_digest(default_gguf_path().name, ADAPTER_GGUF)}"
+    return folder / _ALIGNER_FILE, folder.with_name(folder.name + "-q8_0") / _LIGHT_FILE
+
+
+def _build_apart(builder: str, cache_dir: str | os.PathLike[str] | None) -> None:
+    """Run this module's `builder(cache_dir, apart=False)` in a fresh interpreter and wait for it.
+
+    A one-time build leaves the process that ran it holding what it imported and allocated (the
+    merge streams 271 MB through numpy and the `gguf` package, the quantizer loads the model into
+    llama.cpp): a cold start that built in its own process then peaked 8.7 MB higher while serving
+    than one whose build ran apart (338.0 against 329.3 MB, the default on llama.cpp over six
+    held-out items; `benchmarks/bench_memory.py`'s cold setting measures it). Where the child
+    cannot start or fails, the caller builds in its own process, where any error is raised as is.
+    """
+    folder = None if cache_dir is None else str(cache_dir)
+    code = f"from metaaligner_chain.models import defaults; defaults.{builder}({folder!r}, apart=False)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
+    try:
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        pass  # built by the caller, in this process
 
 
 def default_aligner_hf_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
