@@ -12,7 +12,9 @@ default's keep-off validation runs (`validation-shipped-keep-off.json`,
 
     # on the GPU machine (the recipe's data build in runs/default-aligner-data):
     python examples/default_aligner/gpu_study.py train gemma3-270m-lora-r64 --gguf G --out DIR
-    # here, on what it wrote (DIR/<candidate>/{query,topics}/aligned.jsonl, DIR/<candidate>/train.json):
+    # here: the control, the shipped default through the same path on the CPU (15 min on 2 cores)
+    python examples/default_aligner/gpu_study.py shipped --out DIR
+    # here, on what both wrote (DIR/<candidate>/{query,topics}/aligned.jsonl, DIR/<candidate>/train.json):
     python examples/default_aligner/gpu_study.py judge DIR
 
 `judge` only reads the aligned answers (the same cache `evaluate` keeps), judges them with the
