@@ -132,8 +132,8 @@ def main() -> None:
             "stock_<n>": "model.generate(prompt_lookup_num_tokens=n), greedy (max_matching_ngram_size 2)",
             "backend": f"TransformersBackend.generate, drafting=True, one prompt, prefix reuse "
             f"off: {_backend_drafting()}",
-            "backend_prefix": "the same with the backend's prefix reuse on (PrefixCache(4)), as "
-            "the runnable runs it",
+            "backend_prefix": "the same with the backend's prefix reuse on (PrefixCache("
+            f"{default.prefixes.size}) as the backend makes it), as the runnable runs it",
         },
         "settings": {"items": args.items, "heldout_every": args.every, "batch_size": args.batch_size,
                      "kept_fraction": KEPT_FRACTION,
@@ -254,7 +254,7 @@ def _compare(backend, name, items, max_new_tokens, curve, lookup) -> dict:
     caches = {}
     if hasattr(backend, "prefixes"):
         names.append("backend_prefix")
-        caches = {"backend": type(backend.prefixes)(0), "backend_prefix": type(backend.prefixes)(4)}
+        caches = {"backend": type(backend.prefixes)(0), "backend_prefix": type(backend.prefixes)(backend.prefixes.size)}
     rows, ideal_s = [], 0.0
     for i, item in enumerate(items):
         prompt = build_prompt(item["query"], item["response"], item["objectives"])

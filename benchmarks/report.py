@@ -476,6 +476,16 @@ def keep_margin(data: dict) -> list[str]:
     ) + [f"Settings: {data['settings']}; the two take turns item by item.", ""]
 
 
+def prefix_cache_size(data: dict) -> list[str]:
+    rows = [[name, r["items"], r["objective_sets"], r["seconds"]["2"], r["seconds"]["4"],
+             f"{r['two_vs_four']:.2f}×", f"{r['identical_outputs']}/{r['items']}", r["entry_mb"]]
+            for name, r in data["workloads"].items()]
+    return _header("transformers prefix cache: two prompts (the default) vs four", data) + _table(
+        rows, ["workload", "items", "objective sets", "s with 2", "s with 4", "2 ÷ 4",
+               "same outputs", "MB per entry"],
+    ) + [f"Settings: {data['settings']}; the two runnables take turns item by item.", ""]
+
+
 def _ideal_note(subset: dict) -> str:
     ideal = subset.get("ideal_speedup")
     if not ideal:
@@ -539,6 +549,7 @@ def main() -> None:
                       "transformers under concurrency: one worker against two")
     lines += _section("parallel_sequences", parallel_sequences)
     lines += _section("keep_margin", keep_margin)
+    lines += _section("prefix_cache_size", prefix_cache_size)
     lines += _section("train_allocator", train_allocator)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")

@@ -64,7 +64,7 @@ class TransformersBackend:
         device: str | None = None,
         trust_remote_code: bool = False,
         batch_size: int = 8,
-        prefix_cache_size: int = 4,
+        prefix_cache_size: int = 2,
         draft_batches: bool = True,
         adapter: str | os.PathLike[str] | None = None,
         transposed_head: bool = True,
@@ -82,7 +82,12 @@ class TransformersBackend:
         self.dtype = pick_dtype(torch, dtype, self.device)
         self.batch_size = batch_size
         #: KV states of recent prompts; a new prompt starts from its longest shared token prefix
-        #: (the instruction + objectives). 0 turns prefix reuse off.
+        #: (the instruction + objectives). 0 turns prefix reuse off. Each entry holds a whole
+        #: prompt's KV (about 8 MB for the default aligner in fp32); two serve a call (the keep
+        #: test and a retry start from its own prompt) and the one before it. Against four they
+        #: took the same time, even with objectives cycling through four sets (1.00x,
+        #: benchmarks/bench_prefix_cache_size.py), and lowered the peak by about 20 MB
+        #: (bench_memory.py).
         self.prefixes = PrefixCache(prefix_cache_size)
         #: Verify drafts for a batch of several prompts in one loop (greedy, `drafting` on). With
         #: the shipped copy-editing aligner it measured 1.09x `generate`'s own batching on the
