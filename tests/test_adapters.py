@@ -117,10 +117,20 @@ def test_a_cold_start_builds_the_default_in_a_fresh_interpreter(tmp_path, monkey
 
 
 def test_a_build_the_child_cannot_run_is_done_in_this_process(tmp_path, monkeypatch):
-    monkeypatch.setattr("sys.executable", str(tmp_path / "no-such-python"))
-    light = default_aligner_light(tmp_path)
+    monkeypatch.setattr("sys.executable", str(tmp_path / "bin" / "python3"))  # not there
+    light = default_aligner_light(tmp_path / "cache")
     assert read_gguf_header(light)["general.file_type"] == 7
     assert read_gguf_header(light)["metaaligner.prompt_format"] == "hh-rlhf"
+
+
+def test_an_embedding_host_is_never_started_as_a_build(tmp_path, monkeypatch):
+    started = tmp_path / "host-started"
+    host = tmp_path / "uwsgi"  # sys.executable under an embedding host names the host
+    host.write_text(f"#!/bin/sh\ntouch {started}\n")
+    host.chmod(0o755)
+    monkeypatch.setattr("sys.executable", str(host))
+    light = default_aligner_light(tmp_path / "cache")  # built in this process
+    assert read_gguf_header(light)["general.file_type"] == 7 and not started.exists()
 
 
 def test_the_merged_default_is_the_base_plus_the_adapter_and_carries_its_metadata():

