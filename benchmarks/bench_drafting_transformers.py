@@ -254,7 +254,8 @@ def _compare(backend, name, items, max_new_tokens, curve, lookup) -> dict:
     caches = {}
     if hasattr(backend, "prefixes"):
         names.append("backend_prefix")
-        caches = {"backend": type(backend.prefixes)(0), "backend_prefix": type(backend.prefixes)(backend.prefixes.size)}
+        cache = type(backend.prefixes)
+        caches = {"backend": cache(0), "backend_prefix": cache(backend.prefixes.size)}
     rows, ideal_s = [], 0.0
     for i, item in enumerate(items):
         prompt = build_prompt(item["query"], item["response"], item["objectives"])

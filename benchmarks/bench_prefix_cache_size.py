@@ -38,8 +38,8 @@ def main() -> None:
     args = _parse_args()
     load = os.getloadavg()
     inputs = held_out_inputs(args.every)
-    workloads = {"heldout": inputs,
-                 "cycling": [{**value, "objectives": CYCLE[i % len(CYCLE)]} for i, value in enumerate(inputs)]}
+    cycling = [{**value, "objectives": CYCLE[i % len(CYCLE)]} for i, value in enumerate(inputs)]
+    workloads = {"heldout": inputs, "cycling": cycling}
     rows = {}
     for name, values in workloads.items():
         runnables = {size: MetaAlignerRunnable(objectives=["helpfulness"], backend="transformers",

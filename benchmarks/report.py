@@ -308,8 +308,12 @@ def transformers_dtype(data: dict) -> list[str]:
                "drafted = plain", "identical to fp32", "token agreement with fp32 (teacher-forced)"],
     ) + [f"Workload: {data['workload']}, {data['items']} items, greedy, max_new_tokens "
          f"{data['max_new_tokens']}; native bf16 on this CPU: {data['machine']['native_bf16']}; bandwidth "
-         f"{data['bandwidth_gbs']} GB/s ({'measured in this run' if data.get('bandwidth_measured') else 'given'}). "
+         f"{data['bandwidth_gbs']} GB/s ({_bandwidth_source(data)}). "
          f"Targets: {targets}.", ""]
+
+
+def _bandwidth_source(data: dict) -> str:
+    return "measured in this run" if data.get("bandwidth_measured") else "given"
 
 
 def transformers_profile(data: dict) -> list[str]:
@@ -435,8 +439,9 @@ def memory(data: dict) -> list[str]:
     ]
     targets = "; ".join(f"{k}: {v}" for k, v in data["targets"].items())
     return _header("Peak memory of the default aligner, one fresh process per setting", data) + _table(
-        rows, ["setting", "weights MB", "peak RSS MB", "each run's peak MB", "RSS after imports MB", "RSS after loading MB", "KV cache MB",
-               "build process peak MB", f"answers changed of {data['items']}"],
+        rows, ["setting", "weights MB", "peak RSS MB", "each run's peak MB", "RSS after imports MB",
+               "RSS after loading MB", "KV cache MB", "build process peak MB",
+               f"answers changed of {data['items']}"],
     ) + [f"Targets: {targets}.", ""]
 
 
