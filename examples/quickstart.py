@@ -49,7 +49,7 @@ def main() -> None:
     policy = ChatLlamaCpp(
         model_path=str(default_gguf_path()),
         temperature=0.0,
-        max_tokens=96,
+        max_tokens=256,  # whole answers: one cut mid-sentence asks the aligner to finish it
         n_ctx=2048,
         rope_freq_base=0,  # keep the GGUF's own RoPE base (LangChain's default overrides it)
         verbose=False,

@@ -353,7 +353,8 @@ def test_an_echo_is_cut_short_in_invoke_and_batch_and_the_original_kept(default_
 
 
 def test_an_answer_ending_in_blank_lines_is_copied_without_trailing_junk(default_llama):
-    # What the demo's policy wrote (examples/quickstart.py, first example), blank lines included.
+    # What the demo's policy wrote at 96 tokens (examples/quickstart.py, first example), blank lines
+    # included.
     answer = (
         "Dealing with a noisy neighbour can be frustrating and affect your personal life. I'm here "
         "to help you navigate this situation, but if you're not ready to talk about it, don't "
