@@ -491,6 +491,17 @@ def prefix_cache_size(data: dict) -> list[str]:
     ) + [f"Settings: {data['settings']}; the two runnables take turns item by item.", ""]
 
 
+def stream_threads(data: dict) -> list[str]:
+    rows = [[name, r["items"], r["seconds"]["shipped"], r["seconds"]["pools_kept"],
+             f"{r['pools_kept_vs_shipped']:.2f}×", r["identical_outputs"]]
+            for name, r in data["scenarios"].items()]
+    return _header("Decoding in a worker thread beside idle OpenMP pools: release on and off", data) + _table(
+        rows, ["scenario", "items", "s shipped", "s pools kept", "pools kept ÷ shipped",
+               "same outputs"],
+    ) + [f"Variants: {data['variants']}. Settings: {data['settings']}; each (scenario, variant) in "
+         "a fresh process, the variants alternating.", ""]
+
+
 def _ideal_note(subset: dict) -> str:
     ideal = subset.get("ideal_speedup")
     if not ideal:
@@ -555,6 +566,7 @@ def main() -> None:
     lines += _section("parallel_sequences", parallel_sequences)
     lines += _section("keep_margin", keep_margin)
     lines += _section("prefix_cache_size", prefix_cache_size)
+    lines += _section("stream_threads", stream_threads)
     lines += _section("train_allocator", train_allocator)
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print(f"wrote {HERE / 'RESULTS.md'}")

@@ -13,6 +13,8 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from metaaligner_chain.backends.openmp import release_idle_pool
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -152,6 +154,7 @@ def stream_in_worker(
         finally:
             pieces.put(_END)
 
+    release_idle_pool()  # an idle OpenMP pool of this thread would slow the worker's (openmp.py)
     threading.Thread(target=run, name=name, daemon=True).start()
     try:
         while (piece := pieces.get()) is not _END:

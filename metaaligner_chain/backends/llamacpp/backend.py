@@ -38,6 +38,7 @@ from metaaligner_chain.backends.llamacpp.loading import (
     locate,
 )
 from metaaligner_chain.backends.llamacpp.prefix import PrefixCache
+from metaaligner_chain.backends.openmp import release_idle_pool
 from metaaligner_chain.models.metadata import metaaligner_keys
 
 
@@ -217,7 +218,8 @@ class LlamaCppBackend:
         For what the backend does not wrap: tokenizing, or timing llama.cpp itself. The next call
         reuses the KV cache the block leaves for the prefix it shares with its prompt, so a block
         that evaluates tokens of its own leaves `input_ids[:n_tokens]` true to the cache, or calls
-        `reset()`.
+        `reset()`. The block's thread lets its OpenMP pool go at the end, so that no idle pool
+        slows decoding in another thread (`openmp.py`).
         """
         with self._lock:
             if self._llama is None:
@@ -225,7 +227,10 @@ class LlamaCppBackend:
                     f"{self!r} was closed. Load the model again (`clear_backends()` first when "
                     "it came from `get_backend`)."
                 )
-            yield self._llama
+            try:
+                yield self._llama
+            finally:
+                release_idle_pool()
 
     def close(self) -> None:
         """Free the model and its context now; the backend cannot generate afterwards."""

@@ -32,6 +32,7 @@ from metaaligner_chain.backends.base import (
     GenerationSettings,
     PromptTooLongError,
 )
+from metaaligner_chain.backends.openmp import release_idle_pool
 from metaaligner_chain.backends.transformers.drafting import (
     PrefixCache,
     decode_greedy,
@@ -124,10 +125,14 @@ class TransformersBackend:
     @contextmanager
     def _turn(self, settings: GenerationSettings | None = None) -> Iterator[None]:
         """Held while a call uses the model: a worker's slot, and for a sampled call the seed's
-        turn too (the random generator is global)."""
+        turn too (the random generator is global). The thread lets its OpenMP pool go at the end,
+        so that no idle pool slows decoding in another thread (`openmp.py`)."""
         sampled = settings is not None and not settings.greedy
         with self._sampling if sampled else nullcontext(), self._slots:
-            yield
+            try:
+                yield
+            finally:
+                release_idle_pool()
 
     @functools.cached_property
     def _head_apart(self) -> bool:
@@ -307,6 +312,7 @@ class TransformersBackend:
                 streamer.end()
 
         worker = threading.Thread(target=run, name="metaaligner-stream", daemon=True)
+        release_idle_pool()  # an idle OpenMP pool of this thread would slow the worker's (openmp.py)
         worker.start()
         try:
             for piece in streamer:
