@@ -104,3 +104,24 @@ def test_release_frees_a_torch_pool_too():
         pytest.skip("torch's parallel work here does not run on libgomp")
     assert openmp.release_idle_pool() >= 1
     assert threads() < grown
+
+
+@pytest.mark.parametrize("llvm", [False, True])
+def test_only_gnu_libgomp_is_paused(tmp_path, llvm):
+    """LLVM's libomp, installed under libgomp's name on some systems, pauses the whole process:
+    it is left alone. Two real shared libraries, built here, stand for the two runtimes."""
+    import shutil
+    import subprocess
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the stand-in runtimes")
+    source = tmp_path / "runtime.c"
+    source.write_text("int omp_pause_resource_all(int kind) { return kind - 1; }\n"
+                      + ("void __kmpc_fork_call(void) {}\n" if llvm else ""))
+    library = tmp_path / f"libgomp-{'llvm' if llvm else 'gnu'}.so.1"
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    runtime = openmp._runtime(str(library))
+    assert (runtime is None) == llvm
+    if not llvm:
+        assert runtime.omp_pause_resource_all(openmp.PAUSE_SOFT) == 0

@@ -50,14 +50,17 @@ def loaded_runtimes() -> list[str]:
 
 
 def _runtime(path: str) -> ctypes.CDLL | None:
-    """The already loaded library at `path` (dlopen hands back the same copy), if it has the
-    OpenMP 5.0 pause call."""
+    """The already loaded library at `path` (dlopen hands back the same copy), if it is GNU
+    libgomp with the OpenMP 5.0 pause call. LLVM's libomp, which some systems install under
+    libgomp's name, is left alone: its pause acts on the whole process, not the calling thread."""
     if path not in _RUNTIMES:
         try:
             library = ctypes.CDLL(path)
             library.omp_pause_resource_all.argtypes = [ctypes.c_int]
             library.omp_pause_resource_all.restype = ctypes.c_int
         except (OSError, AttributeError):
+            library = None
+        if library is not None and hasattr(library, "__kmpc_fork_call"):  # LLVM's entry point
             library = None
         _RUNTIMES[path] = library
     return _RUNTIMES[path]
