@@ -75,7 +75,8 @@ def main() -> None:
             "items": len(first),
             "seconds": seconds,
             "pools_kept_vs_shipped": round(seconds["pools_kept"] / seconds["shipped"], 3),
-            "identical_outputs": all(r["outputs"] == first for rs in by_variant.values() for r in rs),
+            "identical_outputs": all(r["outputs"] == first
+                                     for rs in by_variant.values() for r in rs),
             "released_runtimes": by_variant["shipped"][0]["runtimes"],
         }
     result = {**run_header("decoding beside idle OpenMP pools: release on and off", load,
@@ -114,7 +115,8 @@ def _child(scenario: str, variant: str, every: int) -> dict:
         return runnable.invoke(value)["response"]
 
     async def aligned_async(value: dict) -> str:
-        runnable = MetaAlignerRunnable(objectives=value["objectives"], max_new_tokens=max_new_tokens)
+        runnable = MetaAlignerRunnable(objectives=value["objectives"],
+                                       max_new_tokens=max_new_tokens)
         return (await runnable.ainvoke(value))["response"]
 
     async def timed_async() -> tuple[list[str], float]:  # one loop: its executor threads persist
@@ -150,7 +152,8 @@ def _policy(on_transformers: bool):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = default_hf_model_dir()
-        tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder)
 
         def answer(query: str) -> None:
             inputs = tokenizer.apply_chat_template([{"role": "user", "content": query}],

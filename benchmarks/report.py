@@ -495,7 +495,8 @@ def stream_threads(data: dict) -> list[str]:
     rows = [[name, r["items"], r["seconds"]["shipped"], r["seconds"]["pools_kept"],
              f"{r['pools_kept_vs_shipped']:.2f}×", r["identical_outputs"]]
             for name, r in data["scenarios"].items()]
-    return _header("Decoding in a worker thread beside idle OpenMP pools: release on and off", data) + _table(
+    title = "Decoding in a worker thread beside idle OpenMP pools: release on and off"
+    return _header(title, data) + _table(
         rows, ["scenario", "items", "s shipped", "s pools kept", "pools kept ÷ shipped",
                "same outputs"],
     ) + [f"Variants: {data['variants']}. Settings: {data['settings']}; each (scenario, variant) in "

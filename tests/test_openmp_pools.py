@@ -22,7 +22,8 @@ MODEL = str(default_gguf_path())
 PROMPT = build_prompt("How do I bake bread?", "Mix flour and water, then bake it.", ["helpfulness"])
 SETTINGS = GenerationSettings(max_new_tokens=6)
 
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/task"),
+                                reason="counts threads in /proc")
 
 
 def threads() -> int:
