@@ -402,3 +402,39 @@ def test_score_is_the_log_probability_llama_cpp_gives_the_text_and_its_end(backe
     assert first[0] == pytest.approx(want, abs=0.05) and again[0] == pytest.approx(first[0], abs=1e-3)
     assert first[1] > first[0]  # the answer quoted in the prompt: copying it is far likelier
     assert backend.generate(PROMPTS[:1], GREEDY)[0].text == expected[0]  # generation unaffected
+
+
+def test_score_reuses_a_shared_start_and_gives_what_scoring_alone_gives(backend):
+    """A rewrite mostly starts as its original does: the second text's shared first tokens are
+    not evaluated again, and each score equals the one the text gets scored on its own (after
+    other work in the cache), across 16-token scoring batches split at other places."""
+    prompt = PROMPTS[0]
+    original = ("Mix 500 g of flour, 10 g of salt, 7 g of dried yeast and 320 ml of warm water, "
+                "knead for ten minutes, let it rise for an hour, shape it and bake at 220 C.")
+    rewrite = original.replace("bake at 220 C.", "bake it at 220 C for about 35 minutes.")
+    assert rewrite != original
+    together = backend.score(prompt, [original, rewrite, original, "Something else entirely."])
+    alone = []
+    for text in (original, rewrite, original, "Something else entirely."):
+        backend.generate([PROMPTS[2]], GREEDY)  # the cache holds another prompt first
+        alone += backend.score(prompt, [text])
+    assert together == pytest.approx(alone, rel=1e-6)
+    assert together[0] == together[2]
+
+    def evaluated(call) -> int:
+        """Tokens llama.cpp evaluates during `call` (its own performance counters)."""
+        import llama_cpp
+
+        def count() -> int:
+            with backend.locked_llama() as llama:
+                data = llama_cpp.llama_perf_context(llama._ctx.ctx)
+                return data.n_p_eval + data.n_eval
+
+        start = count()
+        call()
+        return count() - start
+
+    shared = backend.count_tokens(original.split(" bake")[0])  # the rewrite's start, at least
+    pair = evaluated(lambda: backend.score(prompt, [original, rewrite]))
+    apart = evaluated(lambda: (backend.score(prompt, [original]), backend.score(prompt, [rewrite])))
+    assert pair <= apart - shared + 2

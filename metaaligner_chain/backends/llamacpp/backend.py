@@ -27,7 +27,7 @@ from metaaligner_chain.backends.base import (
     stream_in_worker,
 )
 from metaaligner_chain.backends.llamacpp.decoding import Tally, continuation, text_pieces
-from metaaligner_chain.backends.llamacpp.drafting import continuation_logprob
+from metaaligner_chain.backends.llamacpp.drafting import continuation_logprobs
 from metaaligner_chain.backends.llamacpp.loading import (
     INITIAL_CONTEXT,
     check_lora,
@@ -39,6 +39,7 @@ from metaaligner_chain.backends.llamacpp.loading import (
 )
 from metaaligner_chain.backends.llamacpp.prefix import PrefixCache
 from metaaligner_chain.backends.openmp import release_idle_pool
+from metaaligner_chain.drafting import common_prefix
 from metaaligner_chain.models.metadata import metaaligner_keys
 
 
@@ -199,16 +200,21 @@ class LlamaCppBackend:
 
     def score(self, prompt: str, continuations: Sequence[str]) -> list[float]:
         """log P(text, then end-of-generation | prompt) for each text, in nats: how likely the
-        model is to write exactly that answer (the gate compares a rewrite with the original)."""
+        model is to write exactly that answer (the gate compares a rewrite with the original).
+        A text's first tokens shared with the text scored before it are not evaluated again (a
+        rewrite mostly starts as its original does)."""
         tokens = self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         eos = self._llama.token_eos()
-        scores = []
+        scores, before, logprobs = [], [], []
         for text in continuations:
             ids = [*self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True), eos]
             with self.locked_llama():
                 self._make_room(len(tokens), len(ids))
                 self._prefixes.restore(self._llama, tokens)
-                scores.append(continuation_logprob(self._llama, tokens, ids))
+                shared = logprobs[: common_prefix(before, ids)]
+                logprobs = continuation_logprobs(self._llama, tokens, ids, shared)
+            scores.append(float(sum(logprobs)))
+            before = ids
         return scores
 
     @contextmanager

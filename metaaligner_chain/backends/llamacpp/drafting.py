@@ -5,7 +5,7 @@ the response (`CopyDrafter`) in one llama.cpp batch: the last token plus k draft
 evaluated together, logits are requested only at those k + 1 positions, the longest prefix of the
 draft that agrees with the model's argmax is kept with the model's own next token, and the KV
 cache is cut back to the accepted tokens. `response_span` finds the response's tokens inside the
-prompt's. `continuation_logprob` scores a given continuation with the same batched forwards. The
+prompt's. `continuation_logprobs` scores a given continuation with the same batched forwards. The
 caller owns the `Llama` (holds its lock) and stops at EOS and the token budget.
 """
 
@@ -123,23 +123,32 @@ def eval_prompt(llama, tokens: Sequence[int]) -> None:
 SCORE_BATCH = EXACT_BATCH // 2
 
 
-def continuation_logprob(llama, tokens: Sequence[int], continuation: Sequence[int]) -> float:
-    """log P(continuation | tokens) under the model, summed over its tokens: one forward per
-    `SCORE_BATCH` continuation tokens after the prompt (its cached prefix reused). Leaves the cache holding
-    the prompt and the continuation, as `locked_llama` asks."""
+def continuation_logprobs(
+    llama, tokens: Sequence[int], continuation: Sequence[int], known: Sequence[float] = ()
+) -> list[float]:
+    """log P(each continuation token | tokens and the ones before it) under the model: one
+    forward per `SCORE_BATCH` continuation tokens after the prompt (its cached prefix reused).
+    `known` holds the log-probabilities of the continuation's first tokens, already computed
+    (the text scored before shares them): they are taken as they are, and the forwards start
+    after them, from the cache the previous text left (batches up to `EXACT_BATCH` give the
+    same logits however the text is split). Leaves the cache holding the prompt and the
+    continuation, as `locked_llama` asks."""
     vocab_size = llama.n_vocab()
-    eval_prompt(llama, tokens)
-    total = _logprob(llama, -1, vocab_size, continuation[0])
-    n_past = len(tokens)
-    for start in range(0, len(continuation) - 1, SCORE_BATCH):
-        batch = continuation[start:start + SCORE_BATCH]
+    known = list(known[: len(continuation) - 1])
+    prefix = [*tokens, *continuation[: len(known)]]
+    rest = continuation[len(known):]
+    eval_prompt(llama, prefix)
+    logprobs = [*known, _logprob(llama, -1, vocab_size, rest[0])]
+    n_past = len(prefix)
+    for start in range(0, len(rest) - 1, SCORE_BATCH):
+        batch = rest[start:start + SCORE_BATCH]
         _decode(llama, batch, n_past)
-        for i, target in enumerate(continuation[start + 1:start + 1 + len(batch)]):
-            total += _logprob(llama, i, vocab_size, target)
+        for i, target in enumerate(rest[start + 1:start + 1 + len(batch)]):
+            logprobs.append(_logprob(llama, i, vocab_size, target))
         llama.input_ids[n_past:n_past + len(batch)] = batch
         n_past += len(batch)
         llama.n_tokens = n_past
-    return total
+    return logprobs
 
 
 def _logprob(llama, i: int, vocab_size: int, token: int) -> float:
