@@ -173,23 +173,19 @@ def _policy(on_transformers: bool):
 
 @contextlib.contextmanager
 def _release(on: bool):
-    """The backends' pool release as shipped, or turned off where they call it."""
+    """The backends' pool release as shipped, or turned off (every call site goes through
+    `openmp.release_idle_pool`)."""
     if on:
         yield
         return
-    from metaaligner_chain.backends import base
-    from metaaligner_chain.backends.llamacpp import backend as llamacpp
-    from metaaligner_chain.backends.transformers import backend as transformers
+    from metaaligner_chain.backends import openmp
 
-    modules = (base, llamacpp, transformers)
-    saved = [m.release_idle_pool for m in modules]
-    for m in modules:
-        m.release_idle_pool = lambda: 0
+    saved = openmp.release_idle_pool
+    openmp.release_idle_pool = lambda: 0
     try:
         yield
     finally:
-        for m, function in zip(modules, saved):
-            m.release_idle_pool = function
+        openmp.release_idle_pool = saved
 
 
 def _parse_args() -> argparse.Namespace:

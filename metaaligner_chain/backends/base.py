@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from metaaligner_chain.backends.openmp import release_idle_pool
+import metaaligner_chain.backends.openmp as openmp
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def stream_in_worker(
         finally:
             pieces.put(_END)
 
-    release_idle_pool()  # an idle OpenMP pool of this thread would slow the worker's (openmp.py)
+    openmp.release_idle_pool()  # this thread's idle pool would slow the worker's
     threading.Thread(target=run, name=name, daemon=True).start()
     try:
         while (piece := pieces.get()) is not _END:

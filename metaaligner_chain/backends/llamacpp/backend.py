@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import metaaligner_chain.backends.openmp as openmp
 from metaaligner_chain.backends.base import (
     Capabilities,
     Generation,
@@ -38,7 +39,6 @@ from metaaligner_chain.backends.llamacpp.loading import (
     locate,
 )
 from metaaligner_chain.backends.llamacpp.prefix import PrefixCache
-from metaaligner_chain.backends.openmp import release_idle_pool
 from metaaligner_chain.drafting import common_prefix
 from metaaligner_chain.models.metadata import metaaligner_keys
 
@@ -236,7 +236,7 @@ class LlamaCppBackend:
             try:
                 yield self._llama
             finally:
-                release_idle_pool()
+                openmp.release_idle_pool()
 
     def close(self) -> None:
         """Free the model and its context now; the backend cannot generate afterwards."""

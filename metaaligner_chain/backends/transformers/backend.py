@@ -26,13 +26,13 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import metaaligner_chain.backends.openmp as openmp
 from metaaligner_chain.backends.base import (
     Capabilities,
     Generation,
     GenerationSettings,
     PromptTooLongError,
 )
-from metaaligner_chain.backends.openmp import release_idle_pool
 from metaaligner_chain.backends.transformers.drafting import (
     PrefixCache,
     decode_greedy,
@@ -132,7 +132,7 @@ class TransformersBackend:
             try:
                 yield
             finally:
-                release_idle_pool()
+                openmp.release_idle_pool()
 
     @functools.cached_property
     def _head_apart(self) -> bool:
@@ -312,7 +312,7 @@ class TransformersBackend:
                 streamer.end()
 
         worker = threading.Thread(target=run, name="metaaligner-stream", daemon=True)
-        release_idle_pool()  # an idle OpenMP pool of this thread would slow the worker's (openmp.py)
+        openmp.release_idle_pool()  # this thread's idle pool would slow the worker's
         worker.start()
         try:
             for piece in streamer:
