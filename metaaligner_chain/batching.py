@@ -121,7 +121,9 @@ def _generate_round(
         return gate.decide(parts[j].response, outcome, strict=aligner.strict and final,
                            scaffold=scaffolds[j], objectives=objectives[j], log=final)
 
-    outcomes = attempt(list(range(len(parts))), aligner.settings())
+    # the keep test scores each rewrite: a drafted decoding can keep its tokens' log-probabilities
+    settings = replace(aligner.settings(), record_logprobs=any(m is not None for m in margins))
+    outcomes = attempt(list(range(len(parts))), settings)
     verdicts = [judged(j, outcome, final=not retry) for j, outcome in enumerate(outcomes)]
     if not retry:
         return keep_cheap_edits(backend, margins, prompts, parts, verdicts)

@@ -65,6 +65,24 @@ def test_a_rewrite_no_likelier_than_a_copy_gives_way_to_the_original(aligner, ti
     assert run({"humour": float("inf")})[0] == off
     backend = aligner.load_backend()
 
+    def evaluated(margin) -> int:
+        """Tokens llama.cpp evaluates while the runnable aligns with `margin`."""
+        import llama_cpp
+
+        def count() -> int:
+            with backend.locked_llama() as llama:
+                data = llama_cpp.llama_perf_context(llama._ctx.ctx)
+                return data.n_p_eval + data.n_eval
+
+        start = count()
+        run(margin)
+        return count() - start
+
+    # the rewrite's score is read from its decoding: the test evaluates at most the original
+    run(None)
+    plain, tested = evaluated(None), evaluated(float("inf"))
+    assert 0 < tested - plain <= backend.count_tokens(" " + RESPONSE) + 2
+
     def broken(prompt, texts):
         raise RuntimeError("out of memory")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -421,20 +422,59 @@ def test_score_reuses_a_shared_start_and_gives_what_scoring_alone_gives(backend)
     assert together == pytest.approx(alone, rel=1e-6)
     assert together[0] == together[2]
 
-    def evaluated(call) -> int:
-        """Tokens llama.cpp evaluates during `call` (its own performance counters)."""
-        import llama_cpp
-
-        def count() -> int:
-            with backend.locked_llama() as llama:
-                data = llama_cpp.llama_perf_context(llama._ctx.ctx)
-                return data.n_p_eval + data.n_eval
-
-        start = count()
-        call()
-        return count() - start
-
     shared = backend.count_tokens(original.split(" bake")[0])  # the rewrite's start, at least
-    pair = evaluated(lambda: backend.score(prompt, [original, rewrite]))
-    apart = evaluated(lambda: (backend.score(prompt, [original]), backend.score(prompt, [rewrite])))
+    pair = _evaluated(backend, lambda: backend.score(prompt, [original, rewrite]))
+    apart = _evaluated(
+        backend, lambda: (backend.score(prompt, [original]), backend.score(prompt, [rewrite]))
+    )
     assert pair <= apart - shared + 2
+
+
+def _evaluated(backend, call) -> int:
+    """Tokens llama.cpp evaluates during `call` (its own performance counters)."""
+    import llama_cpp
+
+    def count() -> int:
+        with backend.locked_llama() as llama:
+            data = llama_cpp.llama_perf_context(llama._ctx.ctx)
+            return data.n_p_eval + data.n_eval
+
+    start = count()
+    call()
+    return count() - start
+
+
+def test_score_of_a_text_just_decoded_reads_the_decodings_log_probabilities(backend):
+    """The keep test scores the original and the rewrite right after decoding the rewrite: a
+    drafted greedy decoding asked to record its log-probabilities (`record_logprobs`) makes the
+    rewrite's score cost no forward, even after other work, with exactly the score a backend that
+    never decoded it computes, and the original evaluates only what follows the start it shares
+    with the rewrite. Decodings not asked to record, or cut by the token limit, are scored by
+    forwards as before."""
+    recording = GenerationSettings(max_new_tokens=96, record_logprobs=True)
+    words = "and that is all."
+    fresh = LlamaCppBackend(MODEL)
+    try:
+        plain = fresh.generate([CHAT], GenerationSettings(max_new_tokens=96), ["Say hi."])[0]
+        assert plain.finish_reason == "stop" and plain.completion_tokens > 8
+        start = plain.text.split(" ")
+        original = " ".join(start[: len(start) // 2]) + " " + words
+        want = fresh.score(CHAT, [original, plain.text])
+        assert _evaluated(fresh, lambda: fresh.score(CHAT, [plain.text])) > 8  # it did not record
+        cut = fresh.generate([CHAT], replace(recording, max_new_tokens=6), ["Say hi."])[0]
+        assert cut.finish_reason == "length"
+        assert _evaluated(fresh, lambda: fresh.score(CHAT, [cut.text])) > 0
+    finally:
+        fresh.close()
+
+    answer = backend.generate([CHAT], recording, ["Say hi."])[0]
+    assert answer.text == plain.text  # recording changes no token
+    got: list[float] = []
+    spent = _evaluated(backend, lambda: got.extend(backend.score(CHAT, [original, answer.text])))
+    assert spent <= backend.count_tokens(" " + words) + 3  # the original's own end, and EOS
+    assert got == pytest.approx(want, rel=1e-6) and got[1] == want[1]
+
+    backend.generate([PROMPTS[1]], recording, ["Paris, I think."])  # other work in between
+    again: list[float] = []
+    assert _evaluated(backend, lambda: again.extend(backend.score(CHAT, [answer.text]))) == 0
+    assert again == [want[1]]

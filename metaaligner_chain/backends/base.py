@@ -31,6 +31,10 @@ class GenerationSettings:
     #: over the new tokens). Used for the one retry of a rewrite the gate found looping; the
     #: output is then no longer plain greedy decoding, so drafting is off.
     repeat_guard: bool = False
+    #: Keep each greedy token's log-probability, so that `score` of the text just written, after
+    #: the same prompt, reads it instead of evaluating it again (the keep test scores every
+    #: rewrite). An engine that cannot (or a decoding that is not greedy) ignores it.
+    record_logprobs: bool = False
 
     @property
     def greedy(self) -> bool:

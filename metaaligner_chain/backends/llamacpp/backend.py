@@ -28,7 +28,7 @@ from metaaligner_chain.backends.base import (
     stream_in_worker,
 )
 from metaaligner_chain.backends.llamacpp.decoding import Tally, continuation, text_pieces
-from metaaligner_chain.backends.llamacpp.drafting import continuation_logprobs
+from metaaligner_chain.backends.llamacpp.drafting import RecentLogprobs, continuation_logprobs
 from metaaligner_chain.backends.llamacpp.loading import (
     INITIAL_CONTEXT,
     check_lora,
@@ -130,6 +130,7 @@ class LlamaCppBackend:
         }
         self._lock = threading.Lock()
         self._prefixes = PrefixCache(prefix_cache)
+        self._decoded = RecentLogprobs()
         self._llama = self._load(n_ctx or min(INITIAL_CONTEXT, self.context_length))
         _open.add(self)
 
@@ -201,18 +202,24 @@ class LlamaCppBackend:
     def score(self, prompt: str, continuations: Sequence[str]) -> list[float]:
         """log P(text, then end-of-generation | prompt) for each text, in nats: how likely the
         model is to write exactly that answer (the gate compares a rewrite with the original).
-        A text's first tokens shared with the text scored before it are not evaluated again (a
-        rewrite mostly starts as its original does)."""
+        A text's first tokens shared with the text scored before it, or with a recent drafted
+        decoding after this prompt that recorded its log-probabilities
+        (`GenerationSettings.record_logprobs`), are not evaluated again: a rewrite mostly starts
+        as its original does, and a rewrite just decoded is not evaluated at all."""
         tokens = self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         eos = self._llama.token_eos()
         scores, before, logprobs = [], [], []
         for text in continuations:
             ids = [*self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True), eos]
             with self.locked_llama():
-                self._make_room(len(tokens), len(ids))
-                self._prefixes.restore(self._llama, tokens)
                 shared = logprobs[: common_prefix(before, ids)]
-                logprobs = continuation_logprobs(self._llama, tokens, ids, shared)
+                known = max(self._decoded.known(tokens, ids), shared, key=len)
+                if len(known) == len(ids):
+                    logprobs = known
+                else:
+                    self._make_room(len(tokens), len(ids))
+                    self._prefixes.restore(self._llama, tokens)
+                    logprobs = continuation_logprobs(self._llama, tokens, ids, known)
             scores.append(float(sum(logprobs)))
             before = ids
         return scores
@@ -275,7 +282,15 @@ class LlamaCppBackend:
         llama.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if settings.seed is None else settings.seed)
         self._prefixes.restore(llama, tokens)
         token_ids = continuation(llama, prompt, tokens, settings, budget, response, tally)
-        return text_pieces(llama, token_ids, budget, tally, self._strip_first_space)
+        pieces = text_pieces(llama, token_ids, budget, tally, self._strip_first_space)
+        return pieces if tally.scored is None else self._recorded(pieces, tokens, tally)
+
+    def _recorded(self, pieces: Iterator[str], tokens: list[int], tally: Tally) -> Iterator[str]:
+        """`pieces`, then the decoding's log-probabilities kept for `score` if it reached
+        end-of-generation (the text `score` is given ends with it)."""
+        yield from pieces
+        if tally.finish_reason == "stop":
+            self._decoded.add(tokens, tally.scored)
 
     def _load(self, n_ctx: int) -> Any:
         return load_llama(self.path, self.lora_path, n_ctx, self._options, model=self.model,

@@ -1,7 +1,8 @@
 """One llama.cpp completion from token ids to text: which decoding loop runs, and what it yields.
 
 `continuation` picks the loop: llama.cpp's DRY sampler for a `repeat_guard` retry (`sampling`),
-copy-aware drafting from the response for greedy calls that ask for it (`drafting`), else
+copy-aware drafting from the response for greedy calls that ask for it (`drafting`; it records
+each token's log-probability when `settings.record_logprobs`), else
 `Llama.generate` with only temperature and top-p acting. `text_pieces` turns its tokens into text
 pieces (never splitting a UTF-8 character) until end-of-generation or the token budget, counting
 into a `Tally`. The caller owns the `Llama` (holds the backend's lock) and has restored the
@@ -18,6 +19,7 @@ from typing import Any
 from metaaligner_chain.backends.base import Generation, GenerationSettings
 from metaaligner_chain.backends.llamacpp.drafting import (
     DraftTally,
+    Scored,
     drafted_greedy,
     response_span,
     token_bytes,
@@ -40,6 +42,8 @@ class Tally:
     completion_tokens: int = 0
     finish_reason: str = "length"
     drafts: DraftTally | None = None
+    #: The tokens and their log-probabilities, for drafted decodings asked to record them.
+    scored: Scored | None = None
 
     def generation(self, text: str) -> Generation:
         stats = None if self.drafts is None else self.drafts.as_stats()
@@ -66,7 +70,8 @@ def continuation(
         span = response_span(llama, prompt, tokens, response)
         drafter = CopyDrafter(span, context=tokens, **DRAFTER)
         tally.drafts = DraftTally()
-        return drafted_greedy(llama, tokens, drafter, budget, tally.drafts)
+        tally.scored = Scored() if settings.record_logprobs else None
+        return drafted_greedy(llama, tokens, drafter, budget, tally.drafts, tally.scored)
     temp, top_p = (0.0, 1.0) if settings.greedy else (settings.temperature, settings.top_p)
     return llama.generate(  # top_k=0, min_p=0, typical_p=1: only temp and top_p act
         tokens, temp=temp, top_p=top_p, top_k=0, min_p=0.0, typical_p=1.0, repeat_penalty=1.0

@@ -5,20 +5,23 @@ the response (`CopyDrafter`) in one llama.cpp batch: the last token plus k draft
 evaluated together, logits are requested only at those k + 1 positions, the longest prefix of the
 draft that agrees with the model's argmax is kept with the model's own next token, and the KV
 cache is cut back to the accepted tokens. `response_span` finds the response's tokens inside the
-prompt's. `continuation_logprobs` scores a given continuation with the same batched forwards. The
-caller owns the `Llama` (holds its lock) and stops at EOS and the token budget.
+prompt's. `continuation_logprobs` scores a given continuation with the same batched forwards, and
+`RecentLogprobs` keeps the log-probabilities of recent drafted decodings so that scoring what was
+just written needs no forward at all. The caller owns the `Llama` (holds its lock) and stops at
+EOS and the token budget.
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from metaaligner_chain.backends.llamacpp.loading import EXACT_BATCH
-from metaaligner_chain.drafting import CopyDrafter
+from metaaligner_chain.drafting import CopyDrafter, common_prefix
 
 
 @dataclass
@@ -39,23 +42,62 @@ class DraftTally:
         }
 
 
+@dataclass
+class Scored:
+    """The tokens a greedy decoding yielded, and each one's log-probability in nats."""
+
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+
+class RecentLogprobs:
+    """The `Scored` tokens of the last `size` decodings that reached end-of-generation, by
+    prompt: `known` gives the log-probabilities of a text's first tokens that one of them shares
+    (all of them when the text is one that was decoded), exactly as `continuation_logprobs` would
+    compute them (the same forwards, batches of at most `EXACT_BATCH`)."""
+
+    def __init__(self, size: int = 64):
+        self._entries: deque[tuple[tuple[int, ...], Scored]] = deque(maxlen=size)
+
+    def add(self, prompt_tokens: Sequence[int], scored: Scored) -> None:
+        self._entries.append((tuple(prompt_tokens), scored))
+
+    def known(self, prompt_tokens: Sequence[int], continuation: Sequence[int]) -> list[float]:
+        prompt, best = tuple(prompt_tokens), []
+        for tokens, scored in reversed(self._entries):
+            if tokens == prompt:
+                shared = scored.logprobs[: common_prefix(scored.tokens, continuation)]
+                best = shared if len(shared) > len(best) else best
+        return best
+
+
 def drafted_greedy(
-    llama, tokens: Sequence[int], drafter: CopyDrafter, budget: int, tally: DraftTally
+    llama, tokens: Sequence[int], drafter: CopyDrafter, budget: int, tally: DraftTally,
+    scored: Scored | None = None,
 ) -> Iterator[int]:
     """Greedy continuation of prompt `tokens` (at most `budget` tokens), drafted from `drafter`.
 
     Between yields the `Llama`'s KV cache, `input_ids` and `n_tokens` agree on a prefix of the
     prompt and the continuation (at least all yielded tokens but the last, as in
     `Llama.generate`), so the caller may stop at any token and the next call reuses the prefix.
+    With `scored`, each token and its log-probability are added to it as the token is yielded.
     """
     vocab_size = llama.n_vocab()
+
+    def chosen(i: int) -> tuple[int, float | None]:
+        best = _argmax(llama, i, vocab_size)
+        return best, None if scored is None else _logprob(llama, i, vocab_size, best)
+
     eval_prompt(llama, tokens)
-    pending = [_argmax(llama, -1, vocab_size)]
+    pending = [chosen(-1)]
     tally.forwards += 1
     generated: list[int] = []
     while True:
-        for token in pending:
+        for token, logprob in pending:
             generated.append(token)
+            if scored is not None:
+                scored.tokens.append(token)
+                scored.logprobs.append(logprob)
             yield token
         room = budget - len(generated)  # tokens still allowed; the bonus token takes one
         if room <= 0:
@@ -67,8 +109,8 @@ def drafted_greedy(
         tally.forwards += 1
         pending = []
         for i in range(len(batch)):
-            best = _argmax(llama, i, vocab_size)
-            pending.append(best)
+            best, logprob = chosen(i)
+            pending.append((best, logprob))
             if i == len(draft) or best != draft[i]:
                 break
         accepted = len(pending) - 1
