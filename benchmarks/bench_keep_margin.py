@@ -2,10 +2,12 @@
 
 Every K-th held-out item is aligned by the built-in default on each backend twice, once with
 `keep_margin=None` and once with the shipped margin, the two taking turns item by item (which goes
-first alternates) so a busy spell of the shared machine hits both alike. The test scores a copy
-of the original and the rewrite after the cached prompt (`backend.score`) for every answer the
-aligner changed; the stock alternative is not running it. Per backend: whole-set seconds of each,
-their ratio, answers changed, and rewrites given back. Writes `benchmarks/results/keep_margin.json`.
+first alternates) so a busy spell of the shared machine hits both alike. The test scores the
+rewrite and a copy of the original after the cached prompt (`backend.score`) for every answer the
+aligner changed (on llama.cpp the rewrite's score is read from its decoding and the copy is scored
+only until it is sure to fall short of the margin); the stock alternative is not running it. Per
+backend: whole-set seconds of each, their ratio, answers changed, and rewrites given back. Writes
+`benchmarks/results/keep_margin.json`.
 
     python -m benchmarks.bench_keep_margin [--backends llama.cpp transformers] [--every 8]
 """

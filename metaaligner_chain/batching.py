@@ -144,16 +144,18 @@ def keep_cheap_edits(
     """`verdicts` with each rewrite `backend` scores within its part's margin of a copy of the
     original given back the original (`gate.keep_cheap_edit`); a part whose margin is None (off,
     or an engine that cannot score) keeps its verdict. A scoring failure keeps the rewrite (it
-    passed the gate)."""
+    passed the gate). The rewrite is scored first, so that scoring the copy can stop as soon as
+    it is sure to fall short of the rewrite's score plus the margin."""
     kept = []
     for prompt, part, verdict, margin in zip(prompts, parts, verdicts, margins):
         if margin is not None and verdict.aligned and verdict.text != part.quoted.strip():
             try:
-                scores = backend.score(prompt, [part.quoted, verdict.text])
+                (rewrite,) = backend.score(prompt, [verdict.text])
+                (copy,) = backend.score(prompt, [part.quoted], stop_below=rewrite + margin)
             except Exception as exc:  # noqa: BLE001 - the rewrite stands; say why it was not checked
                 gate.logger.warning("MetaAligner could not score the rewrite against the original: %s", exc)
             else:
-                verdict = gate.keep_cheap_edit(verdict, part.response, scores, margin)
+                verdict = gate.keep_cheap_edit(verdict, part.response, [copy, rewrite], margin)
         kept.append(verdict)
     return kept
 

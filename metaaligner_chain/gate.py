@@ -184,7 +184,8 @@ def decide(
 
 def keep_cheap_edit(verdict: Verdict, original: str, scores: Sequence[float], margin: float) -> Verdict:
     """The original instead of `verdict`'s rewrite when the aligner rates writing the original
-    back (`scores[0]`, log P) within `margin` nats of its rewrite (`scores[1]`).
+    back (`scores[0]`, log P, or an upper bound on it when its scoring stopped early) within
+    `margin` nats of its rewrite (`scores[1]`).
 
     Copying an answer that sits in the prompt is easy for any language model, so a real rewrite
     (new content, a restructuring) costs it tens of nats more than the copy; one that costs
@@ -194,7 +195,7 @@ def keep_cheap_edit(verdict: Verdict, original: str, scores: Sequence[float], ma
     copy, rewrite = scores
     if copy - rewrite >= margin:
         return verdict
-    why = (f"the aligner rates its rewrite only {copy - rewrite:.1f} nats below writing the "
+    why = (f"the aligner rates its rewrite at most {copy - rewrite:.1f} nats below writing the "
            f"original back (keep_margin={margin}): a cheap edit, not a rewrite")
     return replace(verdict, text=original, rejected=verdict.text, kept=why)
 

@@ -50,9 +50,9 @@ def test_a_rewrite_no_likelier_than_a_copy_gives_way_to_the_original(aligner, ti
     assert aligner.resolved_keep_margin() == shipped and shipped["length"] < shipped["harmlessness"]
     assert MetaAlignerRunnable(objectives=["humour"], model=str(tiny_model_dir)).resolved_keep_margin() is None
 
-    def run(margin):
+    def run(margin, query=QUERY):
         out = aligner.model_copy(update={"keep_margin": margin}).invoke(
-            {"query": QUERY, "response": AIMessage(RESPONSE)})["response"]
+            {"query": query, "response": AIMessage(RESPONSE)})["response"]
         return out.content, out.response_metadata["metaaligner"]
 
     (off, _), (always, info), (never, _) = run(None), run(float("inf")), run(float("-inf"))
@@ -65,8 +65,8 @@ def test_a_rewrite_no_likelier_than_a_copy_gives_way_to_the_original(aligner, ti
     assert run({"humour": float("inf")})[0] == off
     backend = aligner.load_backend()
 
-    def evaluated(margin) -> int:
-        """Tokens llama.cpp evaluates while the runnable aligns with `margin`."""
+    def evaluated(margin, query) -> int:
+        """Tokens llama.cpp evaluates while the runnable aligns `query` with `margin`."""
         import llama_cpp
 
         def count() -> int:
@@ -75,12 +75,14 @@ def test_a_rewrite_no_likelier_than_a_copy_gives_way_to_the_original(aligner, ti
                 return data.n_p_eval + data.n_eval
 
         start = count()
-        run(margin)
+        run(margin, query)
         return count() - start
 
     # the rewrite's score is read from its decoding: the test evaluates at most the original
-    run(None)
-    plain, tested = evaluated(None), evaluated(float("inf"))
+    # (scored whole under an infinitely low margin) on a prompt not scored before
+    query = QUERY + " Asking for a friend."
+    run(None, query)
+    plain, tested = evaluated(None, query), evaluated(float("-inf"), query)
     assert 0 < tested - plain <= backend.count_tokens(" " + RESPONSE) + 2
 
     def broken(prompt, texts):

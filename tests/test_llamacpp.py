@@ -405,29 +405,71 @@ def test_score_is_the_log_probability_llama_cpp_gives_the_text_and_its_end(backe
     assert backend.generate(PROMPTS[:1], GREEDY)[0].text == expected[0]  # generation unaffected
 
 
-def test_score_reuses_a_shared_start_and_gives_what_scoring_alone_gives(backend):
-    """A rewrite mostly starts as its original does: the second text's shared first tokens are
-    not evaluated again, and each score equals the one the text gets scored on its own (after
-    other work in the cache), across 16-token scoring batches split at other places."""
+def test_score_reuses_what_it_scored_and_gives_what_scoring_alone_gives():
+    """A rewrite mostly starts as its original does: a text's first tokens shared with a text
+    scored before after the same prompt are not evaluated again, a text scored before is not
+    evaluated at all (after other work in the cache too), and each score equals the one a
+    backend that scored nothing before gives it, across 16-token scoring batches split at other
+    places."""
     prompt = PROMPTS[0]
     original = ("Mix 500 g of flour, 10 g of salt, 7 g of dried yeast and 320 ml of warm water, "
                 "knead for ten minutes, let it rise for an hour, shape it and bake at 220 C.")
     rewrite = original.replace("bake at 220 C.", "bake it at 220 C for about 35 minutes.")
+    other = "Something else entirely."
     assert rewrite != original
-    together = backend.score(prompt, [original, rewrite, original, "Something else entirely."])
-    alone = []
-    for text in (original, rewrite, original, "Something else entirely."):
-        backend.generate([PROMPTS[2]], GREEDY)  # the cache holds another prompt first
-        alone += backend.score(prompt, [text])
-    assert together == pytest.approx(alone, rel=1e-6)
-    assert together[0] == together[2]
+    alone = [fresh_score(prompt, text) for text in (original, rewrite, other)]
+    backend, got = LlamaCppBackend(MODEL), []
+    try:
+        first = _evaluated(backend, lambda: got.extend(backend.score(prompt, [original])))
+        backend.generate([PROMPTS[2]], GREEDY)  # the cache holds another prompt
+        second = _evaluated(backend, lambda: got.extend(backend.score(prompt, [rewrite])))
+        backend.generate([PROMPTS[2]], GREEDY)
+        third = _evaluated(backend, lambda: got.extend(backend.score(prompt, [original, other])))
+        shared = backend.count_tokens(original.split(" bake")[0])  # the rewrite's start, at least
+        prompt_part = first - backend.count_tokens(original)  # what the prompt took to evaluate
+        others = backend.count_tokens(other)
+    finally:
+        backend.close()
+    assert got == pytest.approx([*alone[:2], alone[0], alone[2]], rel=1e-6) and got[0] == got[2]
+    assert second <= first - shared + 2
+    assert third <= others + 2 + prompt_part
 
-    shared = backend.count_tokens(original.split(" bake")[0])  # the rewrite's start, at least
-    pair = _evaluated(backend, lambda: backend.score(prompt, [original, rewrite]))
-    apart = _evaluated(
-        backend, lambda: (backend.score(prompt, [original]), backend.score(prompt, [rewrite]))
-    )
-    assert pair <= apart - shared + 2
+
+def test_score_stops_once_a_text_is_sure_to_fall_below_stop_below(backend):
+    """`stop_below`: scoring stops once the log-probability so far is below it (every token
+    only lowers it), giving a value below it and no lower than the true score; a text that stays
+    above it gets its whole score; a stopped text's partial score is not reused as whole."""
+    prompt = PROMPTS[0]
+    text = ("Mix 500 g of flour, 10 g of salt, 7 g of dried yeast and 320 ml of warm water, "
+            "knead for ten minutes, let it rise for an hour, shape it and bake at 220 C.")
+    scorer, scores = LlamaCppBackend(MODEL), []
+    try:
+        whole_cost = _evaluated(scorer, lambda: scores.extend(scorer.score(prompt, [text])))
+    finally:
+        scorer.close()
+    whole = scores[0]
+    scorer = LlamaCppBackend(MODEL)
+    try:
+        partial: list[float] = []
+        cost = _evaluated(
+            scorer, lambda: partial.extend(scorer.score(prompt, [text], stop_below=whole / 2))
+        )
+        assert whole <= partial[0] < whole / 2
+        assert cost <= whole_cost - 16  # a 16-token scoring batch or more left out
+        below = scorer.score(prompt, [text], stop_below=whole - 1.0)
+        assert below == pytest.approx([whole], rel=1e-6)
+        assert scorer.score(prompt, [text]) == pytest.approx([whole], rel=1e-6)
+    finally:
+        scorer.close()
+
+
+def fresh_score(prompt: str, text: str) -> float:
+    """`text`'s score from a backend that has decoded and scored nothing before."""
+    backend = LlamaCppBackend(MODEL)
+    try:
+        return backend.score(prompt, [text])[0]
+    finally:
+        backend.close()
 
 
 def _evaluated(backend, call) -> int:
@@ -457,10 +499,10 @@ def test_score_of_a_text_just_decoded_reads_the_decodings_log_probabilities(back
     try:
         plain = fresh.generate([CHAT], GenerationSettings(max_new_tokens=96), ["Say hi."])[0]
         assert plain.finish_reason == "stop" and plain.completion_tokens > 8
+        assert _evaluated(fresh, lambda: fresh.score(CHAT, [plain.text])) > 8  # it did not record
         start = plain.text.split(" ")
         original = " ".join(start[: len(start) // 2]) + " " + words
-        want = fresh.score(CHAT, [original, plain.text])
-        assert _evaluated(fresh, lambda: fresh.score(CHAT, [plain.text])) > 8  # it did not record
+        want = [fresh_score(CHAT, original), fresh_score(CHAT, plain.text)]
         cut = fresh.generate([CHAT], replace(recording, max_new_tokens=6), ["Say hi."])[0]
         assert cut.finish_reason == "length"
         assert _evaluated(fresh, lambda: fresh.score(CHAT, [cut.text])) > 0

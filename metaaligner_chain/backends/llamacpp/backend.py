@@ -28,7 +28,11 @@ from metaaligner_chain.backends.base import (
     stream_in_worker,
 )
 from metaaligner_chain.backends.llamacpp.decoding import Tally, continuation, text_pieces
-from metaaligner_chain.backends.llamacpp.drafting import RecentLogprobs, continuation_logprobs
+from metaaligner_chain.backends.llamacpp.drafting import (
+    RecentLogprobs,
+    Scored,
+    continuation_logprobs,
+)
 from metaaligner_chain.backends.llamacpp.loading import (
     INITIAL_CONTEXT,
     check_lora,
@@ -39,7 +43,6 @@ from metaaligner_chain.backends.llamacpp.loading import (
     locate,
 )
 from metaaligner_chain.backends.llamacpp.prefix import PrefixCache
-from metaaligner_chain.drafting import common_prefix
 from metaaligner_chain.models.metadata import metaaligner_keys
 
 
@@ -130,7 +133,7 @@ class LlamaCppBackend:
         }
         self._lock = threading.Lock()
         self._prefixes = PrefixCache(prefix_cache)
-        self._decoded = RecentLogprobs()
+        self._known = RecentLogprobs()
         self._llama = self._load(n_ctx or min(INITIAL_CONTEXT, self.context_length))
         _open.add(self)
 
@@ -199,29 +202,34 @@ class LlamaCppBackend:
 
         return (yield from stream_in_worker(produce))
 
-    def score(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+    def score(
+        self, prompt: str, continuations: Sequence[str], *, stop_below: float | None = None
+    ) -> list[float]:
         """log P(text, then end-of-generation | prompt) for each text, in nats: how likely the
         model is to write exactly that answer (the gate compares a rewrite with the original).
-        A text's first tokens shared with the text scored before it, or with a recent drafted
-        decoding after this prompt that recorded its log-probabilities
+
+        A text's first tokens shared with a text scored before after this prompt, or with a
+        drafted decoding after it that recorded its log-probabilities
         (`GenerationSettings.record_logprobs`), are not evaluated again: a rewrite mostly starts
-        as its original does, and a rewrite just decoded is not evaluated at all."""
+        as its original does, and a rewrite just decoded is not evaluated at all. With
+        `stop_below`, a text is scored only until its log-probability so far falls below that
+        value: its score is then below `stop_below` and no lower than the true one (the keep
+        test only asks whether the original scores at least the rewrite plus the margin).
+        """
         tokens = self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         eos = self._llama.token_eos()
-        scores, before, logprobs = [], [], []
+        scores = []
         for text in continuations:
             ids = [*self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True), eos]
             with self.locked_llama():
-                shared = logprobs[: common_prefix(before, ids)]
-                known = max(self._decoded.known(tokens, ids), shared, key=len)
-                if len(known) == len(ids):
-                    logprobs = known
-                else:
+                logprobs = self._known.known(tokens, ids)
+                if len(logprobs) < len(ids):
                     self._make_room(len(tokens), len(ids))
                     self._prefixes.restore(self._llama, tokens)
-                    logprobs = continuation_logprobs(self._llama, tokens, ids, known)
+                    logprobs = continuation_logprobs(self._llama, tokens, ids, logprobs, stop_below)
+                    if len(logprobs) == len(ids):
+                        self._known.add(tokens, Scored(ids, logprobs))
             scores.append(float(sum(logprobs)))
-            before = ids
         return scores
 
     @contextmanager
@@ -290,7 +298,7 @@ class LlamaCppBackend:
         end-of-generation (the text `score` is given ends with it)."""
         yield from pieces
         if tally.finish_reason == "stop":
-            self._decoded.add(tokens, tally.scored)
+            self._known.add(tokens, tally.scored)
 
     def _load(self, n_ctx: int) -> Any:
         return load_llama(self.path, self.lora_path, n_ctx, self._options, model=self.model,

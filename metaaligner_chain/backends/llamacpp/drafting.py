@@ -51,21 +51,23 @@ class Scored:
 
 
 class RecentLogprobs:
-    """The `Scored` tokens of the last `size` decodings that reached end-of-generation, by
-    prompt: `known` gives the log-probabilities of a text's first tokens that one of them shares
-    (all of them when the text is one that was decoded), exactly as `continuation_logprobs` would
-    compute them (the same forwards, batches of at most `EXACT_BATCH`)."""
+    """The `Scored` tokens of the last `size` texts decoded to end-of-generation, or scored, after
+    each prompt: `known` gives the log-probabilities of a text's first tokens that one of them
+    shares (all of them when it is that text), exactly as `continuation_logprobs` would compute
+    them (the same forwards, batches of at most `EXACT_BATCH`)."""
 
     def __init__(self, size: int = 64):
-        self._entries: deque[tuple[tuple[int, ...], Scored]] = deque(maxlen=size)
+        self._entries: deque[tuple[int, tuple[int, ...], Scored]] = deque(maxlen=size)
 
     def add(self, prompt_tokens: Sequence[int], scored: Scored) -> None:
-        self._entries.append((tuple(prompt_tokens), scored))
+        prompt = tuple(prompt_tokens)
+        self._entries.append((hash(prompt), prompt, scored))
 
     def known(self, prompt_tokens: Sequence[int], continuation: Sequence[int]) -> list[float]:
         prompt, best = tuple(prompt_tokens), []
-        for tokens, scored in reversed(self._entries):
-            if tokens == prompt:
+        key = hash(prompt)
+        for found, tokens, scored in reversed(self._entries):
+            if found == key and tokens == prompt:
                 shared = scored.logprobs[: common_prefix(scored.tokens, continuation)]
                 best = shared if len(shared) > len(best) else best
         return best
@@ -166,23 +168,29 @@ SCORE_BATCH = EXACT_BATCH // 2
 
 
 def continuation_logprobs(
-    llama, tokens: Sequence[int], continuation: Sequence[int], known: Sequence[float] = ()
+    llama, tokens: Sequence[int], continuation: Sequence[int], known: Sequence[float] = (),
+    stop_below: float | None = None,
 ) -> list[float]:
     """log P(each continuation token | tokens and the ones before it) under the model: one
     forward per `SCORE_BATCH` continuation tokens after the prompt (its cached prefix reused).
     `known` holds the log-probabilities of the continuation's first tokens, already computed
-    (the text scored before shares them): they are taken as they are, and the forwards start
-    after them, from the cache the previous text left (batches up to `EXACT_BATCH` give the
-    same logits however the text is split). Leaves the cache holding the prompt and the
-    continuation, as `locked_llama` asks."""
+    (a text scored or decoded before shares them): they are taken as they are, and the forwards
+    start after them, from the cache the previous text left (batches up to `EXACT_BATCH` give the
+    same logits however the text is split). With `stop_below`, no forward follows once their sum
+    falls below it (each token only lowers it): the list is then shorter than the continuation.
+    Leaves the cache holding the prompt and the tokens evaluated, as `locked_llama` asks."""
     vocab_size = llama.n_vocab()
     known = list(known[: len(continuation) - 1])
+    if stop_below is not None and known and sum(known) < stop_below:
+        return known
     prefix = [*tokens, *continuation[: len(known)]]
     rest = continuation[len(known):]
     eval_prompt(llama, prefix)
     logprobs = [*known, _logprob(llama, -1, vocab_size, rest[0])]
     n_past = len(prefix)
     for start in range(0, len(rest) - 1, SCORE_BATCH):
+        if stop_below is not None and sum(logprobs) < stop_below:
+            break
         batch = rest[start:start + SCORE_BATCH]
         _decode(llama, batch, n_past)
         for i, target in enumerate(rest[start + 1:start + 1 + len(batch)]):

@@ -152,9 +152,13 @@ class TransformersBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text)["input_ids"])
 
-    def score(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+    def score(
+        self, prompt: str, continuations: Sequence[str], *, stop_below: float | None = None
+    ) -> list[float]:
         """log P(text, then end-of-generation | prompt) for each text, in nats: how likely the
-        model is to write exactly that answer (the gate compares a rewrite with the original)."""
+        model is to write exactly that answer (the gate compares a rewrite with the original).
+        Each text is scored in one forward, so `stop_below` (score no further than needed to
+        know a text falls below it) changes nothing here."""
         torch = self._torch
         (prompt_ids,) = self._encode([prompt])
         scores = []
