@@ -46,34 +46,33 @@ def _table(rows: list[list], head: list[str]) -> list[str]:
 
 
 def default_aligner(data: dict) -> list[str]:
-    rows = [
-        [threads, r["decode_tokens_per_s_median"], r["decode_tokens_per_s_range"],
-         r["prompt_tokens_per_s_median"], r["runtime_adapter_decode_tokens_per_s_median"],
-         r["runtime_adapter_prompt_tokens_per_s_median"], r["base_model_decode_tokens_per_s_median"],
-         f"{r['merged_vs_runtime_adapter']['check_16_draft_tokens']:.2f}×"]
-        for threads, r in data["by_threads"].items()
+    model, bound = data["model"], data["bandwidth_bound"]
+    lines = [*_header("Built-in default aligner (SmolLM2-135M-Instruct + LoRA, llama.cpp)", data)]
+    lines += ["Engines: " + "; ".join(f"`{name}` = {file}" for name, file in model["files"].items())
+              + f" (adapter {model['adapter_bytes'] / 1e6:.1f} MB).", ""]
+    for threads, r in data["by_threads"].items():
+        rows = [
+            [name, f"{model['bytes'][name] / 1e6:.1f}", r["decode_tokens_per_s_median"][name],
+             r["decode_tokens_per_s_range"][name], r["prompt_tokens_per_s_median"][name],
+             bound["decode_tokens_per_s_upper_bound"][name], f"{r['share_of_bound'][name]:.0%}",
+             r["forward_cost_ms"][name]["16"]]
+            for name in model["files"]
+        ]
+        lines += [f"**{threads} threads**", ""]
+        lines += _table(rows, ["engine", "file MB", "decode tok/s (median)", "decode tok/s (range)",
+                               "prompt tok/s", "bandwidth bound tok/s", "share of bound",
+                               "ms per 16-token forward (all logits)"])
+        lines += [
+            f"Served (Q8_0) ÷ F16 merge, decode: {r['served_vs_merged_decode']:.2f}×. ms per "
+            "forward over k tokens: "
+            + "; ".join(f"{name} {c}" for name, c in r["forward_cost_ms"].items()), "",
+        ]
+    lines += [
+        f"Peak resident memory {data['peak_rss_mb']} MB for all four engines in one process "
+        f"({data['rss_before_load_mb']} MB before loading); the bound reads a file's bytes once "
+        f"a token at {bound['memory_bandwidth_gb_s']} GB/s ({bound['bandwidth_source']}).", "",
     ]
-    costs = [
-        f"{threads} threads, ms per forward over k tokens (all logits): "
-        + "; ".join(f"{name} {c}" for name, c in r["forward_cost_ms"].items())
-        for threads, r in data["by_threads"].items()
-    ]
-    bound = data["bandwidth_bound"]
-    return [
-        *_header("Built-in default aligner (SmolLM2-135M-Instruct + LoRA, llama.cpp)", data),
-        f"Default: {data['model']['file']}. Run-time adapter: {data['model']['runtime_adapter']}.",
-        "",
-        *_table(rows, ["threads", "decode tok/s (median)", "decode tok/s (range)", "prompt tok/s",
-                       "run-time adapter decode tok/s", "run-time adapter prompt tok/s",
-                       "base Q4_1 decode tok/s", "16-token draft check, run-time adapter / merged"]),
-        *costs,
-        "",
-        f"Peak resident memory {data['peak_rss_mb']} MB ({data['rss_before_load_mb']} MB before "
-        f"loading). Memory-bandwidth bound: {data['model']['bytes'] / 1e6:.0f} MB of weights per "
-        f"token at {bound['memory_bandwidth_gb_s']} GB/s → {bound['decode_tokens_per_s_upper_bound']} "
-        f"tok/s; best measured {bound['best_measured_fraction_of_bound']:.0%} of it.",
-        "",
-    ]
+    return lines
 
 
 def drafting(data: dict, title: str, note: str = "") -> list[str]:
