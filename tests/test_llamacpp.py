@@ -406,11 +406,11 @@ def test_score_is_the_log_probability_llama_cpp_gives_the_text_and_its_end(backe
 
 
 def test_score_reuses_what_it_scored_and_gives_what_scoring_alone_gives():
-    """A rewrite mostly starts as its original does: a text's first tokens shared with a text
-    scored before after the same prompt are not evaluated again, a text scored before is not
-    evaluated at all (after other work in the cache too), and each score equals the one a
-    backend that scored nothing before gives it, across 16-token scoring batches split at other
-    places."""
+    """A rewrite mostly starts as its original does: a text's first tokens shared with the text
+    scored last after the same prompt are not evaluated again, the text scored last is not
+    evaluated at all (after other work in the cache too), an earlier one is scored again, and
+    each score equals the one a backend that scored nothing before gives it, across 16-token
+    scoring batches split at other places."""
     prompt = PROMPTS[0]
     original = ("Mix 500 g of flour, 10 g of salt, 7 g of dried yeast and 320 ml of warm water, "
                 "knead for ten minutes, let it rise for an hour, shape it and bake at 220 C.")
@@ -424,15 +424,17 @@ def test_score_reuses_what_it_scored_and_gives_what_scoring_alone_gives():
         backend.generate([PROMPTS[2]], GREEDY)  # the cache holds another prompt
         second = _evaluated(backend, lambda: got.extend(backend.score(prompt, [rewrite])))
         backend.generate([PROMPTS[2]], GREEDY)
-        third = _evaluated(backend, lambda: got.extend(backend.score(prompt, [original, other])))
+        third = _evaluated(backend, lambda: got.extend(backend.score(prompt, [rewrite, other])))
+        fourth = _evaluated(backend, lambda: got.extend(backend.score(prompt, [original])))
         shared = backend.count_tokens(original.split(" bake")[0])  # the rewrite's start, at least
         prompt_part = first - backend.count_tokens(original)  # what the prompt took to evaluate
         others = backend.count_tokens(other)
     finally:
         backend.close()
-    assert got == pytest.approx([*alone[:2], alone[0], alone[2]], rel=1e-6) and got[0] == got[2]
+    assert got == pytest.approx([*alone[:2], *alone[1:], alone[0]], rel=1e-6) and got[1] == got[2]
     assert second <= first - shared + 2
-    assert third <= others + 2 + prompt_part
+    assert third <= others + 2 + prompt_part  # the rewrite: none
+    assert fourth > first - prompt_part  # scored before, but not last: the original is evaluated
 
 
 def test_score_stops_once_a_text_is_sure_to_fall_below_stop_below(backend):

@@ -133,7 +133,8 @@ class LlamaCppBackend:
         }
         self._lock = threading.Lock()
         self._prefixes = PrefixCache(prefix_cache)
-        self._known = RecentLogprobs()
+        self._decoded = RecentLogprobs()  # recent decodings that recorded their log-probabilities
+        self._scored = RecentLogprobs(size=1)  # the last text scored whole
         self._llama = self._load(n_ctx or min(INITIAL_CONTEXT, self.context_length))
         _open.add(self)
 
@@ -208,10 +209,11 @@ class LlamaCppBackend:
         """log P(text, then end-of-generation | prompt) for each text, in nats: how likely the
         model is to write exactly that answer (the gate compares a rewrite with the original).
 
-        A text's first tokens shared with a text scored before after this prompt, or with a
-        drafted decoding after it that recorded its log-probabilities
+        A text's first tokens shared with the text scored last, or with a recent drafted
+        decoding after this prompt that recorded its log-probabilities
         (`GenerationSettings.record_logprobs`), are not evaluated again: a rewrite mostly starts
-        as its original does, and a rewrite just decoded is not evaluated at all. With
+        as its original does, and a rewrite just decoded is not evaluated at all. (Texts scored
+        earlier are not remembered, so a repeated request costs what it did the first time.) With
         `stop_below`, a text is scored only until its log-probability so far falls below that
         value: its score is then below `stop_below` and no lower than the true one (the keep
         test only asks whether the original scores at least the rewrite plus the margin).
@@ -222,13 +224,14 @@ class LlamaCppBackend:
         for text in continuations:
             ids = [*self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True), eos]
             with self.locked_llama():
-                logprobs = self._known.known(tokens, ids)
+                logprobs = max(self._decoded.known(tokens, ids), self._scored.known(tokens, ids),
+                               key=len)
                 if len(logprobs) < len(ids):
                     self._make_room(len(tokens), len(ids))
                     self._prefixes.restore(self._llama, tokens)
                     logprobs = continuation_logprobs(self._llama, tokens, ids, logprobs, stop_below)
                     if len(logprobs) == len(ids):
-                        self._known.add(tokens, Scored(ids, logprobs))
+                        self._scored.add(tokens, Scored(ids, logprobs))
             scores.append(float(sum(logprobs)))
         return scores
 
@@ -298,7 +301,7 @@ class LlamaCppBackend:
         end-of-generation (the text `score` is given ends with it)."""
         yield from pieces
         if tally.finish_reason == "stop":
-            self._known.add(tokens, tally.scored)
+            self._decoded.add(tokens, tally.scored)
 
     def _load(self, n_ctx: int) -> Any:
         return load_llama(self.path, self.lora_path, n_ctx, self._options, model=self.model,

@@ -51,10 +51,11 @@ class Scored:
 
 
 class RecentLogprobs:
-    """The `Scored` tokens of the last `size` texts decoded to end-of-generation, or scored, after
-    each prompt: `known` gives the log-probabilities of a text's first tokens that one of them
-    shares (all of them when it is that text), exactly as `continuation_logprobs` would compute
-    them (the same forwards, batches of at most `EXACT_BATCH`)."""
+    """The `Scored` tokens of the last `size` texts decoded to end-of-generation (or scored) after
+    their prompts: `known` gives the log-probabilities of a text's first tokens that one of them
+    shares after the same prompt (all of them when it is that text), exactly as
+    `continuation_logprobs` would compute them (the same forwards, batches of at most
+    `EXACT_BATCH`)."""
 
     def __init__(self, size: int = 64):
         self._entries: deque[tuple[int, tuple[int, ...], Scored]] = deque(maxlen=size)
