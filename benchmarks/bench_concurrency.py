@@ -7,7 +7,9 @@ hits all alike:
 - `callers_<n>`: `n` concurrent callers, each awaiting `ainvoke` on its share of the items, as a
   web server's requests arrive (one shared runnable, one loaded model);
 - `batch`: one `batch()` call over all the items (`max_concurrency` = the batch size), the path
-  that batches prompts on transformers.
+  that batches prompts on transformers;
+- `callers_1_keep_off`, `callers_8_keep_off`: one and eight callers with `keep_margin=None`, to
+  show what the keep test costs under concurrency (these two are compared with each other).
 
 Figures are items per second over the whole set and, per row, the ratio to one caller. llama.cpp
 runs one sequence at a time in this package (see issue 17's throughput item), so concurrency can
@@ -37,6 +39,8 @@ from metaaligner_chain import MetaAlignerRunnable
 
 RESULTS = Path(__file__).parent / "results" / "concurrency.json"
 CALLERS = (1, 4, 8, 32)
+#: Variants without the keep test, each compared with the first of them.
+KEEP_OFF = ("callers_1_keep_off", "callers_8_keep_off")
 #: Held-out items per backend: every K-th of 290 (transformers decodes ~3x slower on 2 cores).
 EVERY = {"llama.cpp": 9, "transformers": 18}
 #: Target of issue 17: 8 callers on llama.cpp at >= 2.5x one caller's answers per second.
@@ -58,6 +62,7 @@ def main() -> None:
         aligner.invoke(inputs[0])  # load, merge and warm outside the timing
         seconds: dict[str, list[float]] = {f"callers_{n}": [] for n in CALLERS}
         seconds["batch"] = []
+        seconds.update({variant: [] for variant in KEEP_OFF})
         outputs: dict[str, list[str]] = {}
         for round_ in range(args.rounds):
             order = list(seconds)
@@ -67,14 +72,18 @@ def main() -> None:
                 outputs[variant] = _run(aligner, inputs, variant)
                 seconds[variant].append(time.perf_counter() - start)
                 print(f"{label} {variant}: {seconds[variant][-1]:.1f} s", flush=True)
-        one = statistics.median(seconds["callers_1"])
+        def one(variant: str) -> str:
+            """The one-caller variant `variant` is compared with."""
+            return KEEP_OFF[0] if variant in KEEP_OFF else "callers_1"
+
         rows[label] = {
             "items": len(inputs),
             "answers_per_s": {v: round(len(inputs) / statistics.median(s), 3)
                               for v, s in seconds.items()},
-            "vs_one_caller": {v: round(one / statistics.median(s), 3) for v, s in seconds.items()},
+            "vs_one_caller": {v: round(statistics.median(seconds[one(v)]) / statistics.median(s), 3)
+                              for v, s in seconds.items()},
             "seconds": {v: [round(x, 2) for x in s] for v, s in seconds.items()},
-            "identical_to_one_caller": {v: sum(a == b for a, b in zip(o, outputs["callers_1"]))
+            "identical_to_one_caller": {v: sum(a == b for a, b in zip(o, outputs[one(v)]))
                                         for v, o in outputs.items()},
         }
     result = {
@@ -98,6 +107,8 @@ def _run(aligner: MetaAlignerRunnable, inputs: list[dict], variant: str) -> list
     """Align `inputs` one way; the aligned texts in input order."""
     if variant == "batch":
         return [_text(x) for x in aligner.batch(inputs, config={"max_concurrency": len(inputs)})]
+    if variant in KEEP_OFF:
+        aligner = aligner.model_copy(update={"keep_margin": None})
     callers = int(variant.split("_")[1])
 
     async def caller(share: list[int], out: list[str]) -> None:

@@ -452,7 +452,10 @@ def concurrency(data: dict, title: str = "Aligned answers per second under concu
         lines += [f"**{backend}**, {r['items']} held-out items:", "",
                   *_table(rows, ["variant", "answers/s", "vs one caller", "same answers as one caller"])]
     targets = "; ".join(f"{k}: {v}" for k, v in data["targets"].items())
-    return lines + [f"Settings: {data['settings']}. Targets: {targets}.", ""]
+    keep_off = ("`*_keep_off`: the same callers with `keep_margin=None`, compared with one caller "
+                "without it. " if any("keep_off" in v for r in data["backends"].values()
+                                      for v in r["answers_per_s"]) else "")
+    return lines + [f"{keep_off}Settings: {data['settings']}. Targets: {targets}.", ""]
 
 
 def parallel_sequences(data: dict) -> list[str]:
