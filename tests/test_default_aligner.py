@@ -10,6 +10,7 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 
+from llama_counters import evaluated_tokens
 from metaaligner_chain import MetaAlignerRunnable
 from metaaligner_chain.chunking import last_sentence
 from metaaligner_chain.models.defaults import ADAPTER_METADATA
@@ -67,16 +68,7 @@ def test_a_rewrite_no_likelier_than_a_copy_gives_way_to_the_original(aligner, ti
 
     def evaluated(margin, query) -> int:
         """Tokens llama.cpp evaluates while the runnable aligns `query` with `margin`."""
-        import llama_cpp
-
-        def count() -> int:
-            with backend.locked_llama() as llama:
-                data = llama_cpp.llama_perf_context(llama._ctx.ctx)
-                return data.n_p_eval + data.n_eval
-
-        start = count()
-        run(margin, query)
-        return count() - start
+        return evaluated_tokens(backend, lambda: run(margin, query))
 
     # the rewrite's score is read from its decoding: the test evaluates at most the original
     # (scored whole under an infinitely low margin) on a prompt not scored before

@@ -17,6 +17,7 @@ from metaaligner_chain.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from metaaligner_chain.models.gguf_header import read_gguf_header  # noqa: E402
 from metaaligner_chain.models.metadata import metaaligner_keys, read_gguf_metadata  # noqa: E402
 from metaaligner_chain.prompt import build_prompt  # noqa: E402
+from llama_counters import evaluated_tokens  # noqa: E402
 
 from metaaligner_chain.models.defaults import default_gguf_path  # noqa: E402
 
@@ -419,13 +420,16 @@ def test_score_reuses_what_it_scored_and_gives_what_scoring_alone_gives():
     assert rewrite != original
     alone = [fresh_score(prompt, text) for text in (original, rewrite, other)]
     backend, got = LlamaCppBackend(MODEL), []
+
+    def scored(*texts: str) -> int:
+        return evaluated_tokens(backend, lambda: got.extend(backend.score(prompt, list(texts))))
+
     try:
-        first = _evaluated(backend, lambda: got.extend(backend.score(prompt, [original])))
+        first = scored(original)
         backend.generate([PROMPTS[2]], GREEDY)  # the cache holds another prompt
-        second = _evaluated(backend, lambda: got.extend(backend.score(prompt, [rewrite])))
+        second = scored(rewrite)
         backend.generate([PROMPTS[2]], GREEDY)
-        third = _evaluated(backend, lambda: got.extend(backend.score(prompt, [rewrite, other])))
-        fourth = _evaluated(backend, lambda: got.extend(backend.score(prompt, [original])))
+        third, fourth = scored(rewrite, other), scored(original)
         shared = backend.count_tokens(original.split(" bake")[0])  # the rewrite's start, at least
         prompt_part = first - backend.count_tokens(original)  # what the prompt took to evaluate
         others = backend.count_tokens(other)
@@ -446,14 +450,14 @@ def test_score_stops_once_a_text_is_sure_to_fall_below_stop_below(backend):
             "knead for ten minutes, let it rise for an hour, shape it and bake at 220 C.")
     scorer, scores = LlamaCppBackend(MODEL), []
     try:
-        whole_cost = _evaluated(scorer, lambda: scores.extend(scorer.score(prompt, [text])))
+        whole_cost = evaluated_tokens(scorer, lambda: scores.extend(scorer.score(prompt, [text])))
     finally:
         scorer.close()
     whole = scores[0]
     scorer = LlamaCppBackend(MODEL)
     try:
         partial: list[float] = []
-        cost = _evaluated(
+        cost = evaluated_tokens(
             scorer, lambda: partial.extend(scorer.score(prompt, [text], stop_below=whole / 2))
         )
         assert whole <= partial[0] < whole / 2
@@ -474,20 +478,6 @@ def fresh_score(prompt: str, text: str) -> float:
         backend.close()
 
 
-def _evaluated(backend, call) -> int:
-    """Tokens llama.cpp evaluates during `call` (its own performance counters)."""
-    import llama_cpp
-
-    def count() -> int:
-        with backend.locked_llama() as llama:
-            data = llama_cpp.llama_perf_context(llama._ctx.ctx)
-            return data.n_p_eval + data.n_eval
-
-    start = count()
-    call()
-    return count() - start
-
-
 def test_score_of_a_text_just_decoded_reads_the_decodings_log_probabilities(backend):
     """The keep test scores the original and the rewrite right after decoding the rewrite: a
     drafted greedy decoding asked to record its log-probabilities (`record_logprobs`) makes the
@@ -501,24 +491,27 @@ def test_score_of_a_text_just_decoded_reads_the_decodings_log_probabilities(back
     try:
         plain = fresh.generate([CHAT], GenerationSettings(max_new_tokens=96), ["Say hi."])[0]
         assert plain.finish_reason == "stop" and plain.completion_tokens > 8
-        assert _evaluated(fresh, lambda: fresh.score(CHAT, [plain.text])) > 8  # it did not record
+        # it did not record: its text is scored by forwards
+        assert evaluated_tokens(fresh, lambda: fresh.score(CHAT, [plain.text])) > 8
         start = plain.text.split(" ")
         original = " ".join(start[: len(start) // 2]) + " " + words
         want = [fresh_score(CHAT, original), fresh_score(CHAT, plain.text)]
         cut = fresh.generate([CHAT], replace(recording, max_new_tokens=6), ["Say hi."])[0]
         assert cut.finish_reason == "length"
-        assert _evaluated(fresh, lambda: fresh.score(CHAT, [cut.text])) > 0
+        assert evaluated_tokens(fresh, lambda: fresh.score(CHAT, [cut.text])) > 0
     finally:
         fresh.close()
 
     answer = backend.generate([CHAT], recording, ["Say hi."])[0]
     assert answer.text == plain.text  # recording changes no token
     got: list[float] = []
-    spent = _evaluated(backend, lambda: got.extend(backend.score(CHAT, [original, answer.text])))
+    spent = evaluated_tokens(
+        backend, lambda: got.extend(backend.score(CHAT, [original, answer.text]))
+    )
     assert spent <= backend.count_tokens(" " + words) + 3  # the original's own end, and EOS
     assert got == pytest.approx(want, rel=1e-6) and got[1] == want[1]
 
     backend.generate([PROMPTS[1]], recording, ["Paris, I think."])  # other work in between
     again: list[float] = []
-    assert _evaluated(backend, lambda: again.extend(backend.score(CHAT, [answer.text]))) == 0
+    assert evaluated_tokens(backend, lambda: again.extend(backend.score(CHAT, [answer.text]))) == 0
     assert again == [want[1]]
