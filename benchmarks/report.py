@@ -287,7 +287,8 @@ def default_quant(data: dict, title: str = "A lighter default aligner: F16 vs ll
     return _header(title, data) + _table(
         rows, ["file type", "MB", "decode tok/s", "vs F16", "share of bound", "identical outputs",
                "token agreement (teacher-forced)", "parity", "peak RSS MB"],
-    ) + [f"Workload: {data['workload']}. Chosen: {data['chosen']}"
+    ) + [(f"Path: {data['path']}; MB and the bound count the base and the adapter. "
+          if data.get("path") else "") + f"Workload: {data['workload']}. Chosen: {data['chosen']}"
          + (f" ({data['choice_rule']})" if data.get("choice_rule") else "") + f". Targets: {targets}."
          + (f" Peak RSS: {data['peak_rss_note']}" if data.get("peak_rss_note") else ""), ""]
 
@@ -548,6 +549,8 @@ def main() -> None:
                       "A lighter default aligner: F16, Q8_0 and Q6_K on the whole held-out set")
     lines += _section("default_quant_slice", default_quant,
                       "A lighter default aligner: F16 vs four quantizations, first 60 held-out items")
+    lines += _section("runtime_adapter_quant", default_quant, "A lighter run-time adapter: the "
+                      "shipped F16 LoRA vs Q8_0 on the packaged Q4_1 base, whole held-out set")
     lines += _section("endpoint", endpoint)
     lines += _section("drafting_transformers", drafting, "Drafting beside transformers' stock prompt "
                       "lookup, prefix reuse and batching")
