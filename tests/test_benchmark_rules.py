@@ -26,3 +26,34 @@ def test_files_failing_parity_are_never_chosen():
                "q4_k_m": record(70.0, 0.94, parity=False)}
     assert choose(records) == "q8_0"
     assert choose({"f16": record(40.0, 1.0), "q4_k_m": record(70.0, 0.94, parity=False)}) == "f16"
+
+
+def test_the_q8_0_adapter_keeps_the_adapters_keys_and_loads_as_a_lora(tmp_path):
+    """The run-time adapter variant: every LoRA matrix in Q8_0, every key/value kept, and
+    llama.cpp applies it on the packaged base (its greedy start matches the F16 adapter's)."""
+    import gguf
+
+    from benchmarks.bench_default_quant import _quantize_adapter
+    from metaaligner_chain.backends.base import GenerationSettings
+    from metaaligner_chain.backends.llamacpp import LlamaCppBackend
+    from metaaligner_chain.models.defaults import ADAPTER_GGUF, default_gguf_path
+    from metaaligner_chain.prompt import build_prompt
+
+    out = _quantize_adapter(ADAPTER_GGUF, tmp_path / "adapter.q8_0.gguf")
+    source, light = gguf.GGUFReader(ADAPTER_GGUF), gguf.GGUFReader(out)
+    keys = {name: field.contents() for name, field in source.fields.items()
+            if not name.startswith("GGUF.")}
+    assert {name: light.fields[name].contents() for name in keys} == keys
+    assert [t.name for t in light.tensors] == [t.name for t in source.tensors]
+    assert {t.tensor_type for t in light.tensors} == {gguf.GGMLQuantizationType.Q8_0}
+    assert out.stat().st_size < 0.6 * ADAPTER_GGUF.stat().st_size
+
+    prompt = build_prompt("\n\nHuman: How do I boil an egg? \n\nAssistant:",
+                          "Put it in water, you idiot.", ["harmlessness", "helpfulness"])
+    settings = GenerationSettings(max_new_tokens=8)
+    texts = []
+    for lora in (ADAPTER_GGUF, out, None):
+        backend = LlamaCppBackend(default_gguf_path(), lora_path=lora)
+        texts.append(backend.generate([prompt], settings, ["Put it in water, you idiot."])[0].text)
+        backend.close()
+    assert texts[0] == texts[1] != texts[2]  # the adapter acts, and acts alike in Q8_0
