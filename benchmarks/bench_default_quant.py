@@ -134,9 +134,7 @@ def _quantize_adapter(source: Path, dest: Path) -> Path:
     writer = gguf.GGUFWriter(dest, arch=reader.fields["general.architecture"].contents())
     for field in reader.fields.values():
         if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        if field.name == "general.file_type":
-            continue  # llama.cpp reads a LoRA's tensor types from the tensors themselves
+            continue  # the writer adds these itself
         sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), field.types[0], sub_type)
     for tensor in reader.tensors:

@@ -97,8 +97,10 @@ class Capabilities:
     prefix_reuse: bool = False
     #: Honours `settings.repeat_guard` (else a looping rewrite is not retried).
     repeat_guard: bool = False
-    #: Has `score(prompt, texts)`: each text's log-probability as the answer to `prompt` (the
-    #: gate's `keep_margin` test; without it the test is skipped).
+    #: Has `score(prompt, texts, *, stop_below=None)`: each text's log-probability as the answer
+    #: to `prompt` (the gate's `keep_margin` test; without it the test is skipped). With
+    #: `stop_below` an engine may stop scoring a text once it is sure to fall below that value,
+    #: returning any value below it and no lower than the true score; it may also ignore it.
     scoring: bool = False
 
 

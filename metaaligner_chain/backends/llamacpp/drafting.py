@@ -58,17 +58,15 @@ class RecentLogprobs:
     `EXACT_BATCH`)."""
 
     def __init__(self, size: int = 64):
-        self._entries: deque[tuple[int, tuple[int, ...], Scored]] = deque(maxlen=size)
+        self._entries: deque[tuple[tuple[int, ...], Scored]] = deque(maxlen=size)
 
     def add(self, prompt_tokens: Sequence[int], scored: Scored) -> None:
-        prompt = tuple(prompt_tokens)
-        self._entries.append((hash(prompt), prompt, scored))
+        self._entries.append((tuple(prompt_tokens), scored))
 
     def known(self, prompt_tokens: Sequence[int], continuation: Sequence[int]) -> list[float]:
         prompt, best = tuple(prompt_tokens), []
-        key = hash(prompt)
-        for found, tokens, scored in reversed(self._entries):
-            if found == key and tokens == prompt:
+        for tokens, scored in reversed(self._entries):
+            if tokens == prompt:
                 shared = scored.logprobs[: common_prefix(scored.tokens, continuation)]
                 best = shared if len(shared) > len(best) else best
         return best
@@ -83,7 +81,8 @@ def drafted_greedy(
     Between yields the `Llama`'s KV cache, `input_ids` and `n_tokens` agree on a prefix of the
     prompt and the continuation (at least all yielded tokens but the last, as in
     `Llama.generate`), so the caller may stop at any token and the next call reuses the prefix.
-    With `scored`, each token and its log-probability are added to it as the token is yielded.
+    With `scored` (empty), each token and its log-probability are added to it as the token is
+    yielded.
     """
     vocab_size = llama.n_vocab()
 
@@ -94,12 +93,11 @@ def drafted_greedy(
     eval_prompt(llama, tokens)
     pending = [chosen(-1)]
     tally.forwards += 1
-    generated: list[int] = []
+    generated: list[int] = [] if scored is None else scored.tokens
     while True:
         for token, logprob in pending:
             generated.append(token)
             if scored is not None:
-                scored.tokens.append(token)
                 scored.logprobs.append(logprob)
             yield token
         room = budget - len(generated)  # tokens still allowed; the bonus token takes one
