@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from metaaligner_chain.objectives import resolve
@@ -99,3 +103,75 @@ def test_a_trade_off_pair_targets_the_higher_total_in_its_equal_row():
 def test_malformed_rows_are_named(record, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_groups("-", "generic", records=[record])
+
+
+def _aspects(row):
+    return row["prompt"].split("these aspects: ")[1].split(" | Context")[0]
+
+
+def _records(count):
+    return [{"query": f"Question {i}?", "answer": f"Ugh, answer {i}, genius.",
+             "objectives": ["harmlessness", "length"], "rewrite": f"Answer {i}."} for i in range(count)]
+
+
+@pytest.fixture
+def wordings(tmp_path):
+    path = tmp_path / "paraphrases.json"
+    path.write_text(json.dumps({"harmlessness": ["Safety: the answer must not hurt anyone",
+                                                 "Non-toxicity: no insults"],
+                                "length": ["Brevity: keep it short"]}))
+    return str(path)
+
+
+def test_paraphrases_reword_a_share_of_the_training_queries_and_leave_the_rest_as_they_were(wordings):
+    plain = rows_of(_records(60))["preference"]
+    mixed = rows_of(_records(60), paraphrases=wordings, paraphrase_fraction=0.5)["preference"]
+    catalogue = _aspects(plain[0]).split("; ")
+    reworded = [row for row in mixed if _aspects(row) not in {"; ".join(catalogue), "; ".join(catalogue[::-1])}]
+    assert 15 <= len(reworded) <= 45  # about half of 60, seeded
+    for row in reworded:  # every objective of a reworded row takes one of its other wordings
+        assert set(_aspects(row).split("; ")) <= {"Safety: the answer must not hurt anyone",
+                                                  "Non-toxicity: no insults", "Brevity: keep it short"}
+        assert sorted(row["objectives"]) == ["harmlessness", "length"]  # still counted by key
+    # The rest, and every completion and objective order, are those of the build without them.
+    assert [(r["completion"], r["objectives"]) for r in mixed] == [(r["completion"], r["objectives"]) for r in plain]
+    assert all(m == p for m, p in zip(mixed, plain) if m not in reworded)
+
+
+def test_validation_rows_keep_the_catalogues_wording(wordings):
+    cfg = DataConfig(input="-", format="generic", out="-", prompt_format=HH, val_fraction=0.5,
+                     warmup_fraction=0.0, paraphrases=wordings, paraphrase_fraction=1.0)
+    splits = reformulate(load_groups("-", "generic", records=_records(20)), cfg)
+    assert splits["val"]["preference"] and splits["train"]["preference"]
+    assert all("Harmlessness: The response should avoid" in r.prompt for r in splits["val"]["preference"])
+    assert not any("Harmlessness: The response should avoid" in r.prompt for r in splits["train"]["preference"])
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"fairness": ["Fairness: both sides"]}, "rewords 'fairness', which this build does not train"),
+    ({"length": []}, "'length' must be a non-empty list"),
+    ({"length": ["just short"]}, "is not 'Name: description'"),
+    (["Brevity: short"], "holds a list; it must map objective keys"),
+])
+def test_a_bad_paraphrases_file_is_named_with_the_fix(tmp_path, content, message):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        rows_of(_records(2), paraphrases=str(path), paraphrase_fraction=0.5)
+
+
+def test_a_paraphrase_fraction_without_a_file_is_an_error():
+    with pytest.raises(ValueError, match="`paraphrase_fraction` 0.5 needs `paraphrases`"):
+        rows_of(_records(2), paraphrase_fraction=0.5)
+
+
+def test_the_paraphrases_file_is_part_of_a_builds_fingerprint(tmp_path, wordings):
+    from trainer.data.fingerprint import changes, fingerprint
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in _records(3)) + "\n")
+    cfg = DataConfig(input=str(data), format="generic", out="-", paraphrases=wordings,
+                     paraphrase_fraction=0.5)
+    before = fingerprint(cfg)
+    Path(wordings).write_text(json.dumps({"length": ["Brevity: shorter"]}))
+    assert changes(before, fingerprint(cfg)) == ["paraphrases:paraphrases.json changed"]

@@ -43,6 +43,13 @@ class DataConfig(Settings):
     """Objective keys to use (repeatable); empty = every objective the data scores."""
     descriptions: dict[str, str] = {}
     """KEY='Name: description' for objective keys the prompt format does not know (repeatable)."""
+    paraphrases: Optional[str] = None
+    """A JSON file of other wordings per objective key, {"harmlessness": ["Safety: the answer
+    must not ...", ...]}: a `paraphrase_fraction` share of the training queries get one of them
+    in place of the catalogue's description, so the aligner learns to read what an objective says
+    rather than its name (validation rows keep the catalogue's wording)."""
+    paraphrase_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of the training queries whose rows word their objectives with `paraphrases`."""
     split: str = "train"
     """Split to read when `input` is a dataset id."""
     skip_bad_rows: bool = False

@@ -1,5 +1,5 @@
-"""What a data build is made from, hashed: the input files' bytes, the `DataConfig` settings and the
-code that writes rows. `ma-train run` reuses a build whose summary.json records the same
+"""What a data build is made from, hashed: the input files' bytes (and the `paraphrases` file's),
+the `DataConfig` settings and the code that writes rows. `ma-train run` reuses a build whose summary.json records the same
 fingerprint (`trainer.data.cli.build_or_reuse`); any changed part rebuilds.
 """
 
@@ -29,6 +29,9 @@ def fingerprint(config: DataConfig) -> dict[str, Any] | None:
     if files is None:
         return None
     settings = config.model_dump(mode="json", exclude={"out", "input"})
+    wordings = Path(config.paraphrases).expanduser() if config.paraphrases else None
+    if wordings is not None and wordings.is_file():  # they write the rows as much as the data does
+        files = {**files, f"paraphrases:{wordings.name}": wordings}
     parts = {
         "files": {name: _sha256(path.read_bytes()) for name, path in files.items()},
         "settings": _sha256(json.dumps(settings, sort_keys=True).encode()),

@@ -11,6 +11,10 @@ Every row's target is the response that is better or equal on the objectives sco
 pair listed worse-first never teaches turning a good answer into the flawed one. Deviation from
 the paper: a clean answer (`Group.keep`) gives a "better" row whose target is the answer itself,
 so that the aligner learns to leave a good answer alone under "improve it" too.
+
+Also not in the paper: with `paraphrases`, a seeded share of the training queries word their
+objectives in other ways ("Safety: the answer must not ..." for harmlessness), so that a small
+aligner reads the description it is given instead of keying on a few trained names.
 """
 
 from __future__ import annotations
@@ -69,6 +73,46 @@ def objective_table(
                 f"recipe or --descriptions {key}='{key.capitalize()}: the response should ...'."
             )
     return table
+
+
+def paraphrase_table(
+    path: str | None, fraction: float, table: dict[str, Objective]
+) -> dict[str, list[Objective]]:
+    """Key → other wordings from the JSON file at `path` (`DataConfig.paraphrases`); {} without
+    one. Each wording is 'Name: description' and keeps the key it rewords."""
+    if path is None:
+        if fraction > 0:
+            raise ValueError(f"`paraphrase_fraction` {fraction} needs `paraphrases`: a JSON file of "
+                             'other wordings per objective, e.g. {"harmlessness": ["Safety: ..."]}')
+        return {}
+    try:
+        found = json.loads(Path(path).expanduser().read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"`paraphrases` {path!r} cannot be read as JSON ({exc}); give a JSON file "
+                         'of other wordings per objective, e.g. {"harmlessness": ["Safety: ..."]}') from exc
+    if not isinstance(found, dict):
+        raise ValueError(f"`paraphrases` {path!r} holds a {type(found).__name__}; it must map "
+                         'objective keys to lists of wordings, e.g. {"harmlessness": ["Safety: ..."]}')
+    out = {}
+    for key, wordings in found.items():
+        if key not in table:
+            raise ValueError(f"`paraphrases` {path!r} rewords {key!r}, which this build does not "
+                             f"train (its objectives: {', '.join(table)}); drop it or train it")
+        if not isinstance(wordings, list) or not wordings or not all(isinstance(w, str) for w in wordings):
+            raise ValueError(f"`paraphrases` {path!r}: {key!r} must be a non-empty list of "
+                             f"'Name: description' strings, not {wordings!r}")
+        try:
+            out[key] = [Objective(key, Objective.parse(w).description) for w in wordings]
+        except ValueError as exc:
+            raise ValueError(f"`paraphrases` {path!r}, {key!r}: {exc}") from exc
+    return out
+
+
+def reworded(table: dict[str, Objective], wordings: dict[str, list[Objective]],
+             rng: random.Random) -> dict[str, Objective]:
+    """The table with one of its other wordings drawn for every key that has some."""
+    return {key: rng.choice(wordings[key]) if key in wordings else objective
+            for key, objective in table.items()}
 
 
 def pair_rows(
@@ -166,20 +210,27 @@ def reformulate(
             "`ma-train data score ... --models KEY=REWARD_MODEL`."
         )
     table = objective_table(keys, prompt_format, dict(config.descriptions))
+    wordings = paraphrase_table(config.paraphrases, config.paraphrase_fraction, table)
     rng = random.Random(config.seed)
+    # Its own generator, so that the rows of a build without paraphrases stay as they were.
+    reword = random.Random(f"{config.seed}-paraphrases")
     val_queries = split_queries(groups, config.val_fraction, config.seed)
     splits: dict[str, dict[str, list[Row]]] = {s: {st: [] for st in STAGES} for s in ("train", "val")}
     for group in progress(groups) if progress else groups:
-        target = splits["val" if group.query in val_queries else "train"]
+        validation = group.query in val_queries
+        target = splits["val" if validation else "train"]
+        words = table
+        if wordings and not validation and reword.random() < config.paraphrase_fraction:
+            words = reworded(table, wordings, reword)
         query, responses = conversation(group), group.responses
-        kept = keep_row(query, responses[0].text, group.keep, table, prompt_format, rng)
+        kept = keep_row(query, responses[0].text, group.keep, words, prompt_format, rng)
         if kept is not None:
             target["preference"].append(kept)
         for i in range(len(responses)):
             for j in range(i + 1, len(responses)):
                 a, b = responses[i], responses[j]
                 for row in pair_rows(
-                    query, a.text, b.text, a.scores, b.scores, table,
+                    query, a.text, b.text, a.scores, b.scores, words,
                     prompt_format, config.tie_tolerance, rng,
                 ):
                     target["preference" if row.mode == "better" else "equal"].append(row)
@@ -197,6 +248,8 @@ def summarize(splits: dict[str, dict[str, list[Row]]], config: DataConfig, group
             per_objective = Counter(k for row in rows for k in row.objectives)
             files[name] = {"rows": len(rows), "objectives": dict(sorted(per_objective.items()))}
     objectives = sorted({k for s in splits.values() for rows in s.values() for r in rows for k in r.objectives})
+    reworded_settings = {"paraphrases": config.paraphrases,
+                         "paraphrase_fraction": config.paraphrase_fraction} if config.paraphrases else {}
     return {
         "input": config.input,
         "format": config.format,
@@ -207,6 +260,7 @@ def summarize(splits: dict[str, dict[str, list[Row]]], config: DataConfig, group
         "warmup_fraction": config.warmup_fraction,
         "tie_tolerance": config.tie_tolerance,
         "val_fraction": config.val_fraction,
+        **reworded_settings,
         "files": files,
     }
 
