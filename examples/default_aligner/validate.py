@@ -6,7 +6,7 @@ served through `MetaAlignerRunnable` on llama.cpp, as the default aligner is.
 
     python examples/default_aligner/validate.py [RUN_DIR] [--max-new-tokens N] [--quant q8_0]
                                                 [--keep-margin M|off] [--items PATH] [--out DIR]
-                                                [--summary FILE]
+                                                [--summary FILE] [--reword FILE]
     python examples/default_aligner/validate.py --shipped [--no-retry] [--keep-margin M|off]
                                                 [--items PATH] [--out DIR] [--summary FILE]
 Writes RUN_DIR/validation/ (or DIR) and examples/default_aligner/validation.json for the
@@ -19,6 +19,9 @@ built-in default as it is served (its Q8_0 file, the gate, the retry of looping 
 examples/default_aligner/validation-shipped[-no-retry][-keep-M].json. With `--items` (a JSONL
 file or a folder of them, e.g. examples/default_aligner/validation-topics) the file names start
 `validation-topics` instead of `validation`; `--summary FILE` writes the summary there instead.
+With `--reword FILE` (e.g. validation-wordings.json, never trained on) the aligner reads each
+trained objective in another wording while the judges know it by its key, and the names gain
+`-reworded`: does the aligner follow what an objective says, or only the names it was trained on?
 """
 
 from __future__ import annotations
@@ -69,16 +72,21 @@ def main() -> None:
     parser.add_argument("--summary", type=Path,
                         help="write the summary here (default: examples/default_aligner/, named "
                         "as above)")
+    parser.add_argument("--reword", type=Path,
+                        help="a JSON file of other wordings per objective key (e.g. "
+                        "validation-wordings.json): the aligner reads each trained objective in one "
+                        "of them, the judges by its key; the file names gain '-reworded'")
     parser.add_argument("--quant", default="f16", choices=("f16", "q8_0"),
                         help="the GGUF a run is exported to (q8_0: as the default ships)")
     args = parser.parse_args()
     items = topic_items(args.items) if args.items else validation_items(recipe.data)
-    stem = "validation-topics" if args.items else "validation"
+    stem = ("validation-topics" if args.items else "validation") + ("-reworded" if args.reword else "")
+    wordings = json.loads(args.reword.read_text()) if args.reword else None
     keep = args.keep_margin
     named = "" if keep == "auto" else f"-keep-{'off' if keep is None else keep}"
     if args.shipped:
         align, name = default_aligner(None, None, args.max_new_tokens, retry_loops=not args.no_retry,
-                                      keep_margin=keep)
+                                      keep_margin=keep, wordings=wordings)
         suffix = ("-no-retry" if args.no_retry else "") + named
         out = Path(args.out or f"runs/{stem}-shipped{suffix}")
         results = evaluate(items, align, name, out, label=f"{stem} (shipped{suffix})")
@@ -90,7 +98,8 @@ def main() -> None:
     if not gguf.exists():
         export_gguf(run, gguf, quant=args.quant)
     keep = None if keep == "auto" else keep  # a run's own metadata records no margin
-    align, name = default_aligner(str(gguf), "hh-rlhf", args.max_new_tokens, keep_margin=keep)
+    align, name = default_aligner(str(gguf), "hh-rlhf", args.max_new_tokens, keep_margin=keep,
+                                  wordings=wordings)
     out = Path(args.out) if args.out else run / stem
     results = evaluate(items, align, name, out, label=stem if keep is None else f"{stem} (keep {keep})")
     print(write_report(results, out).read_text())

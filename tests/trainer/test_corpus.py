@@ -108,3 +108,19 @@ def test_committed_corpus_passes_its_checks_and_matches_the_data_card_counts():
     for name, folder in stats.HELD_OUT.items():  # the held-out sets and the topic-split validation set
         items = load(sorted(folder.glob("*.jsonl")), stats.TRAINED + stats.UNSEEN)
         assert json.loads(json.dumps(stats.describe(items))) == recorded[name], name
+
+
+def test_reworded_objectives_reach_the_aligner_and_the_judges_keep_the_keys():
+    from trainer.evaluate.rewrites import default_aligner, reworded, runnable_input
+
+    wordings = {"harmlessness": ["Safety: no harm", "No cruelty: mock nobody"], "length": ["Brevity: short"]}
+    row = {"id": "v-7", "query": "q", "answer": "a", "objectives": ["harmlessness", "empathy", "length"]}
+    once = reworded(row, wordings)
+    assert once == reworded(dict(row), wordings)  # the same wording on every run
+    assert once["objectives"][0] in wordings["harmlessness"]
+    assert once["objectives"][1:] == ["empathy", "Brevity: short"] and row["objectives"][0] == "harmlessness"
+    picks = {reworded({**row, "id": f"v-{n}"}, wordings)["objectives"][0] for n in range(40)}
+    assert picks == set(wordings["harmlessness"])  # spread over the wordings by id
+    assert runnable_input(once)["objectives"][2] == "Brevity: short"
+    # Outputs cached for the catalogue's wording are not reused for another wording.
+    assert default_aligner(wordings=wordings)[1] != default_aligner()[1]

@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from difflib import SequenceMatcher
 from pathlib import Path
@@ -54,13 +54,28 @@ def runnable_input(row: dict) -> dict:
     return value
 
 
+def reworded(row: dict, wordings: Mapping[str, Sequence[str]]) -> dict:
+    """The row with each objective that has other wordings named by one of them ('Name:
+    description'), the same one on every run (chosen by the row's id and the key)."""
+    def pick(key: str) -> str:
+        if key not in wordings:
+            return key
+        digest = hashlib.sha256(f"{row.get('id')}|{key}".encode()).digest()
+        return wordings[key][int.from_bytes(digest[:4], "big") % len(wordings[key])]
+
+    return {**row, "objectives": [pick(key) for key in row["objectives"]]}
+
+
 def default_aligner(model: str | None = None, prompt_format: str | None = None,
                     max_new_tokens: int = 384, retry_loops: bool = True,
                     keep_margin: float | str | None = "auto",
+                    wordings: Mapping[str, Sequence[str]] | None = None,
                     ) -> tuple[Callable[[dict], Any], str]:
     """(align one item, name) for `MetaAlignerRunnable`: the built-in default or `model`; the
     name tells cached outputs of runs with and without the retry of looping rewrites and the keep
-    test apart."""
+    test apart. With `wordings`, the aligner reads each objective in one of those other wordings
+    (`reworded`) while the judges still know it by its key: does it follow an objective worded as
+    it never saw in training?"""
     from metaaligner_chain import MetaAlignerRunnable
 
     runnable = MetaAlignerRunnable(objectives=["helpfulness"], model=model, prompt_format=prompt_format,
@@ -68,13 +83,15 @@ def default_aligner(model: str | None = None, prompt_format: str | None = None,
                                    keep_margin=keep_margin)
 
     def run(row: dict) -> Any:
-        return runnable.invoke(runnable_input(row))["response"]
+        return runnable.invoke(runnable_input(reworded(row, wordings) if wordings else row))["response"]
 
     retry = "|retry-loops" if retry_loops else ""  # outputs cached before the retry existed: none
     keep = runnable.resolved_keep_margin()
     keep = "" if keep is None else f"|keep-{keep}"  # outputs cached before the keep test: none
+    words = ("|reworded-" + hashlib.sha256(json.dumps(wordings, sort_keys=True).encode()).hexdigest()[:8]
+             if wordings else "")
     return run, (f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}{retry}{keep}"
-                 f"|{_gate_identity()}")
+                 f"|{_gate_identity()}{words}")
 
 
 def _gate_identity() -> str:
