@@ -506,6 +506,91 @@ def stream_threads(data: dict) -> list[str]:
          "a fresh process, the variants alternating.", ""]
 
 
+#: Why a target of the speed issue (17) is not met, in a line, and where the README says more;
+#: shown only beside a target the results files say is missed.
+WHY_NOT = {
+    "stock": "on the GPU only the low-copy prompts finished in the session's device time; there "
+             "a forward pass costs the same at every width up to 32 tokens, so the stock lookup's "
+             "fixed 32-token drafts win without prefix reuse, and ours with it",
+    "ideal": "the ideal knows where each copied block ends and checks it in the cheapest chunks; "
+             "a drafter guesses: each place the rewrite leaves the answer costs a rejected draft, "
+             "and draft lengths are not the cheapest chunking (README, Speed)",
+    "lighter": "only Q5_K_M / Q4_K_M reach 1.6x, and they fail parity (93-95% token agreement); "
+               "Q8_0 is the fastest file that passes (README, A lighter default)",
+    "bound": "the time is in the model's forward (HF generate and our loop decode at the same "
+             "speed); torch.compile recompiles per cache length, SDPA and static cache no faster",
+    "callers": "one sequence at a time on llama.cpp; eight sequences in one llama.cpp batch ran "
+               "0.90x drafted one-at-a-time decoding on 2 cores (parallel_sequences below)",
+    "gpu": "one lent H200 session: the copy-heavy and held-out workloads did not finish in its 15 "
+           "minutes of device time; no GPU since",
+    "identical": "in bf16 a forward over k tokens rounds differently from k one-token forwards and "
+                 "flips near-tied tokens (the stock lookup too); fp32 is exact",
+}
+
+
+def scorecard() -> list[str]:
+    """Issue 17's targets, each with the figure from the latest results file that measures it."""
+    rows = []
+
+    def add(target: str, figure: str, met: bool | None, why: str, source: str) -> None:
+        state = "n/a" if met is None else ("met" if met else "**not met**")
+        rows.append([target, figure, state, "" if met or met is None else WHY_NOT[why], source])
+
+    for name, label in (("drafting_llamacpp", "llama.cpp"), ("drafting_transformers", "transformers, CPU fp32"),
+                        ("drafting_transformers_gpu", "transformers, GPU bf16")):
+        data = _load(name)
+        if data is None:
+            continue
+        ours = {c["workload"]: c for c in data["comparisons"]}
+        figure = ", ".join(f"{w} {c['vs_best_peer']:.2f}x" for w, c in ours.items())
+        add(f"ours >= 1.0x the best tuned stock lookup, every workload ({label})", figure,
+            all(c["vs_best_peer"] >= 1.0 for c in ours.values()), "stock", name)
+        same = data["targets"].get("identical_outputs")
+        items = sum(c["items"] for c in ours.values())
+        identical = sum(c["variants"]["backend"]["identical_to_plain"] for c in ours.values())
+        add(f"outputs identical to plain greedy decoding ({label})", f"{identical} / {items}", same,
+            "identical", name)
+        if "copy_heavy" in ours:
+            share = ours["copy_heavy"]["variants"]["backend"]["fraction_of_ideal"]
+            add(f">= 90% of the cost curve's ideal on copy-heavy rewrites ({label})", f"{share:.0%}",
+                share >= 0.9, "ideal", name)
+        if name.endswith("gpu"):
+            done = sorted(ours)
+            add("item 7: the GPU results file covers the CPU's workloads", ", ".join(done) + " measured",
+                {"copy_heavy", "heldout"} <= set(done), "gpu", name)
+    quant = _load("default_quant")
+    if quant:
+        chosen = quant["variants"][quant["chosen"]]
+        add("default aligner decode >= 1.6x F16 through the lighter file, parity held",
+            f"{quant['chosen']} {chosen['decode_vs_f16']:.2f}x, {chosen['token_agreement']:.2%} agreement",
+            bool(quant["targets"]["decode >= 1.6x F16 through the lighter file"]), "lighter", "default_quant")
+    memory_data = _load("memory")
+    if memory_data:
+        runs = memory_data["settings"]
+        for key, setting, limit in (("llama_cpp_peak_le_weights_plus_200mb", "llama.cpp", "weights + 200 MB"),
+                                    ("transformers_peak_le_2x_weights", "transformers", "2x weights")):
+            run = runs[setting]
+            add(f"peak RSS <= {limit} ({setting})", f"{run['peak_mb']} MB, weights {run['weights_mb']} MB",
+                memory_data["targets"][key], "", "memory")
+    dtype = _load("transformers_dtype")
+    if dtype:
+        fp32 = dtype["variants"]["fp32"]
+        add("transformers plain decoding >= 60% of the memory bound (CPU, fp32)",
+            f"{fp32['share_of_bound']:.1%} ({fp32['decode_tok_s']} of {fp32['bound_tok_s']} tok/s)",
+            fp32["share_of_bound"] >= 0.6, "bound", "transformers_dtype")
+    crowd = _load("concurrency")
+    if crowd and "llama.cpp" in crowd["backends"]:
+        ratio = crowd["backends"]["llama.cpp"]["vs_one_caller"]["callers_8"]
+        add(">= 2.5x one caller's answers/s at 8 callers (llama.cpp)", f"{ratio:.2f}x", ratio >= 2.5,
+            "callers", "concurrency")
+    if not rows:
+        return []
+    return ["## The speed issue's targets at a glance", "",
+            "Each figure is read from the latest results file named beside it (its section below has "
+            "the command, date and machine); the reasons are this project's reading of those runs.", ""
+            ] + _table(rows, ["target", "figure", "state", "why not", "results file"])
+
+
 def _ideal_note(subset: dict) -> str:
     ideal = subset.get("ideal_speedup")
     if not ideal:
@@ -537,6 +622,7 @@ def main() -> None:
         "one run: the machine is shared and its absolute speed varies.",
         "",
     ]
+    lines += scorecard()
     lines += _section("default_aligner", default_aligner)
     lines += _section("drafting_llamacpp", drafting,
                       "Drafting beside llama.cpp's stock prompt lookup, and prefix reuse")

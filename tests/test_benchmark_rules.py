@@ -57,3 +57,29 @@ def test_the_q8_0_adapter_keeps_the_adapters_keys_and_loads_as_a_lora(tmp_path):
         texts.append(backend.generate([prompt], settings, ["Put it in water, you idiot."])[0].text)
         backend.close()
     assert texts[0] == texts[1] != texts[2]  # the adapter acts, and acts alike in Q8_0
+
+
+def test_the_speed_issues_scorecard_agrees_with_the_results_files_and_gives_each_miss_a_reason(
+        tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import report
+
+    def rows(lines):
+        return [line.split(" | ") for line in lines if line.startswith("| ") and "---" not in line][1:]
+
+    committed = rows(report.scorecard())
+    assert committed and all(row[3].strip() for row in committed if row[2] == "**not met**")
+    # A results file whose figure crosses its target turns the row to met, with no reason shown.
+    data = json.loads((report.RESULTS / "drafting_llamacpp.json").read_text())
+    for comparison in data["comparisons"]:
+        comparison["variants"]["backend"]["fraction_of_ideal"] = 0.95
+        comparison["vs_best_peer"] = 0.9
+    (tmp_path / "drafting_llamacpp.json").write_text(json.dumps(data))
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    found = {row[0].lstrip("| "): row for row in rows(report.scorecard())}
+    ideal = found[">= 90% of the cost curve's ideal on copy-heavy rewrites (llama.cpp)"]
+    assert ideal[1:4] == ["95%", "met", ""]
+    stock = found["ours >= 1.0x the best tuned stock lookup, every workload (llama.cpp)"]
+    assert stock[2] == "**not met**" and stock[3]
+    assert len(found) == 3  # only the files present are read
