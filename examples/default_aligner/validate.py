@@ -33,7 +33,7 @@ from pathlib import Path
 from trainer.recipe import load_recipe
 from trainer.data.corpus import load
 from trainer.data.formats import load_groups
-from trainer.data.reformulate import split_queries
+from trainer.data.reformulate import paraphrase_table, split_queries
 
 HERE = Path(__file__).resolve().parent
 TRAINED = ("harmlessness", "helpfulness", "factuality", "readability", "length", "humour")
@@ -81,7 +81,9 @@ def main() -> None:
     args = parser.parse_args()
     items = topic_items(args.items) if args.items else validation_items(recipe.data)
     stem = ("validation-topics" if args.items else "validation") + ("-reworded" if args.reword else "")
-    wordings = json.loads(args.reword.read_text()) if args.reword else None
+    wordings = {key: [o.description for o in found] for key, found in
+                paraphrase_table(str(args.reword), 0.0, TRAINED, field="--reword").items()
+                } if args.reword else None
     keep = args.keep_margin
     named = "" if keep == "auto" else f"-keep-{'off' if keep is None else keep}"
     if args.shipped:

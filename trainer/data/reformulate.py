@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,36 +75,39 @@ def objective_table(
     return table
 
 
+#: What a paraphrases file holds, for error messages.
+PARAPHRASES_SHAPE = 'a JSON file of other wordings per objective, e.g. {"harmlessness": ["Safety: ..."]}'
+
+
 def paraphrase_table(
-    path: str | None, fraction: float, table: dict[str, Objective]
+    path: str | None, fraction: float, keys: Collection[str], field: str = "paraphrases"
 ) -> dict[str, list[Objective]]:
     """Key → other wordings from the JSON file at `path` (`DataConfig.paraphrases`); {} without
-    one. Each wording is 'Name: description' and keeps the key it rewords."""
+    one. Each wording is 'Name: description' and keeps the key it rewords, one of `keys`;
+    errors name `field`, the option that gave the file."""
     if path is None:
         if fraction > 0:
-            raise ValueError(f"`paraphrase_fraction` {fraction} needs `paraphrases`: a JSON file of "
-                             'other wordings per objective, e.g. {"harmlessness": ["Safety: ..."]}')
+            raise ValueError(f"`paraphrase_fraction` {fraction} needs `{field}`: {PARAPHRASES_SHAPE}")
         return {}
     try:
         found = json.loads(Path(path).expanduser().read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"`paraphrases` {path!r} cannot be read as JSON ({exc}); give a JSON file "
-                         'of other wordings per objective, e.g. {"harmlessness": ["Safety: ..."]}') from exc
+        raise ValueError(f"`{field}` {path!r} cannot be read as JSON ({exc}); give {PARAPHRASES_SHAPE}") from exc
     if not isinstance(found, dict):
-        raise ValueError(f"`paraphrases` {path!r} holds a {type(found).__name__}; it must map "
-                         'objective keys to lists of wordings, e.g. {"harmlessness": ["Safety: ..."]}')
+        raise ValueError(f"`{field}` {path!r} holds a {type(found).__name__}; it must map objective "
+                         'keys to lists of wordings, e.g. {"harmlessness": ["Safety: ..."]}')
     out = {}
     for key, wordings in found.items():
-        if key not in table:
-            raise ValueError(f"`paraphrases` {path!r} rewords {key!r}, which this build does not "
-                             f"train (its objectives: {', '.join(table)}); drop it or train it")
+        if key not in keys:
+            raise ValueError(f"`{field}` {path!r} rewords {key!r}, which this build does not "
+                             f"train (its objectives: {', '.join(keys)}); drop it or train it")
         if not isinstance(wordings, list) or not wordings or not all(isinstance(w, str) for w in wordings):
-            raise ValueError(f"`paraphrases` {path!r}: {key!r} must be a non-empty list of "
+            raise ValueError(f"`{field}` {path!r}: {key!r} must be a non-empty list of "
                              f"'Name: description' strings, not {wordings!r}")
         try:
             out[key] = [Objective(key, Objective.parse(w).description) for w in wordings]
         except ValueError as exc:
-            raise ValueError(f"`paraphrases` {path!r}, {key!r}: {exc}") from exc
+            raise ValueError(f"`{field}` {path!r}, {key!r}: {exc}") from exc
     return out
 
 
