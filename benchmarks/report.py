@@ -59,7 +59,7 @@ def default_aligner(data: dict) -> list[str]:
             for name in model["files"]
         ]
         lines += [f"**{threads} threads**", ""]
-        lines += _table(rows, ["engine", "file MB", "decode tok/s (median)", "decode tok/s (range)",
+        lines += _table(rows, ["engine", "MB read per token", "decode tok/s (median)", "decode tok/s (range)",
                                "prompt tok/s", "bandwidth bound tok/s", "share of bound",
                                "ms per 16-token forward (all logits)"])
         lines += [
