@@ -1,14 +1,16 @@
-"""transformers on CPU: the default aligner in fp32 against bf16, and each against its memory bound.
+"""transformers on CPU: the default aligner in fp32, bf16 and fp32 compiled, each against its memory bound.
 
 Plain greedy decoding (`generate`, no drafting) spends its time in the matrix products, whose
 speed depends on the weights' dtype: fp32 reads 538 MB per token, bf16 half that, and CPUs with
-native bf16 (AVX512-BF16 or AMX) compute in it directly. Per held-out item (the default aligner's
-real rewrites, examples/eval/heldout/; the variants interleaved, which goes first alternating):
-decode tokens/s after the first token, its share of the bandwidth bound (weight bytes read once
-per token), and the backend as the runnable runs it (copy-aware drafting) in whole calls, so the
-drafting gain is seen in each dtype. Parity with fp32: outputs identical, and token agreement
-(teacher-forced: the share of fp32's output tokens bf16 picks itself given the same prefix).
-Writes `benchmarks/results/transformers_dtype.json`.
+native bf16 (AVX512-BF16 or AMX) compute in it directly; and in the few thousand small operations
+around them, which `compile=True` (`backends/transformers/compiled.py`) fuses. Per held-out item
+(the default aligner's real rewrites, examples/eval/heldout/; the variants interleaved, which goes
+first rotating): decode tokens/s after the first token, its share of the bandwidth bound (weight
+bytes read once per token), and the backend as the runnable runs it (copy-aware drafting, which
+stays eager under `compile=True`) in whole calls, so the drafting gain is seen in each variant.
+Parity with fp32: outputs identical, and token agreement (teacher-forced: the share of fp32's
+output tokens bf16 picks itself given the same prefix). The compiled variant's first call (its
+compilation) is timed apart. Writes `benchmarks/results/transformers_dtype.json`.
 
     python -m benchmarks.bench_transformers_dtype [--items 24] [--max-new-tokens 256]
         [--threads 2] [--bandwidth-gbs GB/S]
@@ -17,9 +19,8 @@ The bound is this run's own read bandwidth at `--threads` (a 512 MB fp32 tensor 
 `bench_transformers_profile` measures it) unless `--bandwidth-gbs` gives one: the project's
 machines differ (26 GB/s was measured on one and used for every run until December 2026).
 
-Also tried here by hand, not kept: `torch.compile` (inductor, weights frozen) reached ~62 tok/s
-in bf16 for one fixed prompt shape, but recompiled for every new cache length (30-50 s each), and
-through `generate`'s own compile path (static cache, `CompileConfig`) it was no faster than eager.
+Also tried by hand, not kept: `torch.compile` with frozen weights, and `generate`'s own compile
+path (static cache, `CompileConfig`): no faster than eager; a static cache compiled once, 1.05x.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from benchmarks.machine import run_header
 from metaaligner_chain.backends.base import GenerationSettings
 
 RESULTS = Path(__file__).parent / "results" / "transformers_dtype.json"
-DTYPES = ("fp32", "bf16")
+#: Variant name -> backend options.
+VARIANTS = {"fp32": {"dtype": "fp32"}, "bf16": {"dtype": "bf16"},
+            "fp32_compiled": {"dtype": "fp32", "compile": True}}
 
 
 def weight_mb(lm) -> float:
@@ -65,7 +68,7 @@ def plain_decode(backend, prompt: str, max_new_tokens: int) -> tuple[list[int], 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, drafting=False)
     start = time.perf_counter()
     with torch.inference_mode():
-        out = backend.lm.generate(
+        out = backend._generator.generate(
             input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             streamer=clock, **backend._generate_kwargs(settings, len(ids)),
         )
@@ -103,38 +106,42 @@ def main() -> None:
     model = str(default_aligner_hf_dir())
     # this machine's read bandwidth: a 512 MB tensor summed, the best of a few
     bandwidth = args.bandwidth_gbs or read_bandwidth_gbs(torch, torch.ones(128 * 1024 * 1024), args.threads)
-    backends = {d: TransformersBackend(model, dtype=d, device="cpu", prefix_cache_size=0) for d in DTYPES}
+    backends = {name: TransformersBackend(model, device="cpu", prefix_cache_size=0, **options)
+                for name, options in VARIANTS.items()}
+    first_call_s: dict[str, float] = {}
     prompts = held_out_prompts(None)[:: max(1, len(held_out_prompts(None)) // args.items)][: args.items]
     drafted = GenerationSettings(max_new_tokens=args.max_new_tokens)
-    rows = []
+    rows, names = [], list(VARIANTS)
     for n, (prompt, answer) in enumerate(prompts):
-        order = DTYPES if n % 2 == 0 else DTYPES[::-1]
+        order = names[n % len(names):] + names[:n % len(names)]
         row: dict = {}
-        for dtype in order:  # warm each model on the first item before timing
-            backend = backends[dtype]
-            if n == 0:
+        for name in order:  # warm each model on the first item before timing
+            backend = backends[name]
+            if n == 0:  # the compiled variant compiles its prompt and step graphs here
+                start = time.perf_counter()
                 plain_decode(backend, prompt, 8)
+                first_call_s[name] = round(time.perf_counter() - start, 1)
             tokens, rate, whole = plain_decode(backend, prompt, args.max_new_tokens)
             start = time.perf_counter()
             out = backend.generate([prompt], drafted, [answer])[0]
-            row[dtype] = {"tokens": tokens, "decode_tok_s": rate, "plain_tok_s": whole,
-                          "drafted_tok_s": out.completion_tokens / (time.perf_counter() - start),
-                          "drafted_same_as_plain": out.text == backend.tokenizer.decode(tokens)}
+            row[name] = {"tokens": tokens, "decode_tok_s": rate, "plain_tok_s": whole,
+                         "drafted_tok_s": out.completion_tokens / (time.perf_counter() - start),
+                         "drafted_same_as_plain": out.text == backend.tokenizer.decode(tokens)}
         row["agree"] = agreement(backends["bf16"], prompt, row["fp32"]["tokens"])
         rows.append(row)
         print(f"{n + 1}/{len(prompts)}: " + ", ".join(
-            f"{d} {row[d]['decode_tok_s'] or 0:.1f} tok/s" for d in DTYPES), flush=True)
+            f"{d} {row[d]['decode_tok_s'] or 0:.1f} tok/s" for d in VARIANTS), flush=True)
     result = {**header, "items": len(rows), "max_new_tokens": args.max_new_tokens,
               "bandwidth_gbs": round(bandwidth, 1), "bandwidth_measured": not args.bandwidth_gbs,
               "model": model,
               "workload": "held-out set (examples/eval/heldout), every k-th item", "variants": {}}
-    for dtype in DTYPES:
-        rates = [r[dtype]["decode_tok_s"] for r in rows if r[dtype]["decode_tok_s"]]
-        drafted_rates = [r[dtype]["drafted_tok_s"] for r in rows]
-        whole = statistics.median(r[dtype]["plain_tok_s"] for r in rows)
-        mb = weight_mb(backends[dtype].lm)
+    for name in VARIANTS:
+        rates = [r[name]["decode_tok_s"] for r in rows if r[name]["decode_tok_s"]]
+        drafted_rates = [r[name]["drafted_tok_s"] for r in rows]
+        whole = statistics.median(r[name]["plain_tok_s"] for r in rows)
+        mb = weight_mb(backends[name].lm)
         median = statistics.median(rates)
-        result["variants"][dtype] = {
+        result["variants"][name] = {
             "weights_mb": round(mb, 1),
             "decode_tok_s": round(median, 1),
             "bound_tok_s": round(bandwidth * 1e3 / mb, 1),
@@ -142,13 +149,16 @@ def main() -> None:
             "plain_tok_s_whole_calls": round(whole, 1),
             "drafted_tok_s_whole_calls": round(statistics.median(drafted_rates), 1),
             "drafting_gain": round(statistics.median(drafted_rates) / whole, 2),
-            "drafted_same_as_plain": sum(r[dtype]["drafted_same_as_plain"] for r in rows),
-            "identical_to_fp32": sum(r[dtype]["tokens"] == r["fp32"]["tokens"] for r in rows),
+            "drafted_same_as_plain": sum(r[name]["drafted_same_as_plain"] for r in rows),
+            "identical_to_fp32": sum(r[name]["tokens"] == r["fp32"]["tokens"] for r in rows),
+            "first_call_s": first_call_s[name],
         }
     agreed, total = (sum(r["agree"][i] for r in rows) for i in (0, 1))
     bf16 = result["variants"]["bf16"]
     bf16["token_agreement"] = round(agreed / total, 4) if total else None
-    bf16["speedup_vs_fp32"] = round(bf16["decode_tok_s"] / result["variants"]["fp32"]["decode_tok_s"], 2)
+    for name in ("bf16", "fp32_compiled"):
+        variant = result["variants"][name]
+        variant["speedup_vs_fp32"] = round(variant["decode_tok_s"] / result["variants"]["fp32"]["decode_tok_s"], 2)
     result["targets"] = {
         "plain_ge_60pct_of_bound": {d: v["share_of_bound"] >= 0.6 for d, v in result["variants"].items()},
         "bf16_parity": (bf16["identical_to_fp32"] == len(rows)) or (bf16["token_agreement"] or 0) >= MIN_AGREEMENT,

@@ -260,3 +260,26 @@ def test_two_workers_serve_concurrent_callers_the_same_answers(tiny_model_dir, m
 def test_workers_must_be_a_whole_number_of_at_least_one(tiny_model_dir, workers):
     with pytest.raises(ValueError, match="`workers` is"):
         get_backend("transformers", str(tiny_model_dir), workers=workers)
+
+
+def test_compile_runs_generate_through_a_compiled_decoder_with_the_same_tokens(tiny, tiny_model_dir):
+    """`compile=True`: `generate`'s paths (`drafting=False`, sampling with a seed) give the eager
+    backend's tokens through a compiled copy of the decoder; the model itself, which the drafted
+    loop and `score` use, stays eager and shares every weight. (One prompt at a time: each batch
+    width is a graph of its own, ~15 s to compile on 2 cores.)"""
+    compiled = get_backend("transformers", str(tiny_model_dir), batch_size=1, compile=True)
+    for settings in (GenerationSettings(max_new_tokens=10, drafting=False),
+                     GenerationSettings(max_new_tokens=10, temperature=0.8, seed=3)):
+        for prompt in PROMPTS[::2]:
+            assert compiled.generate([prompt], settings)[0].text == tiny.generate([prompt], settings)[0].text
+    decoder, view = compiled.lm.get_decoder(), compiled._generator.get_decoder()
+    assert view is not decoder and view._compiled_call_impl is not None
+    assert decoder._compiled_call_impl is None
+    assert view.layers is decoder.layers and view.embed_tokens.weight is decoder.embed_tokens.weight
+    assert compiled.generate([PROMPTS[0]], GREEDY)[0].text == tiny.generate([PROMPTS[0]], GREEDY)[0].text
+
+
+def test_compile_without_a_cxx_compiler_is_a_clear_error_at_load(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on it
+    with pytest.raises(RuntimeError, match=r"`compile=True` on the CPU needs a C\+\+ compiler.*compile=False"):
+        get_backend("transformers", str(tiny_model_dir), batch_size=3, compile=True)

@@ -12,7 +12,8 @@ first EOS. Greedy calls with `settings.drafting` (the default) on one prompt (an
 through `drafting.decode_greedy`: drafts copied from the response, prompt prefixes reused; same
 tokens as `generate`. Greedy batches are verified in the same drafted loop (`draft_batches=False`
 sends them to `generate`); sampling, `drafting=False` and `repeat_guard` (transformers'
-no-repeat n-gram rule applied to the new tokens only) use transformers' `generate`.
+no-repeat n-gram rule applied to the new tokens only) use transformers' `generate`, through a
+compiled decoder with `compile=True` (`compiled`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class TransformersBackend:
         adapter: str | os.PathLike[str] | None = None,
         transposed_head: bool = True,
         workers: int = 1,
+        compile: bool = False,
     ):
         torch, _ = import_torch_transformers()
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -104,6 +106,15 @@ class TransformersBackend:
         from metaaligner_chain.backends.transformers.head import transpose_head  # needs torch
 
         self.transposed_head = transposed_head and transpose_head(self.lm)
+        #: What `generate`'s paths call (sampling, `drafting=False`, the repeat guard): with
+        #: `compile`, a view of `lm` whose decoder is compiled (`compiled`); else `lm`.
+        self.compiled = bool(compile)
+        self._generator = self.lm
+        if self.compiled:
+            from metaaligner_chain.backends.transformers.compiled import check_compiler, compiled_view
+
+            check_compiler(self.device)
+            self._generator = compiled_view(self.lm)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
@@ -281,7 +292,7 @@ class TransformersBackend:
             {"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt"
         ).to(self.device)
         width = batch["input_ids"].shape[1]
-        out = self.lm.generate(**batch, **self._generate_kwargs(settings, width))
+        out = self._generator.generate(**batch, **self._generate_kwargs(settings, width))
         return [self._finish(encoded[i], out[row, width:].tolist()) for row, i in enumerate(chunk)]
 
     def stream(
@@ -304,7 +315,7 @@ class TransformersBackend:
                         drafted.extend(self._drafted([ids], settings, [response], streamer.put_ids))
                         streamer.end()
                         return
-                    self.lm.generate(
+                    self._generator.generate(
                         input_ids=inputs,
                         attention_mask=self._torch.ones_like(inputs),
                         streamer=streamer,
