@@ -283,3 +283,14 @@ def test_compile_without_a_cxx_compiler_is_a_clear_error_at_load(tiny_model_dir,
     monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on it
     with pytest.raises(RuntimeError, match=r"`compile=True` on the CPU needs a C\+\+ compiler.*compile=False"):
         get_backend("transformers", str(tiny_model_dir), batch_size=3, compile=True)
+
+
+def test_compile_on_cuda_without_triton_is_a_clear_error():
+    from torch.utils._triton import has_triton
+
+    from metaaligner_chain.backends.transformers.compiled import check_compiler
+
+    if has_triton():
+        pytest.skip("Triton is installed here")
+    with pytest.raises(RuntimeError, match=r"`compile=True` on CUDA needs Triton.*compile=False"):
+        check_compiler("cuda")

@@ -41,10 +41,19 @@ def compiled_view(lm: Any) -> Any:
 
 
 def check_compiler(device: str) -> None:
-    """On the CPU inductor builds C++ kernels: say so at load rather than on the first call."""
+    """Inductor builds C++ kernels on the CPU and Triton kernels on CUDA: a missing toolchain is
+    said at load rather than on the first call."""
     if device == "cpu" and not any(shutil.which(cxx) for cxx in CXX):
         raise RuntimeError(
             "`compile=True` on the CPU needs a C++ compiler (torch's inductor builds its kernels "
             f"with one; none of {', '.join(CXX)} is on PATH): install one (e.g. `apt install g++`) "
             "or pass compile=False."
         )
+    if device.startswith("cuda"):
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise RuntimeError(
+                "`compile=True` on CUDA needs Triton (torch's inductor builds its GPU kernels with "
+                "it): `pip install triton`, or pass compile=False."
+            )
