@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from metaaligner_chain.backends import GenerationSettings, PromptTooLongError, get_backend
@@ -262,6 +264,8 @@ def test_workers_must_be_a_whole_number_of_at_least_one(tiny_model_dir, workers)
         get_backend("transformers", str(tiny_model_dir), workers=workers)
 
 
+@pytest.mark.skipif(not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")),
+                    reason="torch's inductor needs a C++ compiler on the CPU")
 def test_compile_runs_generate_through_a_compiled_decoder_with_the_same_tokens(tiny, tiny_model_dir):
     """`compile=True`: `generate`'s paths (`drafting=False`, sampling with a seed) give the eager
     backend's tokens through a compiled copy of the decoder; the model itself, which the drafted
