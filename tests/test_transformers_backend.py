@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from metaaligner_chain.backends import GenerationSettings, PromptTooLongError, get_backend
+from metaaligner_chain.backends.transformers.compiled import CXX, check_compiler
 from metaaligner_chain.prompt import build_prompt
 from streams import drain
 
@@ -264,7 +265,7 @@ def test_workers_must_be_a_whole_number_of_at_least_one(tiny_model_dir, workers)
         get_backend("transformers", str(tiny_model_dir), workers=workers)
 
 
-@pytest.mark.skipif(not any(shutil.which(cxx) for cxx in ("g++", "c++", "clang++")),
+@pytest.mark.skipif(not any(shutil.which(cxx) for cxx in CXX),
                     reason="torch's inductor needs a C++ compiler on the CPU")
 def test_compile_runs_generate_through_a_compiled_decoder_with_the_same_tokens(tiny, tiny_model_dir):
     """`compile=True`: `generate`'s paths (`drafting=False`, sampling with a seed) give the eager
@@ -291,8 +292,6 @@ def test_compile_without_a_cxx_compiler_is_a_clear_error_at_load(tiny_model_dir,
 
 def test_compile_on_cuda_without_triton_is_a_clear_error():
     from torch.utils._triton import has_triton
-
-    from metaaligner_chain.backends.transformers.compiled import check_compiler
 
     if has_triton():
         pytest.skip("Triton is installed here")
