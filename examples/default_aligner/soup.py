@@ -98,19 +98,14 @@ def soup(adapters: list[Path], out: Path, combine: str, rank: int) -> Path:
         model.load_adapter(str(adapter), adapter_name=f"a{i}")
     names = [f"a{i}" for i in range(len(adapters))]
     weights = [1.0 / len(names)] * len(names)
-    model.add_weighted_adapter(names, weights, "soup", combination_type=combine,
+    # Named "default", the average is what peft saves at the folder's top (others go in subfolders).
+    model.add_weighted_adapter(names, weights, "default", combination_type=combine,
                                svd_rank=rank if combine == "svd" else None, svd_full_matrices=False)
-    model.set_adapter("soup")
+    model.set_adapter("default")
     for name in names:
         model.delete_adapter(name)
     stage = out / "stages" / "preference"
-    staging = out / "stages" / "staging"
-    model.save_pretrained(str(staging))  # peft writes the named adapter under its own folder
-    saved = staging / "soup" if (staging / "soup").is_dir() else staging
-    stage.mkdir(parents=True, exist_ok=True)
-    for name in ("adapter_model.safetensors", "adapter_config.json"):
-        shutil.move(str(saved / name), stage / name)
-    shutil.rmtree(staging)
+    model.save_pretrained(str(stage))
     for name in _STAGE_FILES:
         if (adapters[0] / name).is_file():
             shutil.copy(adapters[0] / name, stage / name)
@@ -143,8 +138,7 @@ def check_round_trip(run: Path, work: Path) -> float:
     trained = load_file(str(stage / "adapter_model.safetensors"))
     worst = 0.0
     for key, value in trained.items():
-        mine = back[key]
-        worst = max(worst, float((mine - value).norm() / value.norm()))
+        worst = max(worst, float((back[key] - value).norm() / value.norm()))
     return worst
 
 
