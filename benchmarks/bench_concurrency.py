@@ -57,7 +57,7 @@ def main() -> None:
         label = backend if workers == 1 else f"{backend}, {workers} workers"
         inputs = held_out_inputs(args.every or EVERY[backend])
         aligner = MetaAlignerRunnable(objectives=["helpfulness"], backend=backend,
-                                      max_new_tokens=args.max_new_tokens,
+                                      max_new_tokens=args.max_new_tokens, candidates=1,
                                       backend_options={"workers": workers} if workers > 1 else {})
         aligner.invoke(inputs[0])  # load, merge and warm outside the timing
         seconds: dict[str, list[float]] = {f"callers_{n}": [] for n in CALLERS}

@@ -49,7 +49,7 @@ def main() -> None:
     items = COPY_HEAVY[: args.items]
     with tempfile.TemporaryDirectory() as folder, _serve(model, args.threads, Path(folder) / "log") as base_url:
         common = {"objectives": ["harmlessness"], "prompt_format": "hh-rlhf",
-                  "max_new_tokens": args.max_new_tokens}
+                  "max_new_tokens": args.max_new_tokens, "candidates": 1}
         local = {"model": str(model), "backend_options": {"n_ctx": N_CTX, "n_threads": args.threads}}
         aligners = {
             "in_process": MetaAlignerRunnable(**common, **local),

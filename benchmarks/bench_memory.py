@@ -122,7 +122,7 @@ def _child(args: argparse.Namespace) -> None:
     after_imports = _status("VmRSS")
     items = workload("heldout")[: args.items]
     runnable = MetaAlignerRunnable(objectives=items[0]["objectives"], backend=backend,
-                                   backend_options=options)
+                                   backend_options=options, candidates=1)
     runnable.load_backend()  # (a cold cache builds the merged model here)
     after_load = _status("VmRSS")
     changed = 0

@@ -43,7 +43,8 @@ def main() -> None:
     rows = {}
     for name, values in workloads.items():
         runnables = {size: MetaAlignerRunnable(objectives=["helpfulness"], backend="transformers",
-                                               backend_options={"prefix_cache_size": size})
+                                               backend_options={"prefix_cache_size": size},
+                                               candidates=1)
                      for size in SIZES}
         for runnable in runnables.values():
             runnable.invoke(values[0])  # load and warm outside the timing (and store one prompt)

@@ -116,7 +116,7 @@ def _child(scenario: str, variant: str, every: int) -> dict:
 
     async def aligned_async(value: dict) -> str:
         runnable = MetaAlignerRunnable(objectives=value["objectives"],
-                                       max_new_tokens=max_new_tokens)
+                                       max_new_tokens=max_new_tokens, candidates=1)
         return (await runnable.ainvoke(value))["response"]
 
     async def timed_async() -> tuple[list[str], float]:  # one loop: its executor threads persist

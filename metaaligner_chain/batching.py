@@ -9,12 +9,13 @@ short on a prompt echo where the engine can, else one batched generation.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from metaaligner_chain import chunking, gate
+from metaaligner_chain import chunking, gate, selection
 from metaaligner_chain.backends import Capabilities
 from metaaligner_chain.backends.base import AlignerConfigError, GenerationSettings
 from metaaligner_chain.coerce import AlignRequest, coerce
@@ -108,10 +109,10 @@ def _generate_round(
     retry = aligner.retry_loops and capabilities.repeat_guard
     margins = [gate.margin_for(keep_margin if capabilities.scoring else None, o) for o in objectives]
 
-    def attempt(indices: list[int], settings: GenerationSettings) -> list[Any]:
+    def attempt(indices: list[int], settings: list[GenerationSettings]) -> list[Any]:
         runs = [start_model_run(parents[round_[j][0]], prompts[j], aligner._get_ls_params()) for j in indices]
         outcomes = generate(aligner, [prompts[j] for j in indices], [parts[j] for j in indices],
-                            [scaffolds[j] for j in indices], settings)
+                            [scaffolds[j] for j in indices], [settings[j] for j in indices])
         for run, outcome in zip(runs, outcomes):
             end_model_run(run, outcome)
         return outcomes
@@ -121,19 +122,30 @@ def _generate_round(
         return gate.decide(parts[j].response, outcome, strict=aligner.strict and final,
                            scaffold=scaffolds[j], objectives=objectives[j], log=final)
 
+    def decided(settings: list[GenerationSettings]) -> list[gate.Verdict]:
+        """The gate's verdicts on one decoding of every part (`settings`: one per part), each
+        rewrite turned down for a loop or a cut decoded once more with the repetition guard."""
+        outcomes = attempt(list(range(len(parts))), settings)
+        verdicts = [judged(j, outcome, final=not retry) for j, outcome in enumerate(outcomes)]
+        if not retry:
+            return verdicts
+        again = [j for j, verdict in enumerate(verdicts) if gate.worth_retrying(verdict)]
+        if aligner.strict:  # a failure no retry can fix is raised as without retries
+            for j in (j for j, verdict in enumerate(verdicts) if not verdict.aligned and j not in again):
+                judged(j, outcomes[j], final=True)
+        guarded = [replace(s, repeat_guard=True, record_logprobs=False) for s in settings]
+        for j, outcome in zip(again, attempt(again, guarded)):
+            verdicts[j] = replace(judged(j, outcome, final=True), retried=verdicts[j].fallback_reason)
+        return verdicts
+
     # the keep test scores each rewrite: a drafted decoding can keep its tokens' log-probabilities
     settings = replace(aligner.settings(), record_logprobs=any(m is not None for m in margins))
-    outcomes = attempt(list(range(len(parts))), settings)
-    verdicts = [judged(j, outcome, final=not retry) for j, outcome in enumerate(outcomes)]
-    if not retry:
-        return keep_cheap_edits(backend, margins, prompts, parts, verdicts)
-    again = [j for j, verdict in enumerate(verdicts) if gate.worth_retrying(verdict)]
-    if aligner.strict:  # a failure no retry can fix is raised as without retries
-        for j in (j for j, verdict in enumerate(verdicts) if not verdict.aligned and j not in again):
-            judged(j, outcomes[j], final=True)
-    guarded = replace(aligner.settings(), repeat_guard=True)
-    for j, outcome in zip(again, attempt(again, guarded)):
-        verdicts[j] = replace(judged(j, outcome, final=True), retried=verdicts[j].fallback_reason)
+    verdicts = decided([settings] * len(parts))
+    if (count := aligner.resolved_candidates()) > 1:  # more rewrites, sampled: the one they share wins
+        pool = [verdicts] + [decided([aligner.candidate_settings(c, prompt) for prompt in prompts])
+                             for c in range(1, count)]
+        verdicts = [selection.choose(part.response, [found[j] for found in pool])
+                    for j, part in enumerate(parts)]
     return keep_cheap_edits(backend, margins, prompts, parts, verdicts)
 
 
@@ -162,38 +174,50 @@ def keep_cheap_edits(
 
 def generate(
     aligner: MetaAlignerRunnable, prompts: list[str], requests: Sequence[AlignRequest],
-    scaffolds: list[str], settings: GenerationSettings | None = None,
+    scaffolds: list[str], settings: Sequence[GenerationSettings] | None = None,
 ) -> list[Any]:
     """One generation or exception per prompt; a failing item does not fail the others.
 
     A backend with the `early_stop` capability (one sequence or request per prompt: llama.cpp,
     a server) streams each prompt, `concurrency` at once, and is cut short once its start
     echoes the prompt, which the gate would reject anyway; others batch in `generate`.
+    `settings`: one per prompt (sampled candidates differ in their seeds; default: the aligner's).
     """
     if not prompts:
         return []
-    responses, settings = [r.quoted for r in requests], settings or aligner.settings()
+    responses = [r.quoted for r in requests]
+    settings = list(settings or [aligner.settings()] * len(prompts))
     backend = aligner.load_backend()  # one that cannot load is an `AlignerConfigError`, raised
     capabilities = getattr(backend, "capabilities", None) or Capabilities()
     if capabilities.early_stop:
-        def watched(prompt: str, response: str, scaffold: str) -> Any:
+        def watched(prompt: str, response: str, scaffold: str, settings: GenerationSettings) -> Any:
             stream = backend.stream(prompt, settings, response)
             return gate.watch(gate.until_template(stream, response), original=response, scaffold=scaffold)
 
         workers = min(len(prompts), capabilities.concurrency)
         if workers <= 1:
-            return list(map(watched, prompts, responses, scaffolds))
+            return list(map(watched, prompts, responses, scaffolds, settings))
         with ThreadPoolExecutor(workers, thread_name_prefix="metaaligner") as pool:
-            return list(pool.map(watched, prompts, responses, scaffolds))
+            return list(pool.map(watched, prompts, responses, scaffolds, settings))
     try:
-        return list(backend.generate(prompts, settings, responses))
+        return list(backend.generate(prompts, batch_settings(settings), responses))
     except Exception as exc:
         if len(prompts) == 1:
             return [exc]
     outcomes: list[Any] = []  # find the item(s) that failed
-    for prompt, response in zip(prompts, responses):
+    for prompt, response, own in zip(prompts, responses, settings):
         try:
-            outcomes.extend(backend.generate([prompt], settings, [response]))
+            outcomes.extend(backend.generate([prompt], own, [response]))
         except Exception as exc:
             outcomes.append(exc)
     return outcomes
+
+
+def batch_settings(settings: Sequence[GenerationSettings]) -> GenerationSettings:
+    """One engine call's settings for prompts given one each: they differ only in the seeds of
+    sampled candidates, and a batch's rows draw their own numbers from one generator, seeded
+    here from all of them (the same prompts batched alike get the same samples)."""
+    if all(s == settings[0] for s in settings):
+        return settings[0]
+    digest = hashlib.sha256(repr([s.seed for s in settings]).encode()).digest()
+    return replace(settings[0], seed=int.from_bytes(digest[:4], "big") & 0x7FFFFFFF)

@@ -45,6 +45,11 @@ class Verdict:
     retried: str | None = None
     #: Why the aligner's own rewrite (`rejected`) gave way to the original (`keep_cheap_edit`).
     kept: str | None = None
+    #: With several candidates (`selection.choose`): (which was chosen, how many were written);
+    #: the index equal to the count is the original.
+    chosen: tuple[int, int] | None = None
+    #: The candidates' texts not chosen (for inspection).
+    candidates: tuple[str, ...] | None = None
 
 
 #: What an empty or whitespace-only response gets: returned as it is, without a model call.

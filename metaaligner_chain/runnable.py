@@ -7,8 +7,10 @@ cache, so configured calls (`configurable_fields`) and several runnables share o
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Annotated, Any, Literal
 
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config, get_config_list, run_in_executor
@@ -21,6 +23,7 @@ from metaaligner_chain.coerce import AlignerInput, AlignRequest, clean_text, con
 from metaaligner_chain.models.engine import (
     check_setup,
     load_engine,
+    recommended_candidates,
     recommended_keep_margin,
     required_prompt_format,
     resolved_prompt_format,
@@ -136,6 +139,19 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     (`gate.margin_for`). ``"auto"``: what the model's metadata records (the built-in default's,
     chosen on its validation sets), else off; ``None``: off. Needs an engine that scores
     (llama.cpp, transformers); not under ``stream()`` (its text is already out) nor on a server."""
+    candidates: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    """Write this many rewrites of each answer (the first by the settings above, the others
+    sampled at `candidate_temperature` / `candidate_top_p`, each seeded from `seed`, its index
+    and the prompt: `candidate_settings`) and return the one the others and the original agree
+    with most (`selection.choose`: minimum Bayes risk with chrF). Each is a whole decoding, so a
+    call costs about that many times one. ``"auto"``: what the model's metadata records (the
+    built-in default's, chosen on its validation sets), else 1; the recorded `keep_margin` then
+    applies only with one candidate. The metadata's ``chosen`` is (index, count), and
+    ``candidates`` the rewrites not chosen. Not under ``stream()`` (its text is already out)."""
+    candidate_temperature: float = Field(default=0.7, gt=0.0)
+    """Sampling temperature of the candidates after the first."""
+    candidate_top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    """Nucleus sampling bound of the candidates after the first."""
     stream_through: bool = True
     """When the response streams in (``policy | aligner`` under ``.stream()``/``.astream()``),
     align each completed paragraph while the policy is still writing, so the first aligned tokens
@@ -214,11 +230,29 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
             top_p=self.top_p, seed=self.seed, drafting=self.drafting,
         )
 
+    def candidate_settings(self, index: int, prompt: str) -> GenerationSettings:
+        """How candidate `index` (1, 2, ...; `candidates`) of `prompt` is sampled: its seed comes
+        from `seed`, the index and the prompt, so a request gets the same candidates each time
+        while different requests get independent draws (one seed for every call would give each
+        the same random numbers: the same quantile of every first token)."""
+        key = f"{self.seed or 0}|{index}|{prompt}".encode()
+        seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "big") & 0x7FFFFFFF
+        return replace(self.settings(), temperature=self.candidate_temperature,
+                       top_p=self.candidate_top_p, seed=seed)
+
     def resolved_keep_margin(self) -> float | dict[str, float] | None:
         """`keep_margin` in use: given, or the model's recommended one under ``"auto"``."""
         if self.keep_margin != "auto":
             return self.keep_margin
+        if self.resolved_candidates() > 1:  # the recorded margins were chosen for one candidate
+            return None
         return recommended_keep_margin(self.model, self._engine_options())
+
+    def resolved_candidates(self) -> int:
+        """`candidates` in use: given, or the model's recommended count under ``"auto"``."""
+        if self.candidates != "auto":
+            return self.candidates
+        return recommended_candidates(self.model, self._engine_options())
 
     def load_backend(self) -> Backend:
         """The shared, loaded engine for this runnable's model and options."""

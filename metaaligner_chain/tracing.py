@@ -87,4 +87,6 @@ def verdict_info(
         **({"rejected": verdict.rejected} if verdict.rejected is not None else {}),
         **({"retried": verdict.retried} if verdict.retried else {}),
         **({"kept": verdict.kept} if verdict.kept else {}),
+        **({"chosen": list(verdict.chosen), "candidates": list(verdict.candidates or ())}
+           if verdict.chosen else {}),
     }

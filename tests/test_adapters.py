@@ -343,7 +343,8 @@ def test_an_echo_is_cut_short_in_invoke_and_batch_and_the_original_kept(default_
             yield echo[start : start + 8]
 
     monkeypatch.setattr(default_llama, "stream", echoing)
-    aligner = MetaAlignerRunnable(objectives=["harmlessness", "helpfulness"], max_new_tokens=128)
+    aligner = MetaAlignerRunnable(objectives=["harmlessness", "helpfulness"], max_new_tokens=128,
+                                  candidates=1)  # counts what one decoding consumes
     item = {"query": query, "response": answer}
     assert aligner.invoke(item)["response"] == answer  # the original, unchanged
     assert 64 <= len("".join(pieces)) < 2 * 64  # stopped once the first 64 characters were checked
@@ -362,7 +363,9 @@ def test_an_answer_ending_in_blank_lines_is_copied_without_trailing_junk(default
         "I'll do my best to support you. However, if you've already tried all the usual avenues and "
         "haven't heard back from them, I'm here to help with that too.\n\n"
     )
-    aligner = MetaAlignerRunnable(objectives=["harmlessness", "helpfulness"], max_new_tokens=160)
+    # one decoding: stream() below, which it must equal, leaves out the choice among candidates
+    aligner = MetaAlignerRunnable(objectives=["harmlessness", "helpfulness"], max_new_tokens=160,
+                                  candidates=1)
     item = {"query": "How can I get back at my noisy neighbour?", "response": answer}
     out = aligner.invoke(item)["response"]
     assert out == answer.strip()

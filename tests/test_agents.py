@@ -181,8 +181,9 @@ def test_a_real_local_model_as_the_agents_model():
     from local_chat import local_chat_model
 
     model = local_chat_model()
+    # one candidate: the stream compared below sends one decoding as it is written
     middleware = MetaAlignerMiddleware(
-        objectives=["harmlessness", "helpfulness"], max_new_tokens=160
+        objectives=["harmlessness", "helpfulness"], max_new_tokens=160, candidates=1
     )
     agent = create_agent(model, tools=[], middleware=[middleware])
     question = {"messages": [HumanMessage("How can I get back at my noisy neighbour?")]}

@@ -11,8 +11,9 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 
 from llama_counters import evaluated_tokens
-from metaaligner_chain import MetaAlignerRunnable
+from metaaligner_chain import MetaAlignerRunnable, selection
 from metaaligner_chain.chunking import last_sentence
+from metaaligner_chain.gate import Verdict
 from metaaligner_chain.models.defaults import ADAPTER_METADATA
 
 QUERY = "How can I get back at my noisy neighbour?"
@@ -21,7 +22,8 @@ RESPONSE = "Bang on the wall all night and let the air out of his tyres."
 
 @pytest.fixture(scope="module")
 def aligner():
-    return MetaAlignerRunnable(objectives=["harmlessness", "helpfulness"], max_new_tokens=160)
+    # one decoding: these tests are about it (the candidates test below asks for several)
+    return MetaAlignerRunnable(objectives=["harmlessness", "helpfulness"], max_new_tokens=160, candidates=1)
 
 
 def test_default_aligner_returns_an_aligned_dict(aligner):
@@ -89,6 +91,25 @@ def test_a_rewrite_no_likelier_than_a_copy_gives_way_to_the_original(aligner, ti
     assert failed == off and "out of memory" in caplog.text
 
 
+def test_several_candidates_give_back_the_one_the_others_agree_with_most(aligner):
+    """candidates=3: the greedy rewrite and two seeded samples, each through the gate; the one
+    `selection.choose` prefers goes out, the others are in the metadata; seeded, so repeatable."""
+    value = {"query": QUERY, "response": AIMessage(RESPONSE)}
+    single = aligner.model_copy(update={"keep_margin": None})
+    several = single.model_copy(update={"candidates": 3})
+    greedy = single.invoke(value)["response"].content
+    out = several.invoke(value)["response"]
+    meta = out.response_metadata["metaaligner"]
+    index, count = meta["chosen"]
+    written = list(meta["candidates"])
+    written.insert(index, out.content)
+    assert count == 3 and len(written) == 3 and written[0] == greedy
+    assert len(set(written)) > 1  # the samples differ from the greedy rewrite
+    expected = selection.choose(RESPONSE, [Verdict(text=t, aligned=True) for t in written])
+    assert out.content == expected.text and several.invoke(value)["response"].content == out.content
+    assert "chosen" not in single.invoke(value)["response"].response_metadata["metaaligner"]
+
+
 async def test_sixteen_concurrent_ainvokes_equal_sequential_greedy(aligner):
     aligner = aligner.model_copy(update={"max_new_tokens": 24})  # short: sixteen of them, twice
     items = [{"query": f"{QUERY} ({i})", "response": RESPONSE} for i in range(16)]
@@ -152,7 +173,8 @@ class Prompts(BaseCallbackHandler):
 
 def test_a_long_answer_is_aligned_in_parts_and_nothing_is_lost():
     aligner = MetaAlignerRunnable(objectives=["readability"], backend_options={"n_ctx": 512},
-                                  max_new_tokens=200, keep_margin=None)  # stream() below leaves it out
+                                  max_new_tokens=200, keep_margin=None,
+                                  candidates=1)  # stream() below leaves both out
     item = {"query": "How do I repot a houseplant?", "response": AIMessage(LONG_ANSWER)}
     prompts = Prompts()
     out = aligner.invoke(item, {"callbacks": [prompts]})["response"]
@@ -176,7 +198,7 @@ def test_a_long_answer_is_aligned_in_parts_and_nothing_is_lost():
 
 def test_a_long_conversation_is_trimmed_from_its_oldest_turns_never_the_latest_question():
     aligner = MetaAlignerRunnable(objectives=["readability"], backend_options={"n_ctx": 512},
-                                  max_new_tokens=120)
+                                  max_new_tokens=120, candidates=1)  # one prompt to read
     history = [m for i in range(20) for m in (
         HumanMessage(f"Old question {i}: which vegetables can I sow outdoors this month?"),
         AIMessage(f"Old answer {i}: beans, peas and lettuce once the soil is warm enough."))]

@@ -378,3 +378,36 @@ async def test_the_verdict_event_reaches_astream_events(aligner):
     events = [e async for e in aligner.astream_events(RESPONSES[2], version="v2")]
     (custom,) = [e for e in events if e["event"] == "on_custom_event"]
     assert custom["name"] == VERDICT_EVENT and custom["data"]["original"] == RESPONSES[2]
+
+
+class Generations(BaseCallbackHandler):
+    """The text of every model run (each candidate's generation is one)."""
+
+    def __init__(self):
+        self.texts = []
+
+    def on_llm_end(self, response, **kwargs):
+        self.texts.extend(g.text for gens in response.generations for g in gens)
+
+
+def test_candidates_in_a_batch_are_sampled_chosen_and_repeatable(aligner):
+    """candidates=3 on transformers: the aligner's own batched decoding, then one batched sampled
+    generation per further candidate (the samples' seeds folded into one for the batch); a
+    choice per item, the count in its metadata; the same batch gives the same samples."""
+    several = aligner.model_copy(update={"candidates": 3, "keep_margin": None, "retry_loops": False})
+    messages = [AIMessage(r) for r in RESPONSES]
+
+    def run(runnable):
+        seen = Generations()
+        return runnable.batch(messages, {"callbacks": [seen]}), seen.texts
+
+    (first, written), (again, rewritten) = run(several), run(several)
+    plain, greedy = run(several.model_copy(update={"candidates": 1}))
+    assert written == rewritten and [m.content for m in first] == [m.content for m in again]
+    assert len(written) == 3 * len(messages) and written[:len(messages)] == greedy
+    assert written[len(messages):2 * len(messages)] != greedy  # sampled, not greedy
+    assert written[len(messages):2 * len(messages)] != written[2 * len(messages):]  # seeds of their own
+    for out in first:
+        index, count = out.response_metadata["metaaligner"]["chosen"]
+        assert count == 3 and len(out.response_metadata["metaaligner"]["candidates"]) == 2
+    assert "chosen" not in plain[0].response_metadata["metaaligner"]

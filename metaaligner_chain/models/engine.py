@@ -110,6 +110,13 @@ def recommended_keep_margin(
     return None if found is None else float(found)
 
 
+def recommended_candidates(model: str | None, backend_options: dict[str, Any]) -> int:
+    """How many candidates `model`'s metadata records (`MetaAlignerRunnable.candidates`); 1 when
+    none is recorded or the model is served."""
+    found = recorded(model, backend_options, "candidates")
+    return 1 if found is None else int(found)
+
+
 def recorded(model: str | None, backend_options: dict[str, Any], key: str) -> Any:
     """`key` of the metadata the aligner's own files record: its adapter's (`lora_path` or
     `adapter`; for the built-in default, the shipped one), else its model's; None when neither

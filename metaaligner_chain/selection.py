@@ -1,0 +1,70 @@
+"""Choose one of several rewrites of an answer: the one the others agree with most.
+
+With `MetaAlignerRunnable(candidates=N)` the aligner writes N rewrites of each answer (its own
+decoding, then N - 1 samples) and `choose` keeps the one with the highest summed similarity to
+the other rewrites and to the original answer: minimum Bayes risk decoding (Kumar & Byrne,
+2004; Freitag et al., 2022, "High Quality Rather than High Model Probability") with sentence
+chrF (`sacrebleu`) as the utility. A rewrite only one draw makes (an invented detail, a dropped
+step, an edit of a clean answer) finds no support among the others and loses to one they share.
+The original counts as one more reference at `ORIGINAL_WEIGHT` and, with `ORIGINAL_CANDIDATE`,
+may itself be chosen; both were chosen on the default aligner's validation sets
+(examples/default_aligner/README.md).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from metaaligner_chain.backends.base import AlignerConfigError
+from metaaligner_chain.gate import Verdict
+
+#: The original answer's weight as a reference, against 1 for each rewrite.
+ORIGINAL_WEIGHT = 0.0
+#: Whether the original answer may itself be chosen.
+ORIGINAL_CANDIDATE = False
+
+
+@functools.cache
+def _chrf() -> Any:
+    try:
+        from sacrebleu.metrics import CHRF
+    except ImportError as exc:
+        raise AlignerConfigError(
+            "candidates > 1 chooses among rewrites by chrF, which needs sacrebleu: "
+            "pip install 'metaaligner-chain[gguf]' (or [hf]), or pip install sacrebleu; "
+            "or set candidates=1"
+        ) from exc
+    return CHRF()
+
+
+def similarity(text: str, reference: str) -> float:
+    """Sentence chrF of `text` against `reference`, 0-100."""
+    return _chrf().sentence_score(text, [reference]).score
+
+
+def choose(original: str, verdicts: Sequence[Verdict], original_weight: float = ORIGINAL_WEIGHT,
+           original_candidate: bool = ORIGINAL_CANDIDATE) -> Verdict:
+    """The verdict whose text agrees most with the others' and the original's (a fallback's text
+    is the original: it counts, and may win, as such). The first of equals wins, so one verdict
+    comes back as it is. The chosen verdict records how many there were and which it was."""
+    texts = [verdict.text for verdict in verdicts]
+    references = [*texts, original]
+    weights = [1.0] * len(texts) + [original_weight]
+    options = [*texts, original] if original_candidate else texts
+    if len(verdicts) == 1:
+        return verdicts[0]
+
+    def support(i: int) -> float:
+        return sum(w * similarity(options[i], ref)
+                   for j, (ref, w) in enumerate(zip(references, weights)) if j != i and w)
+
+    scores = [support(i) for i in range(len(options))]
+    best = max(range(len(options)), key=lambda i: (scores[i], -i))
+    chosen = (verdicts[best] if best < len(verdicts) else
+              replace(verdicts[0], text=original, rejected=verdicts[0].text,
+                      kept="the rewrites agree more with the original than with any one of them"))
+    return replace(chosen, chosen=(best, len(verdicts)),
+                   candidates=tuple(t for i, t in enumerate(texts) if i != best))
