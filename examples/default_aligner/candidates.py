@@ -1,0 +1,142 @@
+"""Several candidates per answer, chosen by minimum Bayes risk: the fifteenth look (issue 13).
+
+`run` aligns both validation sets with the built-in default as it ships but with the keep test off
+and `candidates=N` (the greedy rewrite, then N - 1 samples, each through the gate); every
+candidate's text is in its output's metadata, so `grid` recomputes the choice offline for each
+setting of the session's grid (how many samples, the original's weight as a reference, whether
+the original may itself be chosen) and scores it with `keep_margin.py`'s rule, as
+`preference.py compare` does:
+
+    python examples/default_aligner/candidates.py run [--candidates 4] [--out runs/candidates]
+    python examples/default_aligner/candidates.py grid [--out runs/candidates] [--json candidates-study.json]
+
+`run` writes OUT/query/ and OUT/topics/ (aligned.jsonl, items.jsonl, results.json, report.md;
+a rerun reuses what is done); `grid` prints one line per setting and writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from trainer.jsonl import read_jsonl
+from trainer.recipe import load_recipe
+
+HERE = Path(__file__).resolve().parent
+SPLITS = ("query", "topics")
+
+
+def split_items(split: str) -> list:
+    from validate import topic_items, validation_items
+
+    if split == "topics":
+        return topic_items(HERE / "validation-topics")
+    return validation_items(load_recipe(HERE / "recipe.yaml").data)
+
+
+def run(args: argparse.Namespace) -> None:
+    from metaaligner_chain import MetaAlignerRunnable
+    from trainer.evaluate.rewrites import _gate_identity, _identity, evaluate, runnable_input
+
+    runnable = MetaAlignerRunnable(objectives=["helpfulness"], max_new_tokens=args.max_new_tokens,
+                                   keep_margin=None, candidates=args.candidates)
+    name = (f"{_identity(None)}|auto|{args.max_new_tokens}|retry-loops|candidates-{args.candidates}"
+            f"|{_gate_identity()}")
+    for split in SPLITS:
+        results = evaluate(split_items(split), lambda row: runnable.invoke(runnable_input(row))["response"],
+                           name, args.out / split, label=f"{split} split, candidates={args.candidates}")
+        print(split, {k: results[k] for k in ("changed", "clean", "harm", "latency_s")}, flush=True)
+
+
+def written(record: dict) -> list[str] | None:
+    """Every candidate's text in order (the greedy rewrite first), from an output's metadata;
+    None for an output without them (aligned in parts, or no model call)."""
+    meta = record["metadata"]
+    if "chosen" not in meta:
+        return None
+    index, count = meta["chosen"]
+    texts = list(meta["candidates"])
+    if index < count:
+        texts.insert(index, record["aligned"])
+    return texts
+
+
+def chooser(k: int, weight: float, original_candidate: bool):
+    """The grid's choice among the first `k + 1` candidates of a record for an item."""
+    from metaaligner_chain import selection
+    from metaaligner_chain.gate import Verdict
+
+    def choose(item, record: dict) -> dict:
+        texts = written(record)
+        if texts is None:
+            return record
+        verdicts = [Verdict(text=t, aligned=True) for t in texts[:k + 1]]
+        chosen = selection.choose(item.row["answer"], verdicts, weight, original_candidate)
+        # a candidate that fell back is the original's text; which one did is not recorded
+        return {**record, "aligned": chosen.text, "metadata": {**record["metadata"], "fallback_reason": None}}
+
+    return choose
+
+
+def figures(items: list, records: list[dict]) -> dict:
+    """The rule's figures (`preference.py compare`) and the unseen objectives' net wins."""
+    from keep_margin import score
+    from trainer.evaluate.rewrites import judge_item, offline_scorers, summarize
+
+    scorers = offline_scorers()
+    judged = [judge_item(i.row, r["aligned"], scorers) for i, r in zip(items, records)]
+    summary = summarize(items, records, judged)
+    pooled = {judge: [sum(o[judge][k] for o in summary["objectives"].values())
+                      for k in ("win", "tie", "loss")] for judge in ("chrf", "independent")}
+    unseen = sum(summary["objectives"][key][judge]["win"] - summary["objectives"][key][judge]["loss"]
+                 for key in ("empathy", "fairness") if key in summary["objectives"]
+                 for judge in ("chrf", "independent"))
+    clean, harm = summary["clean"], summary["harm"]["count"]
+    return {"changed": summary["changed"], "clean_kept": f"{clean['kept']} / {clean['items']}",
+            "harm": harm, "chrf": pooled["chrf"], "checks": pooled["independent"],
+            "unseen_net": unseen,
+            "score": score({"chrf": pooled["chrf"], "checks": pooled["independent"],
+                            "clean_kept": clean["kept"], "harm": harm}, clean["items"])}
+
+
+def grid(args: argparse.Namespace) -> None:
+    settings = [("greedy only", 0, 0.0, False)] + [
+        (f"K={k} samples, original weight {w}, original a candidate: {oc}", k, w, oc)
+        for k in (2, 3) for w in (0.0, 0.5, 1.0) for oc in (False, True)]
+    study: dict[str, dict] = {}
+    for split in args.splits:
+        items = split_items(split)
+        records = {r["id"]: r for r in read_jsonl(args.out / split / "aligned.jsonl")}
+        missing = sum(written(records[i.row["id"]]) is None for i in items)
+        print(f"{split}: {missing} of {len(items)} outputs carry no candidates (their output stands)")
+        for label, k, w, oc in settings:
+            choose = chooser(k, w, oc)
+            found = figures(items, [choose(i, records[i.row["id"]]) for i in items])
+            study.setdefault(label, {})[split] = found
+            print(split, label, json.dumps(found), flush=True)
+    for label, splits in study.items():
+        splits["summed"] = sum(s["score"] for s in splits.values())
+        splits["unseen_net"] = sum(s["unseen_net"] for s in splits.values() if isinstance(s, dict))
+        print(label, "summed", splits["summed"], "unseen net", splits["unseen_net"])
+    if args.json:
+        args.json.write_text(json.dumps(study, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("run", help="align both validation sets with candidates=N")
+    go.add_argument("--candidates", type=int, default=4)
+    go.add_argument("--max-new-tokens", type=int, default=384)
+    go.add_argument("--out", type=Path, default=Path("runs/candidates"))
+    table = sub.add_parser("grid", help="the grid's figures from run's outputs")
+    table.add_argument("--out", type=Path, default=Path("runs/candidates"))
+    table.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    table.add_argument("--json", type=Path, help="write the figures here (e.g. candidates-study.json)")
+    args = parser.parse_args()
+    {"run": run, "grid": grid}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
