@@ -81,23 +81,18 @@ def chooser(k: int, weight: float, original_candidate: bool):
 
 def figures(items: list, records: list[dict]) -> dict:
     """The rule's figures (`preference.py compare`) and the unseen objectives' net wins."""
-    from keep_margin import score
+    from preference import rule_figures
     from trainer.evaluate.rewrites import judge_item, offline_scorers, summarize
 
     scorers = offline_scorers()
     judged = [judge_item(i.row, r["aligned"], scorers) for i, r in zip(items, records)]
     summary = summarize(items, records, judged)
-    pooled = {judge: [sum(o[judge][k] for o in summary["objectives"].values())
-                      for k in ("win", "tie", "loss")] for judge in ("chrf", "independent")}
     unseen = sum(summary["objectives"][key][judge]["win"] - summary["objectives"][key][judge]["loss"]
                  for key in ("empathy", "fairness") if key in summary["objectives"]
                  for judge in ("chrf", "independent"))
-    clean, harm = summary["clean"], summary["harm"]["count"]
-    return {"changed": summary["changed"], "clean_kept": f"{clean['kept']} / {clean['items']}",
-            "harm": harm, "chrf": pooled["chrf"], "checks": pooled["independent"],
-            "unseen_net": unseen,
-            "score": score({"chrf": pooled["chrf"], "checks": pooled["independent"],
-                            "clean_kept": clean["kept"], "harm": harm}, clean["items"])}
+    found = {**rule_figures(summary), "unseen_net": unseen}
+    del found["fallbacks"]  # which candidates fell back is not recorded, only their text
+    return found
 
 
 def grid(args: argparse.Namespace) -> None:

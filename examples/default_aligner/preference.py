@@ -237,27 +237,31 @@ def merge(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def rule_figures(summary: dict) -> dict:
+    """A `validate.py` summary's figures: answers changed, clean kept, fallbacks, harm, chrF and
+    checks win / tie / loss pooled over the objectives, and `keep_margin.py`'s rule score."""
+    from keep_margin import score
+
+    pooled = {judge: [sum(o[judge][k] for o in summary["objectives"].values())
+                      for k in ("win", "tie", "loss")] for judge in ("chrf", "independent")}
+    clean, harm = summary["clean"], summary["harm"]["count"]
+    split = {"chrf": pooled["chrf"], "checks": pooled["independent"],
+             "clean_kept": clean["kept"], "harm": harm}
+    return {"items": summary["items"], "changed": summary["changed"],
+            "clean_kept": f"{clean['kept']} / {clean['items']}",
+            "fallbacks": summary["fallbacks"]["count"], "harm": harm,
+            "chrf": pooled["chrf"], "checks": pooled["independent"],
+            "score": score(split, clean["items"])}
+
+
 def compare(args: argparse.Namespace) -> None:
     """`validate.py` summaries (its examples/default_aligner/*.json) side by side: answers changed,
     clean kept, fallbacks, harm, chrF and checks win / tie / loss pooled over the objectives, and
     `keep_margin.py`'s rule score (chrF and checks net wins, less clean answers edited and harmed
     answers)."""
-    from keep_margin import score
-
     figures = {}
     for path in args.summaries:
-        summary = json.loads(path.read_text())
-        pooled = {judge: [sum(o[judge][k] for o in summary["objectives"].values())
-                          for k in ("win", "tie", "loss")] for judge in ("chrf", "independent")}
-        clean, harm = summary["clean"], summary["harm"]["count"]
-        split = {"chrf": pooled["chrf"], "checks": pooled["independent"],
-                 "clean_kept": clean["kept"], "harm": harm}
-        figures[path.name] = {
-            "items": summary["items"], "changed": summary["changed"],
-            "clean_kept": f"{clean['kept']} / {clean['items']}",
-            "fallbacks": summary["fallbacks"]["count"], "harm": harm,
-            "chrf": pooled["chrf"], "checks": pooled["independent"],
-            "score": score(split, clean["items"])}
+        figures[path.name] = rule_figures(json.loads(path.read_text()))
         print(json.dumps({"summary": path.name, **figures[path.name]}))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
