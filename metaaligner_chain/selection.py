@@ -6,9 +6,10 @@ the other rewrites and to the original answer: minimum Bayes risk decoding (Kuma
 2004; Freitag et al., 2022, "High Quality Rather than High Model Probability") with sentence
 chrF (`sacrebleu`) as the utility. A rewrite only one draw makes (an invented detail, a dropped
 step, an edit of a clean answer) finds no support among the others and loses to one they share.
-The original counts as one more reference at `ORIGINAL_WEIGHT` and, with `ORIGINAL_CANDIDATE`,
-may itself be chosen; both were chosen on the default aligner's validation sets
-(examples/default_aligner/README.md).
+The original may count as one more reference (`ORIGINAL_WEIGHT`) and, with `ORIGINAL_CANDIDATE`,
+be chosen itself; on the default aligner's validation sets both did worse than leaving it out
+(weight 0, not a candidate: examples/default_aligner/README.md, fifteenth look). A candidate that
+fell back is the original's text, and votes as such.
 """
 
 from __future__ import annotations
