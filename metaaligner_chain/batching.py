@@ -9,7 +9,6 @@ short on a prompt echo where the engine can, else one batched generation.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from metaaligner_chain import chunking, gate, selection
 from metaaligner_chain.backends import Capabilities
-from metaaligner_chain.backends.base import AlignerConfigError, GenerationSettings
+from metaaligner_chain.backends.base import AlignerConfigError, GenerationSettings, derived_seed
 from metaaligner_chain.coerce import AlignRequest, coerce
 from metaaligner_chain.objectives import resolve
 from metaaligner_chain.render import render
@@ -58,6 +57,7 @@ def align(
     under its item's run (`run_managers`, one per request).
     """
     prompt_format, keep_margin = aligner._prompt_format(), aligner.resolved_keep_margin()
+    candidates = aligner.resolved_candidates()
     results: list[Any] = list(requests)
     todo: dict[int, list[AlignRequest]] = {}  # item → its parts (the item itself when it is short)
     for i, request in enumerate(requests):
@@ -81,7 +81,7 @@ def align(
     decided: dict[int, list[tuple[AlignRequest, gate.Verdict]]] = {i: [] for i in todo}
     for k in range(max(map(len, todo.values()), default=0)):  # part k of every item in one round
         round_ = [(i, chunking.after(parts[k], decided[i])) for i, parts in todo.items() if k < len(parts)]
-        verdicts = _generate_round(aligner, round_, prompt_format, keep_margin, parents)
+        verdicts = _generate_round(aligner, round_, prompt_format, keep_margin, candidates, parents)
         for (i, part), found_verdict in zip(round_, verdicts):
             decided[i].append((part, found_verdict))
     for i, pairs in decided.items():
@@ -94,7 +94,7 @@ def align(
 
 def _generate_round(
     aligner: MetaAlignerRunnable, round_: list[tuple[int, AlignRequest]], prompt_format: str,
-    keep_margin: float | dict[str, float] | None, parents: Sequence[Any],
+    keep_margin: float | dict[str, float] | None, candidates: int, parents: Sequence[Any],
 ) -> list[gate.Verdict]:
     """The gate's verdict on each (item, part) of one round, all generated in one `generate` call,
     each traced as an LLM run under its item's run; rewrites turned down for looping or running
@@ -141,9 +141,9 @@ def _generate_round(
     # the keep test scores each rewrite: a drafted decoding can keep its tokens' log-probabilities
     settings = replace(aligner.settings(), record_logprobs=any(m is not None for m in margins))
     verdicts = decided([settings] * len(parts))
-    if (count := aligner.resolved_candidates()) > 1:  # more rewrites, sampled: the one they share wins
+    if candidates > 1:  # more rewrites, sampled: the one they share wins
         pool = [verdicts] + [decided([aligner.candidate_settings(c, prompt) for prompt in prompts])
-                             for c in range(1, count)]
+                             for c in range(1, candidates)]
         verdicts = [selection.choose(part.response, [found[j] for found in pool])
                     for j, part in enumerate(parts)]
     return keep_cheap_edits(backend, margins, prompts, parts, verdicts)
@@ -219,5 +219,4 @@ def batch_settings(settings: Sequence[GenerationSettings]) -> GenerationSettings
     here from all of them (the same prompts batched alike get the same samples)."""
     if all(s == settings[0] for s in settings):
         return settings[0]
-    digest = hashlib.sha256(repr([s.seed for s in settings]).encode()).digest()
-    return replace(settings[0], seed=int.from_bytes(digest[:4], "big") & 0x7FFFFFFF)
+    return replace(settings[0], seed=derived_seed(repr([s.seed for s in settings])))

@@ -7,7 +7,6 @@ cache, so configured calls (`configurable_fields`) and several runnables share o
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from typing import Annotated, Any, Literal
@@ -18,7 +17,7 @@ from pydantic import AliasChoices, ConfigDict, Field, SecretStr, field_validator
 
 from metaaligner_chain import batching, gate
 from metaaligner_chain.backends import GenerationSettings, is_url
-from metaaligner_chain.backends.base import Backend
+from metaaligner_chain.backends.base import Backend, derived_seed
 from metaaligner_chain.coerce import AlignerInput, AlignRequest, clean_text, context_text
 from metaaligner_chain.models.engine import (
     check_setup,
@@ -235,8 +234,7 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         from `seed`, the index and the prompt, so a request gets the same candidates each time
         while different requests get independent draws (one seed for every call would give each
         the same random numbers: the same quantile of every first token)."""
-        key = f"{self.seed or 0}|{index}|{prompt}".encode()
-        seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "big") & 0x7FFFFFFF
+        seed = derived_seed(f"{self.seed or 0}|{index}|{prompt}")
         return replace(self.settings(), temperature=self.candidate_temperature,
                        top_p=self.candidate_top_p, seed=seed)
 

@@ -51,12 +51,12 @@ def choose(original: str, verdicts: Sequence[Verdict], original_weight: float = 
     """The verdict whose text agrees most with the others' and the original's (a fallback's text
     is the original: it counts, and may win, as such). The first of equals wins, so one verdict
     comes back as it is. The chosen verdict records how many there were and which it was."""
+    if len(verdicts) == 1:
+        return verdicts[0]
     texts = [verdict.text for verdict in verdicts]
     references = [*texts, original]
     weights = [1.0] * len(texts) + [original_weight]
     options = [*texts, original] if original_candidate else texts
-    if len(verdicts) == 1:
-        return verdicts[0]
 
     def support(i: int) -> float:
         return sum(w * similarity(options[i], ref)

@@ -7,6 +7,7 @@ A backend knows nothing about objectives or LangChain: it turns prompt strings i
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from collections.abc import Callable, Generator, Sequence
@@ -39,6 +40,11 @@ class GenerationSettings:
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+
+def derived_seed(key: str) -> int:
+    """A sampling seed (31 bits, what every engine accepts) that `key` alone determines."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)

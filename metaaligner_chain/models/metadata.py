@@ -7,6 +7,8 @@ checkpoints' naming convention (`HH-RLHF` / `UltraFeedback` / `IMHI` in the mode
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -30,13 +32,24 @@ def write_metadata(model_dir: str | Path, **fields: Any) -> Path:
 
 
 def read_metadata(model: str | Path) -> dict[str, Any]:
-    """Metadata saved with a local model directory or GGUF file; `{}` when there is none."""
+    """Metadata saved with a local model directory or GGUF file; `{}` when there is none.
+
+    Every aligned call asks for it (the recorded `keep_margin` and `candidates`), and a GGUF's
+    header takes tens of milliseconds to read: a file is parsed once per version (its
+    modification time and size), and each caller gets its own copy."""
     path = Path(model).expanduser()
-    if path.is_dir() and (path / METADATA_FILE).is_file():
-        return json.loads((path / METADATA_FILE).read_text())
-    if path.is_file() and path.suffix == ".gguf":
-        return read_gguf_metadata(path)
-    return {}
+    source = path / METADATA_FILE if path.is_dir() else path
+    if not source.is_file() or (source is path and path.suffix != ".gguf"):
+        return {}
+    stat = source.stat()
+    return copy.deepcopy(_parsed_metadata(source, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_metadata(source: Path, mtime_ns: int, size: int) -> dict[str, Any]:
+    if source.suffix == ".gguf":
+        return read_gguf_metadata(source)
+    return json.loads(source.read_text())
 
 
 def read_gguf_metadata(path: str | Path) -> dict[str, Any]:

@@ -89,10 +89,10 @@ def default_aligner(model: str | None = None, prompt_format: str | None = None,
     keep = runnable.resolved_keep_margin()
     keep = "" if keep is None else f"|keep-{keep}"  # outputs cached before the keep test: none
     count = runnable.resolved_candidates()
-    keep += f"|candidates-{count}" if count > 1 else ""  # outputs cached before candidates: one
+    several = f"|candidates-{count}" if count > 1 else ""  # outputs cached before candidates: one
     words = ("|reworded-" + hashlib.sha256(json.dumps(wordings, sort_keys=True).encode()).hexdigest()[:8]
              if wordings else "")
-    return run, (f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}{retry}{keep}"
+    return run, (f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}{retry}{keep}{several}"
                  f"|{_gate_identity()}{words}")
 
 
