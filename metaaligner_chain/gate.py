@@ -50,6 +50,8 @@ class Verdict:
     chosen: tuple[int, int] | None = None
     #: The candidates' texts not chosen (for inspection).
     candidates: tuple[str, ...] | None = None
+    #: Which candidates fell back (index as in `chosen`, and the rewrite the gate turned down).
+    fell_back: tuple[tuple[int, str | None], ...] | None = None
 
 
 #: What an empty or whitespace-only response gets: returned as it is, without a model call.

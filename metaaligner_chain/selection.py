@@ -26,6 +26,8 @@ from metaaligner_chain.gate import Verdict
 ORIGINAL_WEIGHT = 0.0
 #: Whether the original answer may itself be chosen.
 ORIGINAL_CANDIDATE = False
+#: Whether a candidate that fell back (its text is the original's) votes and may be chosen.
+FALLBACKS_VOTE = True
 
 
 @functools.cache
@@ -47,13 +49,19 @@ def similarity(text: str, reference: str) -> float:
 
 
 def choose(original: str, verdicts: Sequence[Verdict], original_weight: float = ORIGINAL_WEIGHT,
-           original_candidate: bool = ORIGINAL_CANDIDATE) -> Verdict:
-    """The verdict whose text agrees most with the others' and the original's (a fallback's text
-    is the original: it counts, and may win, as such). The first of equals wins, so one verdict
-    comes back as it is. The chosen verdict records how many there were and which it was."""
+           original_candidate: bool = ORIGINAL_CANDIDATE,
+           fallbacks_vote: bool = FALLBACKS_VOTE) -> Verdict:
+    """The verdict whose text agrees most with the others' and the original's. A fallback's text
+    is the original: with `fallbacks_vote` it counts, and may win, as such; without, it neither
+    votes nor is chosen unless every verdict fell back. The first of equals wins, so one verdict
+    comes back as it is. The chosen verdict records how many there were, which it was, and which
+    fell back (with the rewrite the gate turned down, if any)."""
     if len(verdicts) == 1:
         return verdicts[0]
-    texts = [verdict.text for verdict in verdicts]
+    fell_back = tuple(i for i, verdict in enumerate(verdicts) if verdict.fallback_reason)
+    voters = [i for i in range(len(verdicts)) if fallbacks_vote or i not in fell_back]
+    voters = voters or [0]  # every one fell back: all are the original's text
+    texts = [verdicts[i].text for i in voters]
     references = [*texts, original]
     weights = [1.0] * len(texts) + [original_weight]
     options = [*texts, original] if original_candidate else texts
@@ -64,8 +72,10 @@ def choose(original: str, verdicts: Sequence[Verdict], original_weight: float = 
 
     scores = [support(i) for i in range(len(options))]
     best = max(range(len(options)), key=lambda i: (scores[i], -i))
-    chosen = (verdicts[best] if best < len(verdicts) else
+    index = voters[best] if best < len(voters) else len(verdicts)
+    chosen = (verdicts[index] if index < len(verdicts) else
               replace(verdicts[0], text=original, rejected=verdicts[0].text,
                       kept="the rewrites agree more with the original than with any one of them"))
-    return replace(chosen, chosen=(best, len(verdicts)),
-                   candidates=tuple(t for i, t in enumerate(texts) if i != best))
+    turned_down = tuple((i, verdicts[i].rejected) for i in fell_back)
+    return replace(chosen, chosen=(index, len(verdicts)), fell_back=turned_down,
+                   candidates=tuple(v.text for i, v in enumerate(verdicts) if i != index))

@@ -87,6 +87,8 @@ def verdict_info(
         **({"rejected": verdict.rejected} if verdict.rejected is not None else {}),
         **({"retried": verdict.retried} if verdict.retried else {}),
         **({"kept": verdict.kept} if verdict.kept else {}),
-        **({"chosen": list(verdict.chosen), "candidates": list(verdict.candidates or ())}
+        **({"chosen": list(verdict.chosen), "candidates": list(verdict.candidates or ()),
+            "fell_back": [{"candidate": i, "rejected": text}
+                          for i, text in verdict.fell_back or ()]}
            if verdict.chosen else {}),
     }

@@ -105,7 +105,11 @@ def test_several_candidates_give_back_the_one_the_others_agree_with_most(aligner
     written.insert(index, out.content)
     assert count == 3 and len(written) == 3 and written[0] == greedy
     assert len(set(written)) > 1  # the samples differ from the greedy rewrite
-    expected = selection.choose(RESPONSE, [Verdict(text=t, aligned=True) for t in written])
+    fell_back = {entry["candidate"] for entry in meta["fell_back"]}  # their text is the original's
+    assert all(written[i] == RESPONSE for i in fell_back)
+    expected = selection.choose(RESPONSE, [Verdict(text=t, aligned=i not in fell_back,
+                                                   fallback_reason="x" if i in fell_back else None)
+                                           for i, t in enumerate(written)])
     assert out.content == expected.text and several.invoke(value)["response"].content == out.content
     assert "chosen" not in single.invoke(value)["response"].response_metadata["metaaligner"]
 

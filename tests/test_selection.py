@@ -54,6 +54,22 @@ def test_a_fallback_counts_as_the_original_and_may_win():
     assert chosen is not None and chosen.text in (ORIGINAL, SHARED_TOO)
 
 
+def test_fallbacks_left_out_neither_vote_nor_win_unless_every_candidate_fell_back():
+    fallback = Verdict(text=ORIGINAL, aligned=False, fallback_reason="a loop")
+    rewrites = [fallback, aligned(SHARED), fallback, aligned(ODD), fallback]
+    voting = selection.choose(ORIGINAL, rewrites)  # three copies of the original outvote the rest
+    assert voting.text == ORIGINAL and voting.fallback_reason
+    assert voting.fell_back == ((0, None), (2, None), (4, None))
+    left_out = selection.choose(ORIGINAL, [*rewrites, aligned(SHARED_TOO)], fallbacks_vote=False)
+    assert left_out.text == SHARED_TOO and left_out.chosen == (5, 6)
+    assert left_out.fell_back == voting.fell_back
+    assert list(left_out.candidates) == [ORIGINAL, SHARED, ORIGINAL, ODD, ORIGINAL]
+    cut = Verdict(text=ORIGINAL, aligned=False, fallback_reason="too short", rejected="Boil them.")
+    assert selection.choose(ORIGINAL, [cut, aligned(SHARED)]).fell_back == ((0, "Boil them."),)
+    every = selection.choose(ORIGINAL, [fallback, fallback], fallbacks_vote=False)
+    assert every.text == ORIGINAL and every.chosen == (0, 2) and every.fallback_reason == "a loop"
+
+
 def test_the_original_as_a_candidate_is_given_back_with_the_reason_and_the_rewrite_kept():
     rewrites = [aligned(ODD), aligned("Peeling eggs is easier under running water after boiling.")]
     chosen = selection.choose(ORIGINAL, rewrites, original_weight=1.0, original_candidate=True)
