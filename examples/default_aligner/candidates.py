@@ -9,9 +9,13 @@ the original may itself be chosen) and scores it with `keep_margin.py`'s rule, a
 
     python examples/default_aligner/candidates.py run [--candidates 4] [--out runs/candidates]
     python examples/default_aligner/candidates.py grid [--out runs/candidates] [--json candidates-study.json]
+    python examples/default_aligner/candidates.py served [--out runs/candidates]
 
 `run` writes OUT/query/ and OUT/topics/ (aligned.jsonl, items.jsonl, results.json, report.md;
-a rerun reuses what is done); `grid` prints one line per setting and writes the figures.
+a rerun reuses what is done); `grid` prints one line per setting and writes the figures. `served`
+writes OUT/served-query/ and OUT/served-topics/: the outputs as the shipped choice
+(`selection.choose` with its constants) leaves them, judged as `validate.py` judges, so that
+`keep_margin.py` can score the keep test on the chosen rewrites.
 """
 
 from __future__ import annotations
@@ -62,19 +66,42 @@ def written(record: dict) -> list[str] | None:
     return texts
 
 
-def chooser(k: int, weight: float, original_candidate: bool):
-    """The grid's choice among the first `k + 1` candidates of a record for an item."""
+#: How a candidate that fell back takes part in the vote: as the original's text, not at all, or
+#: with the rewrite the gate turned down (where there was one: an echo or an empty answer has
+#: none), that rewrite then voting and eligible; and both of the last two.
+MODES = {"fallbacks vote": (True, False), "fallbacks left out": (False, False),
+         "turned-down rewrites vote": (True, True),
+         "turned-down rewrites vote, fallbacks left out": (False, True)}
+
+
+def chooser(k: int, weight: float, original_candidate: bool, mode: str = "fallbacks vote"):
+    """The grid's choice among the first `k + 1` candidates of a record for an item. Which
+    candidates fell back, and the rewrites the gate turned down, are in outputs made since they
+    were recorded (metadata ``fell_back``); in older ones a fallback is only the original's text,
+    and votes as such."""
     from metaaligner_chain import selection
     from metaaligner_chain.gate import Verdict
+
+    fallbacks_vote, turned_down_vote = MODES[mode]
 
     def choose(item, record: dict) -> dict:
         texts = written(record)
         if texts is None:
             return record
-        verdicts = [Verdict(text=t, aligned=True) for t in texts[:k + 1]]
-        chosen = selection.choose(item.row["answer"], verdicts, weight, original_candidate)
-        # a candidate that fell back is the original's text; which one did is not recorded
-        return {**record, "aligned": chosen.text, "metadata": {**record["metadata"], "fallback_reason": None}}
+        fell_back = {entry["candidate"]: entry["rejected"]
+                     for entry in record["metadata"].get("fell_back") or ()}
+        verdicts = []
+        for i, text in enumerate(texts[:k + 1]):
+            if i not in fell_back:
+                verdicts.append(Verdict(text=text, aligned=True))
+            elif turned_down_vote and fell_back[i]:
+                verdicts.append(Verdict(text=fell_back[i], aligned=True))
+            else:
+                verdicts.append(Verdict(text=text, aligned=False, fallback_reason="fell back"))
+        chosen = selection.choose(item.row["answer"], verdicts, weight, original_candidate,
+                                  fallbacks_vote)
+        return {**record, "aligned": chosen.text,
+                "metadata": {**record["metadata"], "fallback_reason": chosen.fallback_reason}}
 
     return choose
 
@@ -91,22 +118,28 @@ def figures(items: list, records: list[dict]) -> dict:
                  for key in ("empathy", "fairness") if key in summary["objectives"]
                  for judge in ("chrf", "independent"))
     found = {**rule_figures(summary), "unseen_net": unseen}
-    del found["fallbacks"]  # which candidates fell back is not recorded, only their text
+    if not all("fell_back" in r["metadata"] for r in records if written(r) is not None):
+        del found["fallbacks"]  # an older run: which candidates fell back is not recorded
     return found
 
 
 def grid(args: argparse.Namespace) -> None:
-    settings = [("greedy only", 0, 0.0, False)] + [
-        (f"K={k} samples, original weight {w}, original a candidate: {oc}", k, w, oc)
-        for k in (2, 3) for w in (0.0, 0.5, 1.0) for oc in (False, True)]
+    settings = [("greedy only", 0, 0.0, False, "fallbacks vote")] + [
+        (f"K={k} samples, original weight {w}, original a candidate: {oc}"
+         + ("" if mode == "fallbacks vote" else f", {mode}"), k, w, oc, mode)
+        for k in (2, 3) for w in (0.0, 0.5, 1.0) for oc in (False, True) for mode in MODES]
     study: dict[str, dict] = {}
     for split in args.splits:
         items = split_items(split)
         records = {r["id"]: r for r in read_jsonl(args.out / split / "aligned.jsonl")}
         missing = sum(written(records[i.row["id"]]) is None for i in items)
         print(f"{split}: {missing} of {len(items)} outputs carry no candidates (their output stands)")
-        for label, k, w, oc in settings:
-            choose = chooser(k, w, oc)
+        missing_fell_back = any("fell_back" not in r["metadata"]
+                                for r in records.values() if written(r))
+        for label, k, w, oc, mode in settings:
+            if mode != "fallbacks vote" and missing_fell_back:
+                continue
+            choose = chooser(k, w, oc, mode)
             found = figures(items, [choose(i, records[i.row["id"]]) for i in items])
             study.setdefault(label, {})[split] = found
             print(split, label, json.dumps(found), flush=True)
@@ -116,6 +149,31 @@ def grid(args: argparse.Namespace) -> None:
         print(label, "summed", splits["summed"], "unseen net", splits["unseen_net"])
     if args.json:
         args.json.write_text(json.dumps(study, indent=1) + "\n")
+
+
+def served(args: argparse.Namespace) -> None:
+    from metaaligner_chain import selection
+    from trainer.evaluate import ledger
+    from trainer.evaluate.rewrites import evaluate
+
+    choose = chooser(args.candidates - 1, selection.ORIGINAL_WEIGHT, selection.ORIGINAL_CANDIDATE)
+    name = f"served choice of {args.out}"
+    for split in SPLITS:
+        items = split_items(split)
+        records = {r["id"]: r for r in read_jsonl(args.out / split / "aligned.jsonl")}
+        out = args.out / f"served-{split}"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "aligned.jsonl").unlink(missing_ok=True)
+        for item in items:
+            chosen = choose(item, records[item.row["id"]])
+            key = ledger.stable_hash(item.row, name)
+            ledger.append(out / "aligned.jsonl", {**chosen, "key": key})
+
+        def missing(row: dict) -> None:
+            raise KeyError(f"{row['id']}: not in {args.out / split}; run `candidates.py run` first")
+
+        results = evaluate(items, missing, name, out, label=f"{split} split, the served choice")
+        print(split, {k: results[k] for k in ("changed", "clean", "harm")}, flush=True)
 
 
 def main() -> None:
@@ -129,8 +187,11 @@ def main() -> None:
     table.add_argument("--out", type=Path, default=Path("runs/candidates"))
     table.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     table.add_argument("--json", type=Path, help="write the figures here (e.g. candidates-study.json)")
+    keep = sub.add_parser("served", help="run's outputs as the shipped choice leaves them, judged")
+    keep.add_argument("--out", type=Path, default=Path("runs/candidates"))
+    keep.add_argument("--candidates", type=int, default=4, help="how many candidates run made")
     args = parser.parse_args()
-    {"run": run, "grid": grid}[args.command](args)
+    {"run": run, "grid": grid, "served": served}[args.command](args)
 
 
 if __name__ == "__main__":
