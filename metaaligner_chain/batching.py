@@ -58,6 +58,7 @@ def align(
     """
     prompt_format, keep_margin = aligner._prompt_format(), aligner.resolved_keep_margin()
     candidates = aligner.resolved_candidates()
+    original_margin = aligner.resolved_original_margin() if candidates > 1 else None
     results: list[Any] = list(requests)
     todo: dict[int, list[AlignRequest]] = {}  # item → its parts (the item itself when it is short)
     for i, request in enumerate(requests):
@@ -81,7 +82,8 @@ def align(
     decided: dict[int, list[tuple[AlignRequest, gate.Verdict]]] = {i: [] for i in todo}
     for k in range(max(map(len, todo.values()), default=0)):  # part k of every item in one round
         round_ = [(i, chunking.after(parts[k], decided[i])) for i, parts in todo.items() if k < len(parts)]
-        verdicts = _generate_round(aligner, round_, prompt_format, keep_margin, candidates, parents)
+        verdicts = _generate_round(aligner, round_, prompt_format, keep_margin,
+                                   (candidates, original_margin), parents)
         for (i, part), found_verdict in zip(round_, verdicts):
             decided[i].append((part, found_verdict))
     for i, pairs in decided.items():
@@ -94,12 +96,14 @@ def align(
 
 def _generate_round(
     aligner: MetaAlignerRunnable, round_: list[tuple[int, AlignRequest]], prompt_format: str,
-    keep_margin: float | dict[str, float] | None, candidates: int, parents: Sequence[Any],
+    keep_margin: float | dict[str, float] | None, choice: tuple[int, float | None],
+    parents: Sequence[Any],
 ) -> list[gate.Verdict]:
     """The gate's verdict on each (item, part) of one round, all generated in one `generate` call,
     each traced as an LLM run under its item's run; rewrites turned down for looping or running
     to the token limit are generated once more with a repetition guard (`retry_loops`); cheap
-    edits give way to the original (`keep_cheap_edits`)."""
+    edits give way to the original (`keep_cheap_edits`). `choice`: how many candidates, and the
+    `original_margin` among them (`selection.choose`)."""
     parts = [part for _, part in round_]
     prompts = [aligner._prompt(part, prompt_format) for part in parts]
     scaffolds = [aligner._scaffold(part, prompt_format) for part in parts]
@@ -141,10 +145,12 @@ def _generate_round(
     # the keep test scores each rewrite: a drafted decoding can keep its tokens' log-probabilities
     settings = replace(aligner.settings(), record_logprobs=any(m is not None for m in margins))
     verdicts = decided([settings] * len(parts))
+    candidates, original_margin = choice
     if candidates > 1:  # more rewrites, sampled: the one they share wins
         pool = [verdicts] + [decided([aligner.candidate_settings(c, prompt) for prompt in prompts])
                              for c in range(1, candidates)]
-        verdicts = [selection.choose(part.response, [found[j] for found in pool])
+        verdicts = [selection.choose(part.response, [found[j] for found in pool],
+                                     original_margin=original_margin)
                     for j, part in enumerate(parts)]
     return keep_cheap_edits(backend, margins, prompts, parts, verdicts)
 

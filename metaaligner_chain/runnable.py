@@ -24,6 +24,7 @@ from metaaligner_chain.models.engine import (
     load_engine,
     recommended_candidates,
     recommended_keep_margin,
+    recommended_original_margin,
     required_prompt_format,
     resolved_prompt_format,
 )
@@ -147,6 +148,13 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
     built-in default's, chosen on its validation sets), else 1; the recorded `keep_margin` then
     applies only with one candidate. The metadata's ``chosen`` is (index, count), and
     ``candidates`` the rewrites not chosen. Not under ``stream()`` (its text is already out)."""
+    original_margin: Annotated[float, Field(ge=0.0)] | Literal["auto"] | None = "auto"
+    """With several candidates: give back the original when the candidates agree with it more
+    than with the one chosen among them, that is when its mean chrF against them (0-100) beats
+    the chosen one's mean chrF against the others by more than this many points; the metadata's
+    ``kept`` says so and ``rejected`` holds the rewrite. Higher: fewer answers given back.
+    ``"auto"``: what the model's metadata records (the built-in default's, chosen on its
+    validation sets), else off; ``None``: off."""
     candidate_temperature: float = Field(default=0.7, gt=0.0)
     """Sampling temperature of the candidates after the first."""
     candidate_top_p: float = Field(default=0.9, gt=0.0, le=1.0)
@@ -245,6 +253,12 @@ class MetaAlignerRunnable(RunnableSerializable[AlignerInput, AlignerInput]):
         if self.resolved_candidates() > 1:  # the recorded margins were chosen for one candidate
             return None
         return recommended_keep_margin(self.model, self._engine_options())
+
+    def resolved_original_margin(self) -> float | None:
+        """`original_margin` in use: given, or the model's recorded one under ``"auto"``."""
+        if self.original_margin != "auto":
+            return self.original_margin
+        return recommended_original_margin(self.model, self._engine_options())
 
     def resolved_candidates(self) -> int:
         """`candidates` in use: given, or the model's recommended count under ``"auto"``."""

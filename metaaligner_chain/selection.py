@@ -9,7 +9,11 @@ step, an edit of a clean answer) finds no support among the others and loses to 
 The original may count as one more reference (`ORIGINAL_WEIGHT`) and, with `ORIGINAL_CANDIDATE`,
 be chosen itself; on the default aligner's validation sets both did worse than leaving it out
 (weight 0, not a candidate: examples/default_aligner/README.md, fifteenth look). A candidate that
-fell back is the original's text, and votes as such.
+fell back is the original's text, and votes as such (leaving fallbacks out did no better on
+validation: sixteenth look). `original_margin` gives the original back when the candidates agree
+with it more than with the one chosen among them: a small aligner's samples of a clean answer each
+edit it their own way, and the original is then closer to all of them than any edit is to the
+others (the built-in default records 5 chrF points: sixteenth look).
 """
 
 from __future__ import annotations
@@ -50,12 +54,16 @@ def similarity(text: str, reference: str) -> float:
 
 def choose(original: str, verdicts: Sequence[Verdict], original_weight: float = ORIGINAL_WEIGHT,
            original_candidate: bool = ORIGINAL_CANDIDATE,
-           fallbacks_vote: bool = FALLBACKS_VOTE) -> Verdict:
+           fallbacks_vote: bool = FALLBACKS_VOTE, original_margin: float | None = None) -> Verdict:
     """The verdict whose text agrees most with the others' and the original's. A fallback's text
     is the original: with `fallbacks_vote` it counts, and may win, as such; without, it neither
-    votes nor is chosen unless every verdict fell back. The first of equals wins, so one verdict
-    comes back as it is. The chosen verdict records how many there were, which it was, and which
-    fell back (with the rewrite the gate turned down, if any)."""
+    votes nor is chosen unless every verdict fell back. With `original_margin`, the original goes
+    out instead when the candidates agree with it more than with the chosen one: its mean chrF
+    against them beats the chosen one's mean chrF against the others by more than that many
+    points (the metadata's ``kept`` says so, ``rejected`` holds the rewrite). The first of equals
+    wins, so one verdict comes back as it is. The chosen verdict records how many there were,
+    which it was (the count: the original), and which fell back (with the rewrite the gate turned
+    down, if any)."""
     if len(verdicts) == 1:
         return verdicts[0]
     fell_back = tuple(i for i, verdict in enumerate(verdicts) if verdict.fallback_reason)
@@ -73,9 +81,20 @@ def choose(original: str, verdicts: Sequence[Verdict], original_weight: float = 
     scores = [support(i) for i in range(len(options))]
     best = max(range(len(options)), key=lambda i: (scores[i], -i))
     index = voters[best] if best < len(voters) else len(verdicts)
-    chosen = (verdicts[index] if index < len(verdicts) else
-              replace(verdicts[0], text=original, rejected=verdicts[0].text,
-                      kept="the rewrites agree more with the original than with any one of them"))
+    kept = "the rewrites agree more with the original than with any one of them"
+    if original_margin is not None and index < len(verdicts) and len(texts) > 1:
+        own = sum(similarity(original, text) for text in texts) / len(texts)
+        others = [text for j, text in enumerate(texts) if j != best]
+        theirs = sum(similarity(texts[best], text) for text in others) / len(others)
+        if own - theirs > original_margin:
+            kept = (f"the rewrites agree more with the original (mean chrF {own:.1f}) than with the "
+                    f"one chosen among them ({theirs:.1f}; original_margin={original_margin})")
+            index = len(verdicts)
+    if index < len(verdicts):
+        chosen = verdicts[index]
+    else:
+        given_up = verdicts[voters[best]] if best < len(voters) else verdicts[0]
+        chosen = replace(given_up, text=original, rejected=given_up.text, kept=kept)
     turned_down = tuple((i, verdicts[i].rejected) for i in fell_back)
     return replace(chosen, chosen=(index, len(verdicts)), fell_back=turned_down,
                    candidates=tuple(v.text for i, v in enumerate(verdicts) if i != index))

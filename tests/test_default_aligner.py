@@ -96,7 +96,7 @@ def test_several_candidates_give_back_the_one_the_others_agree_with_most(aligner
     `selection.choose` prefers goes out, the others are in the metadata; seeded, so repeatable."""
     value = {"query": QUERY, "response": AIMessage(RESPONSE)}
     single = aligner.model_copy(update={"keep_margin": None})
-    several = single.model_copy(update={"candidates": 3})
+    several = single.model_copy(update={"candidates": 3, "original_margin": None})
     greedy = single.invoke(value)["response"].content
     out = several.invoke(value)["response"]
     meta = out.response_metadata["metaaligner"]
@@ -107,10 +107,12 @@ def test_several_candidates_give_back_the_one_the_others_agree_with_most(aligner
     assert len(set(written)) > 1  # the samples differ from the greedy rewrite
     fell_back = {entry["candidate"] for entry in meta["fell_back"]}  # their text is the original's
     assert all(written[i] == RESPONSE for i in fell_back)
-    expected = selection.choose(RESPONSE, [Verdict(text=t, aligned=i not in fell_back,
-                                                   fallback_reason="x" if i in fell_back else None)
-                                           for i, t in enumerate(written)])
+    verdicts = [Verdict(text=t, aligned=i not in fell_back, fallback_reason="x" if i in fell_back else None)
+                for i, t in enumerate(written)]
+    expected = selection.choose(RESPONSE, verdicts)
     assert out.content == expected.text and several.invoke(value)["response"].content == out.content
+    strict = several.model_copy(update={"original_margin": 0.0})  # the same candidates, a stricter choice
+    assert strict.invoke(value)["response"].content == selection.choose(RESPONSE, verdicts, original_margin=0.0).text
     assert "chosen" not in single.invoke(value)["response"].response_metadata["metaaligner"]
 
 

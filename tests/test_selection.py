@@ -78,6 +78,19 @@ def test_the_original_as_a_candidate_is_given_back_with_the_reason_and_the_rewri
     assert list(chosen.candidates) == [v.text for v in rewrites]
 
 
+def test_the_original_goes_out_when_the_rewrites_agree_with_it_more_than_with_the_chosen_one():
+    # each rewrite makes its own small edit: each is closer to the original than to the others
+    rewrites = [aligned(ORIGINAL + " Salt helps."), aligned("Always b" + ORIGINAL[1:]),
+                aligned(ORIGINAL.replace("cold water", "icy water").replace("them.", "them carefully."))]
+    chosen = selection.choose(ORIGINAL, rewrites)
+    assert chosen.text == rewrites[0].text and selection.choose(ORIGINAL, rewrites, original_margin=5.0) == chosen
+    given_back = selection.choose(ORIGINAL, rewrites, original_margin=0.0)  # 87.0 against 84.4
+    assert given_back.text == ORIGINAL and given_back.chosen == (3, 3) and given_back.rejected == chosen.text
+    assert "original_margin=0.0" in given_back.kept and len(given_back.candidates) == 3
+    shared = [aligned(SHARED_TOO), aligned(SHARED), aligned(SHARED_TOO)]  # a change they share
+    assert selection.choose(ORIGINAL, shared, original_margin=0.0).text == SHARED_TOO
+
+
 def test_candidates_are_sampled_with_a_seed_of_their_own_per_prompt_and_repeatable():
     aligner = MetaAlignerRunnable(objectives=["readability"], candidates=3, seed=10)
     first = aligner.candidate_settings(1, "prompt a")
@@ -116,4 +129,15 @@ def test_auto_is_the_count_the_model_records_and_the_recorded_margins_apply_only
     assert default.resolved_keep_margin() == (None if default.resolved_candidates() > 1 else recorded["keep_margin"])
     assert default.model_copy(update={"keep_margin": 3.0}).resolved_keep_margin() == 3.0  # given: used
     assert MetaAlignerRunnable(objectives=["humour"], model=str(tiny_model_dir)).resolved_candidates() == 1
+
+
+def test_original_margin_auto_is_what_the_model_records_and_a_given_one_is_used(tiny_model_dir):
+    recorded = json.loads(ADAPTER_METADATA.read_text())
+    default = MetaAlignerRunnable(objectives=["humour"])
+    assert default.resolved_original_margin() == recorded.get("original_margin")
+    assert default.model_copy(update={"original_margin": None}).resolved_original_margin() is None
+    assert default.model_copy(update={"original_margin": 3}).resolved_original_margin() == 3.0
+    assert MetaAlignerRunnable(objectives=["humour"], model=str(tiny_model_dir)).resolved_original_margin() is None
+    with pytest.raises(ValueError, match="original_margin"):
+        MetaAlignerRunnable(objectives=["humour"], original_margin=-1.0)
 

@@ -117,6 +117,13 @@ def recommended_candidates(model: str | None, backend_options: dict[str, Any]) -
     return 1 if found is None else int(found)
 
 
+def recommended_original_margin(model: str | None, backend_options: dict[str, Any]) -> float | None:
+    """The `MetaAlignerRunnable.original_margin` `model`'s metadata records; None (off) when none
+    is recorded or the model is served."""
+    found = recorded(model, backend_options, "original_margin")
+    return None if found is None else float(found)
+
+
 def recorded(model: str | None, backend_options: dict[str, Any], key: str) -> Any:
     """`key` of the metadata the aligner's own files record: its adapter's (`lora_path` or
     `adapter`; for the built-in default, the shipped one), else its model's; None when neither

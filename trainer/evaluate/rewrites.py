@@ -90,6 +90,8 @@ def default_aligner(model: str | None = None, prompt_format: str | None = None,
     keep = "" if keep is None else f"|keep-{keep}"  # outputs cached before the keep test: none
     count = runnable.resolved_candidates()
     several = f"|candidates-{count}" if count > 1 else ""  # outputs cached before candidates: one
+    margin = runnable.resolved_original_margin() if count > 1 else None
+    several += "" if margin is None else f"|original-margin-{margin}"
     words = ("|reworded-" + hashlib.sha256(json.dumps(wordings, sort_keys=True).encode()).hexdigest()[:8]
              if wordings else "")
     return run, (f"{_identity(model)}|{prompt_format or 'auto'}|{max_new_tokens}{retry}{keep}{several}"
