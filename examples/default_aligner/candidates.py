@@ -3,8 +3,9 @@
 `run` aligns both validation sets with the built-in default as it ships but with the keep test off
 and `candidates=N` (the greedy rewrite, then N - 1 samples, each through the gate); every
 candidate's text is in its output's metadata, so `grid` recomputes the choice offline for each
-setting of the session's grid (how many samples, the original's weight as a reference, whether
-the original may itself be chosen) and scores it with `keep_margin.py`'s rule, as
+setting of the grid (how many samples, the original's weight as a reference, whether the original
+may itself be chosen; for runs that record which candidates fell back, whether they vote; and the
+`original_margin` with the shipped choice) and scores it with `keep_margin.py`'s rule, as
 `preference.py compare` does:
 
     python examples/default_aligner/candidates.py run [--candidates 4] [--out runs/candidates]
@@ -74,11 +75,20 @@ MODES = {"fallbacks vote": (True, False), "fallbacks left out": (False, False),
          "turned-down rewrites vote, fallbacks left out": (False, True)}
 
 
-def chooser(k: int, weight: float, original_candidate: bool, mode: str = "fallbacks vote"):
+#: The `original_margin`s the grid tries (chrF points) with the shipped choice.
+ORIGINAL_MARGINS = (0.0, 2.0, 5.0, 10.0, 15.0, 20.0)
+#: The consensus thresholds (mean chrF of the chosen text against the others) the grid tries.
+CONSENSUS = (20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
+
+
+def chooser(k: int, weight: float = 0.0, original_candidate: bool = False,
+            mode: str = "fallbacks vote", original_margin: float | None = None,
+            consensus: float | None = None):
     """The grid's choice among the first `k + 1` candidates of a record for an item. Which
     candidates fell back, and the rewrites the gate turned down, are in outputs made since they
     were recorded (metadata ``fell_back``); in older ones a fallback is only the original's text,
-    and votes as such."""
+    and votes as such. `consensus`: the original instead when the chosen text's mean chrF against
+    the other candidates is under it (the candidates disagree)."""
     from metaaligner_chain import selection
     from metaaligner_chain.gate import Verdict
 
@@ -99,7 +109,12 @@ def chooser(k: int, weight: float, original_candidate: bool, mode: str = "fallba
             else:
                 verdicts.append(Verdict(text=text, aligned=False, fallback_reason="fell back"))
         chosen = selection.choose(item.row["answer"], verdicts, weight, original_candidate,
-                                  fallbacks_vote)
+                                  fallbacks_vote, original_margin)
+        if consensus is not None and chosen.chosen and chosen.chosen[0] < len(verdicts):
+            others = [v.text for i, v in enumerate(verdicts) if i != chosen.chosen[0]]
+            agreement = sum(selection.similarity(chosen.text, text) for text in others) / len(others)
+            if agreement < consensus:
+                return {**record, "aligned": item.row["answer"]}
         return {**record, "aligned": chosen.text,
                 "metadata": {**record["metadata"], "fallback_reason": chosen.fallback_reason}}
 
@@ -107,7 +122,8 @@ def chooser(k: int, weight: float, original_candidate: bool, mode: str = "fallba
 
 
 def figures(items: list, records: list[dict]) -> dict:
-    """The rule's figures (`preference.py compare`) and the unseen objectives' net wins."""
+    """The rule's figures (`preference.py compare`), the unseen objectives' net wins, and per
+    objective the chrF and checks wins and losses (the issue's win rates leave ties out)."""
     from preference import rule_figures
     from trainer.evaluate.rewrites import judge_item, offline_scorers, summarize
 
@@ -117,17 +133,27 @@ def figures(items: list, records: list[dict]) -> dict:
     unseen = sum(summary["objectives"][key][judge]["win"] - summary["objectives"][key][judge]["loss"]
                  for key in ("empathy", "fairness") if key in summary["objectives"]
                  for judge in ("chrf", "independent"))
-    found = {**rule_figures(summary), "unseen_net": unseen}
+    per_objective = {key: {name: [found[judge]["win"], found[judge]["loss"]]
+                           for name, judge in (("chrf", "chrf"), ("checks", "independent"))}
+                     for key, found in summary["objectives"].items()}
+    found = {**rule_figures(summary), "unseen_net": unseen, "objectives": per_objective}
     if not all("fell_back" in r["metadata"] for r in records if written(r) is not None):
         del found["fallbacks"]  # an older run: which candidates fell back is not recorded
     return found
 
 
 def grid(args: argparse.Namespace) -> None:
-    settings = [("greedy only", 0, 0.0, False, "fallbacks vote")] + [
+    shipped = "K=3 samples, original weight 0.0, original a candidate: False"
+    settings = [("greedy only", {"k": 0})] + [
         (f"K={k} samples, original weight {w}, original a candidate: {oc}"
-         + ("" if mode == "fallbacks vote" else f", {mode}"), k, w, oc, mode)
-        for k in (2, 3) for w in (0.0, 0.5, 1.0) for oc in (False, True) for mode in MODES]
+         + ("" if mode == "fallbacks vote" else f", {mode}"),
+         {"k": k, "weight": w, "original_candidate": oc, "mode": mode})
+        for k in (2, 3) for w in (0.0, 0.5, 1.0) for oc in (False, True) for mode in MODES] + [
+        (f"{shipped}, original margin {d}", {"k": 3, "original_margin": d})
+        for d in ORIGINAL_MARGINS] + [
+        (f"{shipped}, fallbacks left out, original margin {d}",
+         {"k": 3, "original_margin": d, "mode": "fallbacks left out"}) for d in ORIGINAL_MARGINS] + [
+        (f"{shipped}, the original below consensus {t}", {"k": 3, "consensus": t}) for t in CONSENSUS]
     study: dict[str, dict] = {}
     for split in args.splits:
         items = split_items(split)
@@ -136,10 +162,10 @@ def grid(args: argparse.Namespace) -> None:
         print(f"{split}: {missing} of {len(items)} outputs carry no candidates (their output stands)")
         missing_fell_back = any("fell_back" not in r["metadata"]
                                 for r in records.values() if written(r))
-        for label, k, w, oc, mode in settings:
-            if mode != "fallbacks vote" and missing_fell_back:
+        for label, setting in settings:
+            if setting.get("mode", "fallbacks vote") != "fallbacks vote" and missing_fell_back:
                 continue
-            choose = chooser(k, w, oc, mode)
+            choose = chooser(**setting)
             found = figures(items, [choose(i, records[i.row["id"]]) for i in items])
             study.setdefault(label, {})[split] = found
             print(split, label, json.dumps(found), flush=True)
