@@ -66,6 +66,7 @@ def choose(original: str, verdicts: Sequence[Verdict], original_weight: float = 
     down, if any)."""
     if len(verdicts) == 1:
         return verdicts[0]
+    similar = functools.cache(similarity)  # each pair scored once (the vote, then the margin)
     fell_back = tuple(i for i, verdict in enumerate(verdicts) if verdict.fallback_reason)
     voters = [i for i in range(len(verdicts)) if fallbacks_vote or i not in fell_back]
     voters = voters or [0]  # every one fell back: all are the original's text
@@ -75,7 +76,7 @@ def choose(original: str, verdicts: Sequence[Verdict], original_weight: float = 
     options = [*texts, original] if original_candidate else texts
 
     def support(i: int) -> float:
-        return sum(w * similarity(options[i], ref)
+        return sum(w * similar(options[i], ref)
                    for j, (ref, w) in enumerate(zip(references, weights)) if j != i and w)
 
     scores = [support(i) for i in range(len(options))]
@@ -83,12 +84,12 @@ def choose(original: str, verdicts: Sequence[Verdict], original_weight: float = 
     index = voters[best] if best < len(voters) else len(verdicts)
     kept = "the rewrites agree more with the original than with any one of them"
     if original_margin is not None and index < len(verdicts) and len(texts) > 1:
-        own = sum(similarity(original, text) for text in texts) / len(texts)
+        own = sum(similar(original, text) for text in texts) / len(texts)
         others = [text for j, text in enumerate(texts) if j != best]
-        theirs = sum(similarity(texts[best], text) for text in others) / len(others)
+        theirs = sum(similar(texts[best], text) for text in others) / len(others)
         if own - theirs > original_margin:
-            kept = (f"the rewrites agree more with the original (mean chrF {own:.1f}) than with the "
-                    f"one chosen among them ({theirs:.1f}; original_margin={original_margin})")
+            kept = (f"the rewrites agree more with the original (mean chrF {own:.1f}) than with "
+                    f"the one chosen among them ({theirs:.1f}; original_margin={original_margin})")
             index = len(verdicts)
     if index < len(verdicts):
         chosen = verdicts[index]

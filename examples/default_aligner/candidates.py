@@ -14,9 +14,9 @@ may itself be chosen; for runs that record which candidates fell back, whether t
 
 `run` writes OUT/query/ and OUT/topics/ (aligned.jsonl, items.jsonl, results.json, report.md;
 a rerun reuses what is done); `grid` prints one line per setting and writes the figures. `served`
-writes OUT/served-query/ and OUT/served-topics/: the outputs as the shipped choice
-(`selection.choose` with its constants) leaves them, judged as `validate.py` judges, so that
-`keep_margin.py` can score the keep test on the chosen rewrites.
+writes OUT/served-query/ and OUT/served-topics/: the outputs as the fifteenth look's choice
+(`selection.choose` with its constants, no `original_margin`) leaves them, judged as `validate.py`
+judges, so that `keep_margin.py` can score the keep test on the chosen rewrites.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def chooser(k: int, weight: float = 0.0, original_candidate: bool = False,
                                   fallbacks_vote, original_margin)
         if consensus is not None and chosen.chosen and chosen.chosen[0] < len(verdicts):
             others = [v.text for i, v in enumerate(verdicts) if i != chosen.chosen[0]]
-            agreement = sum(selection.similarity(chosen.text, text) for text in others) / len(others)
+            agreement = sum(selection.similarity(chosen.text, t) for t in others) / len(others)
             if agreement < consensus:
                 return {**record, "aligned": item.row["answer"]}
         return {**record, "aligned": chosen.text,
@@ -121,23 +121,23 @@ def chooser(k: int, weight: float = 0.0, original_candidate: bool = False,
     return choose
 
 
-def figures(items: list, records: list[dict]) -> dict:
+def figures(items: list, records: list[dict], fallbacks_known: bool = True) -> dict:
     """The rule's figures (`preference.py compare`), the unseen objectives' net wins, and per
-    objective the chrF and checks wins and losses (the issue's win rates leave ties out)."""
+    objective the chrF and checks wins and losses (the issue's win rates leave ties out).
+    `fallbacks_known`: the run recorded which candidates fell back (else no fallback count)."""
     from preference import rule_figures
     from trainer.evaluate.rewrites import judge_item, offline_scorers, summarize
 
     scorers = offline_scorers()
     judged = [judge_item(i.row, r["aligned"], scorers) for i, r in zip(items, records)]
     summary = summarize(items, records, judged)
-    unseen = sum(summary["objectives"][key][judge]["win"] - summary["objectives"][key][judge]["loss"]
-                 for key in ("empathy", "fairness") if key in summary["objectives"]
-                 for judge in ("chrf", "independent"))
-    per_objective = {key: {name: [found[judge]["win"], found[judge]["loss"]]
+    per_objective = {key: {name: [counts[judge]["win"], counts[judge]["loss"]]
                            for name, judge in (("chrf", "chrf"), ("checks", "independent"))}
-                     for key, found in summary["objectives"].items()}
+                     for key, counts in summary["objectives"].items()}
+    unseen = sum(win - loss for key in ("empathy", "fairness") if key in per_objective
+                 for win, loss in per_objective[key].values())
     found = {**rule_figures(summary), "unseen_net": unseen, "objectives": per_objective}
-    if not all("fell_back" in r["metadata"] for r in records if written(r) is not None):
+    if not fallbacks_known:
         del found["fallbacks"]  # an older run: which candidates fell back is not recorded
     return found
 
@@ -152,8 +152,10 @@ def grid(args: argparse.Namespace) -> None:
         (f"{shipped}, original margin {d}", {"k": 3, "original_margin": d})
         for d in ORIGINAL_MARGINS] + [
         (f"{shipped}, fallbacks left out, original margin {d}",
-         {"k": 3, "original_margin": d, "mode": "fallbacks left out"}) for d in ORIGINAL_MARGINS] + [
-        (f"{shipped}, the original below consensus {t}", {"k": 3, "consensus": t}) for t in CONSENSUS]
+         {"k": 3, "original_margin": d, "mode": "fallbacks left out"})
+        for d in ORIGINAL_MARGINS] + [
+        (f"{shipped}, the original below consensus {t}", {"k": 3, "consensus": t})
+        for t in CONSENSUS]
     study: dict[str, dict] = {}
     for split in args.splits:
         items = split_items(split)
@@ -166,7 +168,8 @@ def grid(args: argparse.Namespace) -> None:
             if setting.get("mode", "fallbacks vote") != "fallbacks vote" and missing_fell_back:
                 continue
             choose = chooser(**setting)
-            found = figures(items, [choose(i, records[i.row["id"]]) for i in items])
+            found = figures(items, [choose(i, records[i.row["id"]]) for i in items],
+                            fallbacks_known=not missing_fell_back)
             study.setdefault(label, {})[split] = found
             print(split, label, json.dumps(found), flush=True)
     for label, splits in study.items():
