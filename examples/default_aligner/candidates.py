@@ -40,14 +40,29 @@ def split_items(split: str) -> list:
     return validation_items(load_recipe(HERE / "recipe.yaml").data)
 
 
-def run(args: argparse.Namespace) -> None:
+def later_samples(first: int):
+    """`MetaAlignerRunnable` whose sampled candidates start at index `first` instead of 1: with
+    `candidates=N` it writes the greedy rewrite and samples first ... first + N - 2, each as the
+    runnable with more candidates would (a sample's seed comes from its index and prompt), so a
+    second run extends a first one's candidates (`grid --more`)."""
     from metaaligner_chain import MetaAlignerRunnable
+
+    class LaterSamples(MetaAlignerRunnable):
+        def candidate_settings(self, index: int, prompt: str):
+            return super().candidate_settings(index + first - 1, prompt)
+
+    return LaterSamples
+
+
+def run(args: argparse.Namespace) -> None:
     from trainer.evaluate.rewrites import _gate_identity, _identity, evaluate, runnable_input
 
-    runnable = MetaAlignerRunnable(objectives=["helpfulness"], max_new_tokens=args.max_new_tokens,
-                                   keep_margin=None, candidates=args.candidates)
+    runnable = later_samples(args.first_sample)(
+        objectives=["helpfulness"], max_new_tokens=args.max_new_tokens, keep_margin=None,
+        candidates=args.candidates)
+    samples = "" if args.first_sample == 1 else f"|samples-from-{args.first_sample}"
     name = (f"{_identity(None)}|auto|{args.max_new_tokens}|retry-loops|candidates-{args.candidates}"
-            f"|{_gate_identity()}")
+            f"{samples}|{_gate_identity()}")
     for split in SPLITS:
         results = evaluate(split_items(split), lambda row: runnable.invoke(runnable_input(row))["response"],
                            name, args.out / split, label=f"{split} split, candidates={args.candidates}")
@@ -67,6 +82,32 @@ def written(record: dict) -> list[str] | None:
     return texts
 
 
+def joined(record: dict, more: dict) -> dict:
+    """`record`'s candidates followed by the samples of `more`, a run of the same item made with
+    `run --first-sample` = `record`'s count (its greedy rewrite, the same as `record`'s, is
+    dropped), as one output of the runnable with all of them: the greedy rewrite first, the
+    fallen-back candidates renumbered. An output without candidates stands as it is."""
+    texts, extra = written(record), written(more)
+    if texts is None or extra is None:
+        return record
+    if extra[0] != texts[0]:
+        raise ValueError(f"{record['id']}: the two runs' greedy rewrites differ; --more must "
+                         "extend the same model and settings")
+    shift = len(texts) - 1
+    fell_back = [*(record["metadata"].get("fell_back") or ()),
+                 *({**entry, "candidate": entry["candidate"] + shift}
+                   for entry in more["metadata"].get("fell_back") or () if entry["candidate"])]
+    if "fell_back" not in record["metadata"] or "fell_back" not in more["metadata"]:
+        fell_back = None
+    all_texts = [*texts, *extra[1:]]
+    meta = {**record["metadata"], "chosen": [0, len(all_texts)], "candidates": all_texts[1:]}
+    if fell_back is None:
+        meta.pop("fell_back", None)
+    else:
+        meta["fell_back"] = fell_back
+    return {**record, "aligned": all_texts[0], "metadata": meta}
+
+
 #: How a candidate that fell back takes part in the vote: as the original's text, not at all, or
 #: with the rewrite the gate turned down (where there was one: an echo or an empty answer has
 #: none), that rewrite then voting and eligible; and both of the last two.
@@ -83,8 +124,9 @@ CONSENSUS = (20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
 
 def chooser(k: int, weight: float = 0.0, original_candidate: bool = False,
             mode: str = "fallbacks vote", original_margin: float | None = None,
-            consensus: float | None = None):
-    """The grid's choice among the first `k + 1` candidates of a record for an item. Which
+            consensus: float | None = None, samples: tuple[int, ...] | None = None):
+    """The grid's choice among the first `k + 1` candidates of a record for an item (or, with
+    `samples`, the greedy rewrite and those samples: (4, 5, 6) for the fourth to sixth). Which
     candidates fell back, and the rewrites the gate turned down, are in outputs made since they
     were recorded (metadata ``fell_back``); in older ones a fallback is only the original's text,
     and votes as such. `consensus`: the original instead when the chosen text's mean chrF against
@@ -101,7 +143,8 @@ def chooser(k: int, weight: float = 0.0, original_candidate: bool = False,
         fell_back = {entry["candidate"]: entry["rejected"]
                      for entry in record["metadata"].get("fell_back") or ()}
         verdicts = []
-        for i, text in enumerate(texts[:k + 1]):
+        for i in (0, *samples) if samples else range(min(k + 1, len(texts))):
+            text = texts[i]
             if i not in fell_back:
                 verdicts.append(Verdict(text=text, aligned=True))
             elif turned_down_vote and fell_back[i]:
@@ -142,9 +185,23 @@ def figures(items: list, records: list[dict], fallbacks_known: bool = True) -> d
     return found
 
 
+#: With `grid --more`: how many samples (or which), each with the original margins, fallbacks
+#: voting as the runnable's do, then left out; the first is the served choice's draw.
+MORE_SAMPLES = {"samples 1-3": {"k": 3}, "samples 4-6": {"k": 3, "samples": (4, 5, 6)},
+                "samples 1-5": {"k": 5}, "samples 1-7": {"k": 7}}
+
+
+def more_settings() -> list[tuple[str, dict]]:
+    """The grid of `grid --more`: more samples per item (`MORE_SAMPLES`), by original margin."""
+    return [(f"{name}, original margin {d}" + ("" if mode == "fallbacks vote" else f", {mode}"),
+             {**draw, "original_margin": d, "mode": mode})
+            for mode in ("fallbacks vote", "fallbacks left out")
+            for name, draw in MORE_SAMPLES.items() for d in (None, *ORIGINAL_MARGINS)]
+
+
 def grid(args: argparse.Namespace) -> None:
     shipped = "K=3 samples, original weight 0.0, original a candidate: False"
-    settings = [("greedy only", {"k": 0})] + [
+    settings = more_settings() if args.more else [("greedy only", {"k": 0})] + [
         (f"K={k} samples, original weight {w}, original a candidate: {oc}"
          + ("" if mode == "fallbacks vote" else f", {mode}"),
          {"k": k, "weight": w, "original_candidate": oc, "mode": mode})
@@ -160,6 +217,9 @@ def grid(args: argparse.Namespace) -> None:
     for split in args.splits:
         items = split_items(split)
         records = {r["id"]: r for r in read_jsonl(args.out / split / "aligned.jsonl")}
+        if args.more:
+            more = {r["id"]: r for r in read_jsonl(args.more / split / "aligned.jsonl")}
+            records = {i: joined(r, more[i]) for i, r in records.items()}
         missing = sum(written(records[i.row["id"]]) is None for i in items)
         print(f"{split}: {missing} of {len(items)} outputs carry no candidates (their output stands)")
         missing_fell_back = any("fell_back" not in r["metadata"]
@@ -211,11 +271,15 @@ def main() -> None:
     go = sub.add_parser("run", help="align both validation sets with candidates=N")
     go.add_argument("--candidates", type=int, default=4)
     go.add_argument("--max-new-tokens", type=int, default=384)
+    go.add_argument("--first-sample", type=int, default=1,
+                    help="index of the first sampled candidate (to extend another run's)")
     go.add_argument("--out", type=Path, default=Path("runs/candidates"))
     table = sub.add_parser("grid", help="the grid's figures from run's outputs")
     table.add_argument("--out", type=Path, default=Path("runs/candidates"))
     table.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     table.add_argument("--json", type=Path, help="write the figures here (e.g. candidates-study.json)")
+    table.add_argument("--more", type=Path, help="a `run --first-sample` of the same items: its "
+                       "samples join --out's, and the grid is the one of more samples")
     keep = sub.add_parser("served", help="run's outputs as the shipped choice leaves them, judged")
     keep.add_argument("--out", type=Path, default=Path("runs/candidates"))
     keep.add_argument("--candidates", type=int, default=4, help="how many candidates run made")

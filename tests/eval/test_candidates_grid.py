@@ -58,3 +58,19 @@ def test_the_original_back_when_the_candidates_disagree_or_agree_with_it_more(ca
     assert candidates.chooser(2, consensus=100.0)(ITEM, record)["aligned"] == ANSWER  # too sure
     assert candidates.chooser(2, consensus=50.0)(ITEM, record)["aligned"] == SHARED
     assert candidates.chooser(2, original_margin=100.0)(ITEM, record)["aligned"] == SHARED
+
+
+def test_a_second_run_extends_the_first_ones_candidates(candidates):
+    # the second run wrote the same greedy rewrite (dropped) and samples 4 and 5; its sample 5
+    # fell back, and so it is candidate 5 of the joined record
+    more = _record(ANSWER, 0, [SHARED_TOO, ANSWER], [{"candidate": 0, "rejected": TURNED_DOWN},
+                                                     {"candidate": 2, "rejected": None}])
+    record = candidates.joined(RECORD, more)
+    assert candidates.written(record) == [ANSWER, SHARED, ANSWER, SHARED_TOO, SHARED_TOO, ANSWER]
+    assert [entry["candidate"] for entry in record["metadata"]["fell_back"]] == [0, 2, 5]
+    # the greedy rewrite and samples 4 and 5 only: the two that fell back outvote SHARED_TOO
+    assert candidates.chooser(3, samples=(4, 5))(ITEM, record)["aligned"] == ANSWER
+    assert candidates.chooser(3, samples=(3, 4))(ITEM, record)["aligned"] == SHARED_TOO
+    assert candidates.chooser(5, mode="fallbacks left out")(ITEM, record)["aligned"] != ANSWER
+    with pytest.raises(ValueError, match="greedy rewrites differ"):
+        candidates.joined(RECORD, _record(SHARED, 0, [SHARED_TOO], []))
