@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> None:
 
     runnable = later_samples(args.first_sample)(
         objectives=["helpfulness"], max_new_tokens=args.max_new_tokens, keep_margin=None,
-        candidates=args.candidates)
+        candidates=args.candidates, candidate_temperature=args.temperature)
     samples = "" if args.first_sample == 1 else f"|samples-from-{args.first_sample}"
+    samples += "" if args.temperature == 0.7 else f"|temperature-{args.temperature}"
     name = (f"{_identity(None)}|auto|{args.max_new_tokens}|retry-loops|candidates-{args.candidates}"
             f"{samples}|{_gate_identity()}")
     for split in SPLITS:
@@ -273,6 +274,8 @@ def main() -> None:
     go.add_argument("--max-new-tokens", type=int, default=384)
     go.add_argument("--first-sample", type=int, default=1,
                     help="index of the first sampled candidate (to extend another run's)")
+    go.add_argument("--temperature", type=float, default=0.7,
+                    help="the sampled candidates' temperature (the runnable's default: 0.7)")
     go.add_argument("--out", type=Path, default=Path("runs/candidates"))
     table = sub.add_parser("grid", help="the grid's figures from run's outputs")
     table.add_argument("--out", type=Path, default=Path("runs/candidates"))
