@@ -214,6 +214,8 @@ def grid(args: argparse.Namespace) -> None:
         for d in ORIGINAL_MARGINS] + [
         (f"{shipped}, the original below consensus {t}", {"k": 3, "consensus": t})
         for t in CONSENSUS]
+    settings = [(label, setting) for label, setting in settings
+                if not args.only or any(part in label for part in args.only)]
     study: dict[str, dict] = {}
     for split in args.splits:
         items = split_items(split)
@@ -281,6 +283,8 @@ def main() -> None:
     table.add_argument("--out", type=Path, default=Path("runs/candidates"))
     table.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     table.add_argument("--json", type=Path, help="write the figures here (e.g. candidates-study.json)")
+    table.add_argument("--only", nargs="+", metavar="TEXT",
+                       help="only the settings whose label holds one of these (e.g. 'original margin')")
     table.add_argument("--more", type=Path, help="a `run --first-sample` of the same items: its "
                        "samples join --out's, and the grid is the one of more samples")
     keep = sub.add_parser("served", help="run's outputs as the shipped choice leaves them, judged")
