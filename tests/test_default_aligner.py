@@ -107,12 +107,14 @@ def test_several_candidates_give_back_the_one_the_others_agree_with_most(aligner
     assert len(set(written)) > 1  # the samples differ from the greedy rewrite
     fell_back = {entry["candidate"] for entry in meta["fell_back"]}  # their text is the original's
     assert all(written[i] == RESPONSE for i in fell_back)
-    verdicts = [Verdict(text=t, aligned=i not in fell_back, fallback_reason="x" if i in fell_back else None)
+    verdicts = [Verdict(text=t, aligned=i not in fell_back,
+                        fallback_reason="x" if i in fell_back else None)
                 for i, t in enumerate(written)]
     expected = selection.choose(RESPONSE, verdicts)
     assert out.content == expected.text and several.invoke(value)["response"].content == out.content
-    strict = several.model_copy(update={"original_margin": 0.0})  # the same candidates, a stricter choice
-    assert strict.invoke(value)["response"].content == selection.choose(RESPONSE, verdicts, original_margin=0.0).text
+    strict = several.model_copy(update={"original_margin": 0.0})  # same candidates, stricter
+    expected_strict = selection.choose(RESPONSE, verdicts, original_margin=0.0)
+    assert strict.invoke(value)["response"].content == expected_strict.text
     assert "chosen" not in single.invoke(value)["response"].response_metadata["metaaligner"]
 
 

@@ -57,11 +57,12 @@ def later_samples(first: int):
 def run(args: argparse.Namespace) -> None:
     from trainer.evaluate.rewrites import _gate_identity, _identity, evaluate, runnable_input
 
+    sampled = {} if args.temperature is None else {"candidate_temperature": args.temperature}
     runnable = later_samples(args.first_sample)(
         objectives=["helpfulness"], max_new_tokens=args.max_new_tokens, keep_margin=None,
-        candidates=args.candidates, candidate_temperature=args.temperature)
+        candidates=args.candidates, **sampled)
     samples = "" if args.first_sample == 1 else f"|samples-from-{args.first_sample}"
-    samples += "" if args.temperature == 0.7 else f"|temperature-{args.temperature}"
+    samples += "" if args.temperature is None else f"|temperature-{args.temperature}"
     name = (f"{_identity(None)}|auto|{args.max_new_tokens}|retry-loops|candidates-{args.candidates}"
             f"{samples}|{_gate_identity()}")
     for split in SPLITS:
@@ -94,18 +95,14 @@ def joined(record: dict, more: dict) -> dict:
     if extra[0] != texts[0]:
         raise ValueError(f"{record['id']}: the two runs' greedy rewrites differ; --more must "
                          "extend the same model and settings")
-    shift = len(texts) - 1
-    fell_back = [*(record["metadata"].get("fell_back") or ()),
-                 *({**entry, "candidate": entry["candidate"] + shift}
-                   for entry in more["metadata"].get("fell_back") or () if entry["candidate"])]
-    if "fell_back" not in record["metadata"] or "fell_back" not in more["metadata"]:
-        fell_back = None
     all_texts = [*texts, *extra[1:]]
     meta = {**record["metadata"], "chosen": [0, len(all_texts)], "candidates": all_texts[1:]}
-    if fell_back is None:
-        meta.pop("fell_back", None)
-    else:
-        meta["fell_back"] = fell_back
+    meta.pop("fell_back", None)
+    if "fell_back" in record["metadata"] and "fell_back" in more["metadata"]:  # both recorded
+        shift = len(texts) - 1
+        meta["fell_back"] = [*record["metadata"]["fell_back"],
+                             *({**entry, "candidate": entry["candidate"] + shift}
+                               for entry in more["metadata"]["fell_back"] if entry["candidate"])]
     return {**record, "aligned": all_texts[0], "metadata": meta}
 
 
@@ -276,8 +273,8 @@ def main() -> None:
     go.add_argument("--max-new-tokens", type=int, default=384)
     go.add_argument("--first-sample", type=int, default=1,
                     help="index of the first sampled candidate (to extend another run's)")
-    go.add_argument("--temperature", type=float, default=0.7,
-                    help="the sampled candidates' temperature (the runnable's default: 0.7)")
+    go.add_argument("--temperature", type=float,
+                    help="the sampled candidates' temperature (default: the runnable's)")
     go.add_argument("--out", type=Path, default=Path("runs/candidates"))
     table = sub.add_parser("grid", help="the grid's figures from run's outputs")
     table.add_argument("--out", type=Path, default=Path("runs/candidates"))
