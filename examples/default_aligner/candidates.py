@@ -219,6 +219,9 @@ def grid(args: argparse.Namespace) -> None:
         records = {r["id"]: r for r in read_jsonl(args.out / split / "aligned.jsonl")}
         if args.more:
             more = {r["id"]: r for r in read_jsonl(args.more / split / "aligned.jsonl")}
+            if absent := sorted(records.keys() - more.keys()):
+                raise SystemExit(f"--more {args.more}: {len(absent)} items of {split} are not in "
+                                 f"it (first: {absent[0]}); finish its `run` first")
             records = {i: joined(r, more[i]) for i, r in records.items()}
         missing = sum(written(records[i.row["id"]]) is None for i in items)
         print(f"{split}: {missing} of {len(items)} outputs carry no candidates (their output stands)")
@@ -288,6 +291,9 @@ def main() -> None:
     keep.add_argument("--out", type=Path, default=Path("runs/candidates"))
     keep.add_argument("--candidates", type=int, default=4, help="how many candidates run made")
     args = parser.parse_args()
+    if getattr(args, "first_sample", 1) < 1:
+        parser.error(f"--first-sample {args.first_sample}: sample indices start at 1 "
+                     "(1 for a first run; an earlier run's candidate count to extend it)")
     {"run": run, "grid": grid, "served": served}[args.command](args)
 
 
